@@ -1,0 +1,152 @@
+"""The command line: thin over the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Settings, load_settings
+from .errors import ReelrankError
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    return load_settings(
+        config_file=getattr(args, "config", None),
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        data_dir=getattr(args, "data_dir", None),
+        store=getattr(args, "store", None),
+        **extra,
+    )
+
+
+def _run_server(settings: Settings, ready: threading.Event | None = None) -> None:
+    import uvicorn
+
+    from .engine import Engine
+    from .serve import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    app = create_app(Engine(settings), own_engine=True)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    if ready is not None:
+        watcher = threading.Thread(target=_signal_when_started, args=(server, ready), daemon=True)
+        watcher.start()
+    server.run()
+
+
+def _signal_when_started(server: Any, ready: threading.Event) -> None:
+    while not server.started and not server.should_exit:
+        time.sleep(0.05)
+    ready.set()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(
+        f"reelrank {__version__} serving on http://{settings.host}:{settings.port} "
+        f"(store {settings.store_url()}); OpenAPI at /docs",
+        flush=True,
+    )
+    _run_server(settings)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .sim.traffic import Traffic
+    from .sim.world import make_world
+
+    data_dir = Path(args.data_dir)
+    if data_dir.exists() and not args.keep:
+        shutil.rmtree(data_dir)
+    ingest_key, admin_key = f"demo-{secrets.token_hex(8)}", f"admin-{secrets.token_hex(8)}"
+    settings = _settings(
+        args, api_keys=f"{ingest_key}=ingest,feed;{admin_key}=admin", snapshot_interval_s=30.0
+    )
+    base = f"http://{settings.host}:{settings.port}"
+    ready = threading.Event()
+
+    def drive() -> None:
+        ready.wait()
+        print(f"reelrank demo at {base}  (API docs {base}/docs, metrics {base}/metrics)")
+        print(f"admin key for /v1/users/<id>: {admin_key}", flush=True)
+        world = make_world(n_videos=args.videos, n_viewers=args.users)
+        traffic = Traffic(base, ingest_key, world, viewers=args.viewers)
+        traffic.load()
+        print(f"{args.viewers} simulated viewers are watching; Ctrl-C stops", flush=True)
+        traffic.start()
+        started = last_t = time.monotonic()
+        last = (0, 0, last_t)
+        while True:
+            time.sleep(args.every)
+            line, last = traffic.report(time.monotonic() - started, last)
+            print(line, flush=True)
+
+    threading.Thread(target=drive, daemon=True, name="demo-driver").start()
+    print(f"starting the server on {base} with the embedded store in {data_dir}/ ...", flush=True)
+    _run_server(settings, ready)
+    print("demo stopped; state saved in", data_dir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reelrank",
+        description="A real-time For You feed engine for short-video apps.",
+        epilog="Settings come from REELRANK_* environment variables over --config over "
+        "defaults; see the README for every key.",
+    )
+    parser.add_argument("--version", action="version", version=f"reelrank {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API on the embedded store")
+    serve.add_argument("--host", help="bind address (setting host, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (setting port, default 8000)")
+    serve.add_argument("--data-dir", help="data directory (setting data_dir, default ./data)")
+    serve.add_argument("--store", help="store URL: sqlite:///path.db or memory://")
+    serve.add_argument("--config", help="TOML config file of settings")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser(
+        "demo", help="run the server with a generated catalog and simulated viewers"
+    )
+    demo.add_argument("--host", help="bind address (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, help="port (default 8000)")
+    demo.add_argument("--data-dir", default=".reelrank-demo", help="where the demo keeps its store")
+    demo.add_argument("--config", help="TOML config file of settings")
+    demo.add_argument("--videos", type=int, default=5000, help="videos in the demo catalog")
+    demo.add_argument("--users", type=int, default=500, help="simulated users")
+    demo.add_argument("--viewers", type=int, default=4, help="concurrent viewer threads")
+    demo.add_argument("--every", type=float, default=2.0, help="seconds between progress lines")
+    demo.add_argument("--keep", action="store_true", help="keep the previous demo's data")
+    demo.set_defaults(func=cmd_demo, store=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ReelrankError as exc:
+        print(f"reelrank: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Typed settings: environment `REELRANK_*` over a TOML config file over defaults.
+
+Every key is a field of `Settings` with its default and a one-line doc; unknown keys are
+errors. `settings_table()` renders the documented list that the README carries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SCOPES = ("ingest", "feed", "admin")
+
+
+def _doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of reelrank's settings with their defaults."""
+
+    host: str = _doc("Address the HTTP server binds to.", "127.0.0.1")
+    port: int = _doc("Port the HTTP server listens on.", 8000)
+    data_dir: str = _doc("Directory for the embedded database and snapshots.", "./data")
+    store: str = _doc(
+        "Store URL: `sqlite:///path.db` or `memory://`; empty means "
+        "`sqlite:///<data_dir>/reelrank.db`.",
+        "",
+    )
+    sqlite_synchronous: str = _doc(
+        "SQLite `synchronous` pragma for the embedded store: FULL (fsync on every commit, "
+        "survives power loss) or NORMAL (survives a process crash).",
+        "FULL",
+    )
+    api_keys: str = _doc(
+        "API keys and their scopes, `key=scope,scope;key2=scope` with scopes ingest, feed, "
+        "admin (admin grants all). Empty: ingest and admin calls are refused.",
+        "",
+    )
+    feed_requires_key: bool = _doc(
+        "Require a key with the `feed` scope for feed and catalog reads.", False
+    )
+    max_batch: int = _doc("Most items accepted in one POST (events, videos, users, follows).", 1000)
+    feed_default_n: int = _doc("Page size when a feed request gives no `n`.", 10)
+    feed_max_n: int = _doc("Largest page size a feed request may ask for.", 100)
+    banned_terms: list[str] = _doc(
+        "Words that hold a video for human review when its caption or hashtags contain them.",
+        factory=list,
+    )
+    seen_max: int = _doc("Videos remembered per user as seen (never served again).", 5000)
+    session_len: int = _doc("Engagements kept per user as the short-term session.", 20)
+    affinity_half_life_h: float = _doc("Half-life, in hours, of user interest affinities.", 48.0)
+    hotness_half_life_h: float = _doc(
+        "Half-life, in hours, of video hotness and decayed counters.", 24.0
+    )
+    smoothing_strength: float = _doc(
+        "Pseudo-impressions of the catalog-wide rate mixed into each video's rates.", 20.0
+    )
+    score_weights: dict[str, float] = _doc(
+        "Heuristic fusion weights: smoothed rates (finish, like, share, skip), the user's "
+        "affinity for the video, and its hotness.",
+        factory=lambda: {
+            "finish": 1.0,
+            "like": 2.0,
+            "share": 3.0,
+            "skip": -1.0,
+            "affinity": 1.5,
+            "hotness": 0.3,
+        },
+    )
+    recall_quotas: dict[str, int] = _doc(
+        "Most candidates each recall channel contributes per request.",
+        factory=lambda: {
+            "following": 100,
+            "interest": 300,
+            "trending": 200,
+            "fresh": 100,
+            "explore": 60,
+        },
+    )
+    trending_refresh_s: float = _doc("Seconds between recomputations of trending lists.", 2.0)
+    snapshot_interval_s: float = _doc(
+        "Seconds between snapshots of the online state (restart replays the log after it).", 60.0
+    )
+    impression_flush_s: float = _doc(
+        "Seconds between flushes of server-side impression records to the store.", 0.2
+    )
+    max_future_skew_s: float = _doc(
+        "How far, in seconds, an event's `ts` may lie ahead of the server clock.", 86400.0
+    )
+    log_level: str = _doc("Log level: debug, info, warning or error.", "info")
+
+    def store_url(self) -> str:
+        """The effective store URL."""
+        if self.store:
+            return self.store
+        return f"sqlite:///{Path(self.data_dir) / 'reelrank.db'}"
+
+    def key_scopes(self) -> dict[str, frozenset[str]]:
+        """Parse `api_keys` into key -> scopes."""
+        return parse_api_keys(self.api_keys)
+
+
+def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
+    """`k1=ingest,feed;k2=admin` -> {"k1": {"ingest", "feed"}, "k2": {"admin"}}."""
+    keys: dict[str, frozenset[str]] = {}
+    for part in spec.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, scopes = part.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"api_keys: expected key=scope[,scope] but got {part!r}")
+        names = {s.strip() for s in scopes.split(",") if s.strip()}
+        unknown = names - set(SCOPES)
+        if not names or unknown:
+            raise ConfigError(
+                f"api_keys: key {key[:4]}… has unknown or no scopes {sorted(unknown)}; "
+                f"use {', '.join(SCOPES)}"
+            )
+        keys[key] = frozenset(names)
+    return keys
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any, from_env: bool) -> Any:
+    """Convert a raw value to the field's type, or raise ConfigError naming the key."""
+    typ = _FIELDS[name].type
+    try:
+        if typ == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError("expected true or false")
+        if typ == "int":
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return int(value)
+        if typ == "float":
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            return float(value)
+        if typ == "str":
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return value
+        if typ == "list[str]":
+            if from_env and isinstance(value, str):
+                value = json.loads(value) if value.startswith("[") else value.split(",")
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError("expected a list of strings")
+            return [v.strip() for v in value if v.strip()]
+        if typ.startswith("dict[str, "):
+            if from_env and isinstance(value, str):
+                value = json.loads(value)
+            if not isinstance(value, Mapping):
+                raise ValueError("expected a table of name = number")
+            cast = int if typ.endswith("int]") else float
+            factory: Any = _FIELDS[name].default_factory
+            default = factory()
+            unknown = set(value) - set(default)
+            if unknown:
+                raise ValueError(f"unknown names {sorted(unknown)}; known: {sorted(default)}")
+            merged = dict(default)
+            merged.update({k: cast(v) for k, v in value.items()})
+            return merged
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"setting {name}: {exc} (got {value!r})") from None
+    raise ConfigError(f"setting {name}: unsupported type {typ}")  # pragma: no cover
+
+
+def _validate(s: Settings) -> None:
+    checks = [
+        (s.port >= 0 and s.port < 65536, "port", "must be 0..65535"),
+        (s.max_batch >= 1, "max_batch", "must be at least 1"),
+        (1 <= s.feed_default_n <= s.feed_max_n, "feed_default_n", "must be 1..feed_max_n"),
+        (s.seen_max >= 1, "seen_max", "must be at least 1"),
+        (s.session_len >= 1, "session_len", "must be at least 1"),
+        (s.affinity_half_life_h > 0, "affinity_half_life_h", "must be positive"),
+        (s.hotness_half_life_h > 0, "hotness_half_life_h", "must be positive"),
+        (s.smoothing_strength >= 0, "smoothing_strength", "must not be negative"),
+        (s.trending_refresh_s > 0, "trending_refresh_s", "must be positive"),
+        (s.snapshot_interval_s > 0, "snapshot_interval_s", "must be positive"),
+        (s.impression_flush_s > 0, "impression_flush_s", "must be positive"),
+        (
+            s.sqlite_synchronous.upper() in ("FULL", "NORMAL", "EXTRA"),
+            "sqlite_synchronous",
+            "must be FULL, NORMAL or EXTRA",
+        ),
+        (
+            s.log_level.lower() in ("debug", "info", "warning", "error"),
+            "log_level",
+            "must be debug, info, warning or error",
+        ),
+        (all(v >= 0 for v in s.recall_quotas.values()), "recall_quotas", "must not be negative"),
+    ]
+    for ok, name, why in checks:
+        if not ok:
+            raise ConfigError(f"setting {name}: {why} (got {getattr(s, name)!r})")
+    s.key_scopes()
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build settings: explicit overrides > environment > config file > defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    config_file = config_file or env.get("REELRANK_CONFIG")
+    if config_file:
+        path = Path(config_file)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for key, value in raw.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, value, from_env=False)
+    for var, value in env.items():
+        if not var.startswith("REELRANK_") or var == "REELRANK_CONFIG":
+            continue
+        key = var[len("REELRANK_") :].lower()
+        if key not in _FIELDS:
+            raise ConfigError(f"environment {var}: unknown setting {key!r}")
+        values[key] = _coerce(key, value, from_env=True)
+    for key, value in overrides.items():
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting {key!r}")
+        if value is not None:
+            values[key] = _coerce(key, value, from_env=False)
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def settings_table() -> str:
+    """Markdown table of every setting, its environment variable, default and meaning."""
+    rows = ["| setting | environment | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        factory: Any = f.default_factory
+        default = f.default if f.default is not dataclasses.MISSING else factory()
+        shown = json.dumps(default) if not isinstance(default, str) else f'"{default}"'
+        rows.append(
+            f"| `{f.name}` | `REELRANK_{f.name.upper()}` | `{shown}` | {f.metadata['doc']} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,1 @@
+"""Content lifecycle: review now; duplicates and traffic pools later."""

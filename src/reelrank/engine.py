@@ -1,0 +1,326 @@
+"""The library facade: one Engine owns the store, the online state and the pipeline.
+
+The CLI and the HTTP layer only parse input, call these methods and map errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from typing import Any
+
+from .config import Settings
+from .content.review import Reviewer
+from .errors import InvalidInput, NotFound, ReelrankError
+from .ingest.events import EventIngestor, IngestResult
+from .metrics import Metrics
+from .pipeline.feed import Feed, FeedPipeline
+from .pipeline.query import FeedRequest, Query
+from .rank.heuristic import HeuristicScorer
+from .recall import default_sources
+from .rerank.filters import default_filters
+from .rerank.selectors import NoRepeatSelector
+from .schema import Follow, Impression, User, VideoIn, parse
+from .state.online import OnlineState
+from .storage import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """reelrank in one process: call `open()` before use and `close()` after."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings.store_url(), settings.sqlite_synchronous)
+        self.metrics = Metrics()
+        self.state = OnlineState(settings, self.store)
+        self.reviewer = Reviewer(settings.banned_terms)
+        self.ingestor = EventIngestor(self.state, self.metrics, settings.max_future_skew_s)
+        self.pipeline = FeedPipeline(
+            sources=default_sources(settings.trending_refresh_s),
+            filters=default_filters(),
+            scorer=HeuristicScorer(settings.score_weights, settings.smoothing_strength),
+            selector=NoRepeatSelector(),
+            quotas=settings.recall_quotas,
+            metrics=self.metrics,
+        )
+        self._catalog_lock = threading.Lock()  # serialises catalog writers
+        self._served: queue.SimpleQueue[Impression] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.started_at = time.time()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def open(self) -> Engine:
+        """Load state from the store and start the background workers."""
+        self.state.load()
+        s = self.settings
+        for name, interval, job in (
+            ("impressions", s.impression_flush_s, self.flush_impressions),
+            ("snapshot", s.snapshot_interval_s, self.snapshot),
+            ("log-follower", 0.5, self.state.catch_up),
+        ):
+            t = threading.Thread(
+                target=self._every, args=(interval, job), name=f"reelrank-{name}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _every(self, interval: float, job: Any) -> None:
+        while not self._stop.wait(interval):
+            try:
+                job()
+            except Exception:
+                log.exception("background job %s failed", getattr(job, "__name__", job))
+
+    def close(self) -> None:
+        """Stop workers, flush impressions, write a final snapshot, close the store."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+        self.flush_impressions()
+        self.state.catch_up()
+        self.snapshot()
+        self.store.close()
+
+    def snapshot(self) -> None:
+        self.state.impression_offset = self.store.events.last_impression_offset()
+        self.state.snapshot()
+
+    def flush_impressions(self) -> int:
+        batch: list[Impression] = []
+        while True:
+            try:
+                batch.append(self._served.get_nowait())
+            except queue.Empty:
+                break
+        if batch:
+            self.store.events.append_impressions(batch)
+            self.metrics.impressions_logged.inc(len(batch))
+        return len(batch)
+
+    # -- catalog -------------------------------------------------------------------------
+    def _check_batch(self, items: Any, field: str) -> list[Any]:
+        if not isinstance(items, list):
+            raise InvalidInput(field, "expected a list")
+        return items
+
+    def upsert_videos(self, raws: Any) -> list[dict[str, Any]]:
+        """Review and upsert videos; one result per item, errors included."""
+        raws = self._check_batch(raws, "videos")
+        results: list[dict[str, Any]] = [{} for _ in raws]
+        reviewed = []
+        for i, raw in enumerate(raws):
+            try:
+                video_in: VideoIn = parse(VideoIn, raw, f"videos[{i}]")
+            except InvalidInput as exc:
+                results[i] = {"index": i, "error": str(exc)}
+                continue
+            reviewed.append((i, self.reviewer.review(video_in)))
+        with self._catalog_lock:
+            rows = self.store.catalog.upsert_videos([v for _, v in reviewed])
+            if rows:
+                with self.state.lock:  # counters grow in place of arrays events write to
+                    self.state.counters.ensure(max(r for r, _ in rows) + 1)
+            for (i, video), (row, created) in zip(reviewed, rows, strict=True):
+                self.state.table.upsert(row, video)
+                results[i] = {
+                    "index": i,
+                    "id": video.id,
+                    "result": "created" if created else "updated",
+                    "status": video.status.value,
+                }
+                if video.status_reason:
+                    results[i]["status_reason"] = video.status_reason
+        self.metrics.upserts.labels("video").inc(len(reviewed))
+        self.metrics.videos.set(self.state.table.size)
+        return results
+
+    def upsert_users(self, raws: Any) -> list[dict[str, Any]]:
+        raws = self._check_batch(raws, "users")
+        results: list[dict[str, Any]] = [{} for _ in raws]
+        valid: list[tuple[int, User]] = []
+        for i, raw in enumerate(raws):
+            try:
+                valid.append((i, parse(User, raw, f"users[{i}]")))
+            except InvalidInput as exc:
+                results[i] = {"index": i, "error": str(exc)}
+        with self._catalog_lock:
+            created = self.store.catalog.upsert_users([u for _, u in valid])
+            for (i, user), new in zip(valid, created, strict=True):
+                self.state.profiles[user.id] = user
+                results[i] = {"index": i, "id": user.id, "result": "created" if new else "updated"}
+        self.metrics.upserts.labels("user").inc(len(valid))
+        return results
+
+    def add_follows(self, raws: Any) -> list[dict[str, Any]]:
+        raws = self._check_batch(raws, "follows")
+        results: list[dict[str, Any]] = [{} for _ in raws]
+        valid: list[tuple[int, Follow]] = []
+        for i, raw in enumerate(raws):
+            try:
+                valid.append((i, parse(Follow, raw, f"follows[{i}]")))
+            except InvalidInput as exc:
+                results[i] = {"index": i, "error": str(exc)}
+        with self._catalog_lock:
+            added = self.store.catalog.add_follows([f for _, f in valid])
+            for (i, f), new in zip(valid, added, strict=True):
+                self.state.add_follow(f.user_id, f.creator_id, persist=False)
+                results[i] = {
+                    "index": i,
+                    "user_id": f.user_id,
+                    "creator_id": f.creator_id,
+                    "result": "created" if new else "unchanged",
+                }
+        self.metrics.upserts.labels("follow").inc(len(valid))
+        return results
+
+    # -- events --------------------------------------------------------------------------
+    def ingest(self, raws: Any) -> IngestResult:
+        """Validate, durably log and apply a batch of events."""
+        raws = self._check_batch(raws, "events")
+        result = self.ingestor.ingest(raws)
+        self.metrics.state_lag.set(self.store.events.last_offset() - self.state.offset)
+        return result
+
+    # -- feed ----------------------------------------------------------------------------
+    def feed(
+        self,
+        user_id: str,
+        n: int | None = None,
+        region: str | None = None,
+        device: str | None = None,
+        language: str | None = None,
+    ) -> Feed:
+        """A personalised page for the user; an unknown user gets a cold-start page."""
+        s = self.settings
+        n = s.feed_default_n if n is None else n
+        if not 1 <= n <= s.feed_max_n:
+            raise InvalidInput("n", f"must be between 1 and {s.feed_max_n}, got {n}")
+        request = FeedRequest(
+            user_id=user_id,
+            n=n,
+            request_id=uuid.uuid4().hex,
+            now=time.time(),
+            region=region,
+            device=device,
+            language=language,
+        )
+        started = time.perf_counter()
+        query = self.hydrate(request)
+        feed = self.pipeline.run(query)
+        self.metrics.feed_latency.observe(time.perf_counter() - started)
+        self.metrics.feed_requests.labels("true" if feed.cold_start else "false").inc()
+        self._log_served(request, feed)
+        return feed
+
+    def hydrate(self, request: FeedRequest) -> Query:
+        user = self.state.users.get(request.user_id)
+        profile = self.state.profiles.get(request.user_id)
+        query = Query(
+            request=request,
+            table=self.state.table,
+            counters=self.state.counters,
+            size=self.state.table.size,
+            user=user,
+            profile=profile,
+            follows=frozenset(self.state.follows.get(request.user_id, ())),
+            region=request.region or (profile.region if profile else None),
+            language=request.language or (profile.language if profile else None),
+        )
+        if user is not None:
+            now = user.last_ts or request.now
+            query.tag_affinity = user.tags.at(now)
+            query.sound_affinity = user.sounds.at(now)
+            query.creator_affinity = user.creators.at(now)
+        return query
+
+    def _log_served(self, request: FeedRequest, feed: Feed) -> None:
+        for position, item in enumerate(feed.items):
+            imp = Impression(
+                request_id=feed.request_id,
+                position=position,
+                user_id=request.user_id,
+                video_id=item.video_id,
+                source=item.source,
+                score=item.score,
+                model_version=feed.model_version,
+                ts=request.now,
+            )
+            with self.state.lock:
+                self.state.mark_served(imp)
+            self._served.put(imp)
+
+    # -- reads ---------------------------------------------------------------------------
+    def video_detail(self, video_id: str) -> dict[str, Any]:
+        row = self.state.table.row_of(video_id)
+        if row < 0:
+            raise NotFound(f"unknown video {video_id!r}")
+        video = self.state.table.video(row)
+        counters = self.state.counters
+        return {
+            "video": video.model_dump(mode="json"),
+            "status": video.status.value,
+            "counters": counters.totals_of(row),
+            "decayed": counters.decayed_of(row, time.time()),
+            "hotness": round(float(counters.hotness[row]) * counters.decay_factor(time.time()), 4),
+        }
+
+    def user_profile(self, user_id: str) -> dict[str, Any]:
+        if not self.state.knows_user(user_id):
+            raise NotFound(f"unknown user {user_id!r}")
+        profile = self.state.profiles.get(user_id)
+        user = self.state.users.get(user_id)
+        out: dict[str, Any] = {
+            "user": profile.model_dump(mode="json") if profile else {"id": user_id},
+            "follows": sorted(self.state.follows.get(user_id, ())),
+        }
+        if user is None:
+            out.update(
+                top_interests={"hashtags": [], "sounds": [], "creators": []},
+                hidden_creators=[],
+                hidden_sounds=[],
+                not_interested=[],
+                session=[],
+                seen=0,
+                engagements=0,
+            )
+            return out
+        now = user.last_ts or time.time()
+
+        def top(aff: Any) -> list[dict[str, Any]]:
+            return [{"id": k, "weight": round(w, 4)} for k, w in aff.top(now, 10)]
+
+        table = self.state.table
+        out.update(
+            top_interests={
+                "hashtags": top(user.tags),
+                "sounds": top(user.sounds),
+                "creators": top(user.creators),
+            },
+            hidden_creators=sorted(user.hidden_creators),
+            hidden_sounds=sorted(user.hidden_sounds),
+            not_interested=sorted(table.video(r).id for r in list(user.not_interested)),
+            session=[{"video_id": v, "type": t, "ts": ts} for v, t, ts in list(user.session)],
+            seen=len(user.seen),
+            engagements=user.engagements,
+        )
+        return out
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "store": self.store.url.split("://")[0],
+            "videos": self.state.table.size,
+            "users": len(self.state.users),
+            "event_offset": self.state.offset,
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+
+__all__ = ["Engine", "ReelrankError"]

@@ -1,0 +1,1 @@
+"""Validate, deduplicate, append durably, then fold into the online state."""

@@ -1,0 +1,46 @@
+"""Prometheus metrics, one registry per engine so several can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.feed_requests = Counter(
+            "reelrank_feed_requests", "Feed requests served", ["cold"], registry=r
+        )
+        self.feed_latency = Histogram(
+            "reelrank_feed_latency_seconds",
+            "Feed pipeline time per request",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.feed_items = Counter(
+            "reelrank_feed_items", "Items served, by source channel", ["source"], registry=r
+        )
+        self.recall_candidates = Counter(
+            "reelrank_recall_candidates", "Candidates contributed", ["source"], registry=r
+        )
+        self.recall_failures = Counter(
+            "reelrank_recall_failures", "Recall sources that failed open", ["source"], registry=r
+        )
+        self.filtered = Counter(
+            "reelrank_filtered", "Candidates removed, by filter", ["filter"], registry=r
+        )
+        self.events = Counter(
+            "reelrank_events", "Events received, by outcome", ["outcome"], registry=r
+        )
+        self.events_by_type = Counter(
+            "reelrank_events_accepted_by_type", "Accepted events by type", ["type"], registry=r
+        )
+        self.upserts = Counter("reelrank_upserts", "Records upserted", ["kind"], registry=r)
+        self.impressions_logged = Counter(
+            "reelrank_impressions_logged", "Server-side impressions written", registry=r
+        )
+        self.state_lag = Gauge(
+            "reelrank_state_lag_events", "Logged events not yet folded into state", registry=r
+        )
+        self.videos = Gauge("reelrank_videos", "Videos in the catalog", registry=r)
+        self.users = Gauge("reelrank_users", "Users with state", registry=r)

@@ -1,0 +1,1 @@
+"""Composes the stages; no business logic lives here."""

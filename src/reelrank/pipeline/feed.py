@@ -1,0 +1,127 @@
+"""The feed pipeline: recall -> filter -> score -> select, as configured component lists."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..metrics import Metrics
+from ..rank.heuristic import HeuristicScorer
+from ..recall.base import RecallSource
+from ..rerank.filters import Filter, run_filter
+from ..rerank.selectors import NoRepeatSelector
+from .query import Candidates, Query
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeedItem:
+    video_id: str
+    score: float
+    source: str
+    reasons: list[str]
+
+
+@dataclass
+class Feed:
+    request_id: str
+    model_version: str
+    items: list[FeedItem]
+    cold_start: bool = False
+    removed: dict[str, int] = field(default_factory=dict)
+
+
+class FeedPipeline:
+    """An ordered list of components per stage; each recall source fails open."""
+
+    def __init__(
+        self,
+        sources: list[RecallSource],
+        filters: list[Filter],
+        scorer: HeuristicScorer,
+        selector: NoRepeatSelector,
+        quotas: dict[str, int],
+        metrics: Metrics,
+    ) -> None:
+        self.sources = sources
+        self.filters = filters
+        self.scorer = scorer
+        self.selector = selector
+        self.quotas = quotas
+        self.metrics = metrics
+        self.channel_names = [s.name for s in sources]
+
+    def recall(self, query: Query) -> Candidates:
+        parts = []
+        for i, source in enumerate(self.sources):
+            quota = self.quotas.get(source.name, 0)
+            if quota <= 0:
+                continue
+            try:
+                got = source.recall(query, quota)
+                rows, reasons = got.rows[:quota], got.reasons[:quota]
+                rows = np.asarray(rows, dtype=np.int64)
+                if len(rows) and (rows.min() < 0 or rows.max() >= query.size):
+                    raise IndexError(f"{source.name} returned rows outside the catalog")
+            except Exception:
+                # Fail open: a broken channel thins the feed, it never fails the request.
+                log.exception("recall source %s failed", source.name)
+                self.metrics.recall_failures.labels(source.name).inc()
+                continue
+            self.metrics.recall_candidates.labels(source.name).inc(len(rows))
+            parts.append(Candidates(rows, np.full(len(rows), i, np.int16), reasons))
+        return Candidates.concat(parts)
+
+    def run(self, query: Query) -> Feed:
+        cands = self.recall(query)
+        removed: dict[str, int] = {}
+        for f in self.filters:
+            result = run_filter(f, query, cands)
+            cands = result.kept
+            removed[f.name] = result.removed
+            if result.removed:
+                self.metrics.filtered.labels(f.name).inc(result.removed)
+        scores = self.scorer.score(query, cands)
+        picked = self.selector.select(query, cands, scores, query.request.n)
+        items = [self._item(query, cands, scores, int(i)) for i in picked]
+        for item in items:
+            self.metrics.feed_items.labels(item.source).inc()
+        return Feed(
+            request_id=query.request.request_id,
+            model_version=self.scorer.model_version,
+            items=items,
+            cold_start=query.is_cold,
+            removed=removed,
+        )
+
+    def _item(self, query: Query, cands: Candidates, scores: np.ndarray, i: int) -> FeedItem:
+        row = int(cands.rows[i])
+        video = query.table.video(row)
+        reasons = [str(cands.reason[i])]
+        reasons.extend(self._score_reasons(query, row))
+        return FeedItem(
+            video_id=video.id,
+            score=round(float(scores[i]), 6),
+            source=self.channel_names[int(cands.source[i])],
+            reasons=reasons,
+        )
+
+    def _score_reasons(self, query: Query, row: int) -> list[str]:
+        """Why the scorer liked it, in words, for the few items on the page."""
+        out = []
+        table = query.table
+        liked = [t for t in table.tag_names(row) if query.tag_affinity.get(t, 0.0) >= 2.0]
+        if liked:
+            out.append(f"you like #{liked[0]}")
+        rows = np.array([row])
+        views = float(self.scorer.views(query, rows)[0])
+        if views >= 20:
+            lifts = self.scorer.lifts(query, rows)
+            if lifts["finish"][0] >= 1.3:
+                out.append("most viewers watch it to the end")
+            if lifts["share"][0] >= 1.5:
+                out.append("often shared")
+        return out

@@ -1,0 +1,100 @@
+"""What every stage of the feed path sees: the hydrated query and candidate arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..schema import User
+from ..state.catalog import VideoTable
+from ..state.counters import VideoCounters
+from ..state.profiles import UserState
+
+
+@dataclass(frozen=True)
+class FeedRequest:
+    """Who asks, for how many videos, in which context."""
+
+    user_id: str
+    n: int
+    request_id: str
+    now: float
+    region: str | None = None
+    device: str | None = None
+    language: str | None = None
+
+
+@dataclass
+class Query:
+    """The request hydrated with the user's state (step 2 of the request path)."""
+
+    request: FeedRequest
+    table: VideoTable
+    counters: VideoCounters
+    size: int  # rows below this are safe to read for the whole request
+    user: UserState | None
+    profile: User | None
+    follows: frozenset[str]
+    region: str | None
+    language: str | None
+    tag_affinity: dict[str, float] = field(default_factory=dict)
+    sound_affinity: dict[str, float] = field(default_factory=dict)
+    creator_affinity: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_cold(self) -> bool:
+        """A user with no engagement history yet."""
+        return self.user is None or self.user.engagements == 0
+
+
+@dataclass
+class Candidates:
+    """Parallel arrays, one entry per candidate video."""
+
+    rows: np.ndarray  # (n,) int64 video rows
+    source: np.ndarray  # (n,) int16 index into the pipeline's channel names
+    reason: np.ndarray  # (n,) object: the channel's reason text
+
+    @classmethod
+    def empty(cls) -> Candidates:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0, object))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, mask_or_index: np.ndarray) -> Candidates:
+        return Candidates(
+            self.rows[mask_or_index], self.source[mask_or_index], self.reason[mask_or_index]
+        )
+
+    @classmethod
+    def concat(cls, parts: list[Candidates]) -> Candidates:
+        if not parts:
+            return cls.empty()
+        return cls(
+            np.concatenate([p.rows for p in parts]),
+            np.concatenate([p.source for p in parts]),
+            np.concatenate([p.reason for p in parts]),
+        )
+
+
+@dataclass
+class Recalled:
+    """What one recall source returns: rows and a reason per row."""
+
+    rows: np.ndarray
+    reasons: np.ndarray
+
+    @classmethod
+    def of(cls, rows: np.ndarray, reason: str) -> Recalled:
+        rows = np.asarray(rows, dtype=np.int64)
+        return cls(rows, np.full(len(rows), reason, dtype=object))
+
+    @classmethod
+    def join(cls, parts: list[Recalled]) -> Recalled:
+        if not parts:
+            return cls(np.zeros(0, np.int64), np.zeros(0, object))
+        return cls(
+            np.concatenate([p.rows for p in parts]), np.concatenate([p.reasons for p in parts])
+        )

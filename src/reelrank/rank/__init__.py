@@ -1,0 +1,1 @@
+"""Scorers: one score per candidate, same order; they never drop or reorder."""

@@ -1,0 +1,30 @@
+"""Candidate sources: each returns video rows with a reason, within its quota."""
+
+from .base import RecallSource, top_by
+from .explore import ExploreRecall
+from .following import FollowingRecall
+from .fresh import FreshRecall
+from .interest import InterestRecall
+from .trending import TrendingRecall
+
+__all__ = [
+    "ExploreRecall",
+    "FollowingRecall",
+    "FreshRecall",
+    "InterestRecall",
+    "RecallSource",
+    "TrendingRecall",
+    "default_sources",
+    "top_by",
+]
+
+
+def default_sources(trending_refresh_s: float) -> list[RecallSource]:
+    """The embedded default channel list, in merge priority order."""
+    return [
+        FollowingRecall(),
+        InterestRecall(),
+        TrendingRecall(trending_refresh_s),
+        FreshRecall(trending_refresh_s),
+        ExploreRecall(),
+    ]

@@ -1,0 +1,58 @@
+"""The recall-source contract and shared helpers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from ..pipeline.query import Query, Recalled
+
+
+class RecallSource(Protocol):
+    """One candidate channel. It may return fewer rows than `quota`, never more, and
+    may return rows the filters will remove (unapproved, seen, hidden)."""
+
+    name: str
+
+    def recall(self, query: Query, quota: int) -> Recalled: ...
+
+
+def top_by(rows: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
+    """The k rows with the largest key, best first (key is indexed by position in rows)."""
+    if k <= 0 or len(rows) == 0:
+        return rows[:0]
+    if len(rows) > k:
+        part = np.argpartition(-key, k - 1)[:k]
+        rows, key = rows[part], key[part]
+    return rows[np.argsort(-key, kind="stable")]
+
+
+class Cached:
+    """A value recomputed at most every `ttl_s` seconds; one caller computes, the others
+    keep using the previous value meanwhile."""
+
+    def __init__(self, ttl_s: float, compute: Callable[[Query], object]) -> None:
+        self.ttl_s = ttl_s
+        self._compute = compute
+        self._value: object = None
+        self._key: tuple[int, float] = (-1, 0.0)
+        self._lock = threading.Lock()
+
+    def get(self, query: Query) -> object:
+        size, stamp = self._key
+        age = time.monotonic() - stamp
+        # New videos show up within a quarter second; otherwise recompute once per ttl.
+        fresh = age < self.ttl_s and (size == query.size or age < min(self.ttl_s, 0.25))
+        if self._value is not None and fresh:
+            return self._value
+        if self._lock.acquire(blocking=self._value is None):
+            try:
+                self._value = self._compute(query)
+                self._key = (query.size, time.monotonic())
+            finally:
+                self._lock.release()
+        return self._value

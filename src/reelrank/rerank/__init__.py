@@ -1,0 +1,1 @@
+"""The policy layer: filters that say what they removed, and selectors that decide."""

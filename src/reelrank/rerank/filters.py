@@ -1,0 +1,106 @@
+"""Filters: each keeps a subset of candidates and reports how many it removed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..pipeline.query import Candidates, Query
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    kept: Candidates
+    removed: int
+
+
+class Filter(Protocol):
+    name: str
+
+    def keep(self, query: Query, cands: Candidates) -> np.ndarray:
+        """A boolean mask over the candidates: True keeps."""
+
+
+def run_filter(f: Filter, query: Query, cands: Candidates) -> FilterResult:
+    if len(cands) == 0:
+        return FilterResult(cands, 0)
+    mask = f.keep(query, cands)
+    return FilterResult(cands.take(mask), int(len(mask) - mask.sum()))
+
+
+class DuplicateFilter:
+    """The same video from two channels: keep the first (channels are in priority order)."""
+
+    name = "duplicate"
+
+    def keep(self, query: Query, cands: Candidates) -> np.ndarray:
+        _, first = np.unique(cands.rows, return_index=True)
+        mask = np.zeros(len(cands), dtype=bool)
+        mask[first] = True
+        return mask
+
+
+class ApprovedFilter:
+    """Only approved videos are ever served."""
+
+    name = "not_approved"
+
+    def keep(self, query: Query, cands: Candidates) -> np.ndarray:
+        return query.table.approved[cands.rows].copy()
+
+
+class SeenFilter:
+    """A video served to or watched by the user is not served again."""
+
+    name = "seen"
+
+    def keep(self, query: Query, cands: Candidates) -> np.ndarray:
+        if query.user is None or len(query.user.seen) == 0:
+            return np.ones(len(cands), dtype=bool)
+        seen = query.user.seen
+        return np.fromiter((r not in seen for r in cands.rows.tolist()), bool, len(cands))
+
+
+class NotInterestedFilter:
+    """Videos the user marked not interested in or reported."""
+
+    name = "not_interested"
+
+    def keep(self, query: Query, cands: Candidates) -> np.ndarray:
+        if query.user is None or not query.user.not_interested:
+            return np.ones(len(cands), dtype=bool)
+        blocked = np.fromiter(query.user.not_interested.copy(), np.int64)
+        return ~np.isin(cands.rows, blocked)
+
+
+class HiddenFilter:
+    """Videos by creators or with sounds the user hid."""
+
+    name = "hidden"
+
+    def keep(self, query: Query, cands: Candidates) -> np.ndarray:
+        mask = np.ones(len(cands), dtype=bool)
+        user = query.user
+        if user is None:
+            return mask
+        table = query.table
+        if user.hidden_creators:
+            ids = [table.creators.get(c) for c in user.hidden_creators.copy()]
+            mask &= ~np.isin(table.creator[cands.rows], ids)
+        if user.hidden_sounds:
+            ids = [table.sounds.get(s) for s in user.hidden_sounds.copy()]
+            ids = [i for i in ids if i >= 0]
+            mask &= ~np.isin(table.sound[cands.rows], ids)
+        return mask
+
+
+def default_filters() -> list[Filter]:
+    return [
+        DuplicateFilter(),
+        ApprovedFilter(),
+        SeenFilter(),
+        NotInterestedFilter(),
+        HiddenFilter(),
+    ]

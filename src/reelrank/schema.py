@@ -1,0 +1,203 @@
+"""The records every stage shares: videos, users, follows, events, served impressions.
+
+Input models validate what clients send (`extra="forbid"` so a typo is an error, not a
+silently ignored field); the same classes are the records the engine passes around.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from .errors import InvalidInput
+
+MAX_ID_LEN = 128
+MAX_WATCH_MS = 24 * 3600 * 1000
+
+
+class EventType(StrEnum):
+    """What a user did to a video."""
+
+    IMPRESSION = "impression"
+    PLAY = "play"
+    WATCH = "watch"
+    FINISH = "finish"
+    REPLAY = "replay"
+    LIKE = "like"
+    UNLIKE = "unlike"
+    SHARE = "share"
+    COMMENT = "comment"
+    FOLLOW = "follow"
+    UNFOLLOW = "unfollow"
+    SKIP = "skip"
+    NOT_INTERESTED = "not_interested"
+    HIDE_CREATOR = "hide_creator"
+    HIDE_SOUND = "hide_sound"
+    REPORT = "report"
+
+
+class ReviewStatus(StrEnum):
+    """Where a video stands in review; only `approved` videos are ever served."""
+
+    APPROVED = "approved"
+    PENDING_REVIEW = "pending_review"
+    REJECTED = "rejected"
+
+
+def _as_id(value: Any) -> Any:
+    # Apps often key records by integers; accept them as their decimal string.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and any(ord(c) < 32 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _as_epoch(value: Any) -> Any:
+    """Unix seconds (number) or ISO 8601 (naive means UTC) -> float seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected Unix seconds or an ISO 8601 time")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("expected Unix seconds or an ISO 8601 time") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        seconds = parsed.timestamp()
+    else:
+        raise ValueError("expected Unix seconds or an ISO 8601 time")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("must be a positive finite time")
+    return seconds
+
+
+def _as_tag(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip().lstrip("#").lower()
+    return value
+
+
+Id = Annotated[str, BeforeValidator(_as_id), Field(min_length=1, max_length=MAX_ID_LEN)]
+Epoch = Annotated[float, BeforeValidator(_as_epoch)]
+Tag = Annotated[str, BeforeValidator(_as_tag), Field(min_length=1, max_length=64)]
+Code = Annotated[str, Field(min_length=1, max_length=32)]
+
+_STRICT = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+
+class VideoIn(BaseModel):
+    """A video as an app sends it."""
+
+    model_config = _STRICT
+
+    id: Id
+    creator_id: Id
+    caption: str = Field(default="", max_length=4000)
+    hashtags: list[Tag] = Field(default_factory=list, max_length=30)
+    sound_id: Id | None = None
+    duration_ms: int = Field(gt=0, le=MAX_WATCH_MS)
+    language: Code | None = None
+    region: Code | None = None
+    created_at: Epoch = Field(default_factory=time.time)
+
+
+class Video(VideoIn):
+    """A catalog video with its review status (set by review, never by the client)."""
+
+    status: ReviewStatus = ReviewStatus.APPROVED
+    status_reason: str | None = None
+
+
+class User(BaseModel):
+    """A viewer; `interests` are onboarding picks (hashtags or topics)."""
+
+    model_config = _STRICT
+
+    id: Id
+    language: Code | None = None
+    region: Code | None = None
+    interests: list[Tag] = Field(default_factory=list, max_length=50)
+
+
+class Follow(BaseModel):
+    """A user follows a creator."""
+
+    model_config = _STRICT
+
+    user_id: Id
+    creator_id: Id
+
+
+class Event(BaseModel):
+    """One thing a user did; `event_id` is the client-chosen idempotency key."""
+
+    model_config = _STRICT
+
+    event_id: Id
+    type: EventType
+    user_id: Id
+    video_id: Id
+    request_id: Id | None = None
+    ts: Epoch
+    watch_ms: int | None = Field(default=None, ge=0, le=MAX_WATCH_MS)
+    device: Code | None = None
+    region: Code | None = None
+
+    @model_validator(mode="after")
+    def _watch_needs_time(self) -> Event:
+        if self.type is EventType.WATCH and self.watch_ms is None:
+            raise ValueError("watch_ms is required for a watch event")
+        return self
+
+
+class Impression(BaseModel):
+    """A video the server put on a feed page: the record later actions are joined to."""
+
+    request_id: str
+    position: int
+    user_id: str
+    video_id: str
+    source: str
+    score: float
+    model_version: str
+    ts: float
+
+
+def describe_errors(exc: ValidationError, prefix: str = "") -> str:
+    """One line naming each bad field and what is wrong with it."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        name = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "body"
+        parts.append(f"{name}: {msg}")
+    return "; ".join(parts)
+
+
+def parse(model: type[BaseModel], raw: Any, where: str) -> Any:
+    """Validate one raw item; raise InvalidInput naming the field on failure."""
+    if not isinstance(raw, dict):
+        raise InvalidInput(where, "expected a JSON object")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInput(where, describe_errors(exc)) from None

@@ -1,0 +1,160 @@
+"""The catalog in memory as columns, so the feed path works on arrays of video rows."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..schema import ReviewStatus, Video
+
+MAX_TAGS = 8  # hashtags per video used as features; the record keeps all of them
+
+
+class IdMap:
+    """Interns string ids as dense ints (append-only, so ints are stable in a process)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.names: list[str] = []
+
+    def get(self, name: str) -> int:
+        """The int for a name, -1 when unknown."""
+        return self.index.get(name, -1)
+
+    def add(self, name: str) -> int:
+        """The int for a name, interning it when new."""
+        found = self.index.get(name)
+        if found is None:
+            found = len(self.names)
+            self.names.append(name)
+            self.index[name] = found
+        return found
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class Postings:
+    """key -> video rows, with an array view cached until the list changes."""
+
+    def __init__(self) -> None:
+        self._rows: dict[int, list[int]] = {}
+        self._arrays: dict[int, np.ndarray] = {}
+
+    def add(self, key: int, row: int) -> None:
+        self._rows.setdefault(key, []).append(row)
+        self._arrays.pop(key, None)
+
+    def remove(self, key: int, row: int) -> None:
+        rows = self._rows.get(key)
+        if rows and row in rows:
+            rows.remove(row)
+            self._arrays.pop(key, None)
+
+    def rows(self, key: int) -> np.ndarray:
+        """The rows under a key as an int64 array (empty when none)."""
+        found = self._arrays.get(key)
+        if found is None:
+            found = np.array(self._rows.get(key, ()), dtype=np.int64)
+            self._arrays[key] = found
+        return found
+
+    def keys(self) -> list[int]:
+        return list(self._rows)
+
+
+class VideoTable:
+    """Column arrays indexed by the store's stable video row.
+
+    Writers hold `lock`; readers take `view()` and only look at rows below its `size`.
+    Arrays grow by doubling and are swapped in whole, so a reader never sees a torn array.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.lock = threading.RLock()
+        self.size = 0
+        self.records: list[Video | None] = []
+        self.rows: dict[str, int] = {}
+        self.creators = IdMap()
+        self.sounds = IdMap()
+        self.tags = IdMap()
+        self.regions = IdMap()
+        self.languages = IdMap()
+        self.by_creator = Postings()
+        self.by_sound = Postings()
+        self.by_tag = Postings()
+        self._alloc(capacity)
+
+    def _alloc(self, capacity: int) -> None:
+        def grow(
+            old: np.ndarray | None, shape: tuple[int, ...], dtype: type, fill: float
+        ) -> np.ndarray:
+            new: np.ndarray = np.full(shape, fill, dtype=dtype)
+            if old is not None:
+                new[: len(old)] = old
+            return new
+
+        g = getattr
+        self.capacity = capacity
+        self.creator = grow(g(self, "creator", None), (capacity,), np.int32, -1)
+        self.sound = grow(g(self, "sound", None), (capacity,), np.int32, -1)
+        self.region = grow(g(self, "region", None), (capacity,), np.int32, -1)
+        self.language = grow(g(self, "language", None), (capacity,), np.int32, -1)
+        self.created_at = grow(g(self, "created_at", None), (capacity,), np.float64, 0.0)
+        self.duration_ms = grow(g(self, "duration_ms", None), (capacity,), np.float64, 1.0)
+        self.approved = grow(g(self, "approved", None), (capacity,), np.bool_, False)
+        self.tag_ids = grow(g(self, "tag_ids", None), (capacity, MAX_TAGS), np.int32, -1)
+
+    def upsert(self, row: int, video: Video) -> None:
+        """Place a video at its store row (new or updated)."""
+        with self.lock:
+            while row >= self.capacity:
+                self._alloc(self.capacity * 2)
+            old = self.records[row] if row < len(self.records) else None
+            while len(self.records) <= row:
+                self.records.append(None)
+            if old is not None:
+                self._unindex(row, old)
+            creator = self.creators.add(video.creator_id)
+            sound = self.sounds.add(video.sound_id) if video.sound_id else -1
+            tags = list(dict.fromkeys(self.tags.add(t) for t in video.hashtags))[:MAX_TAGS]
+            self.creator[row] = creator
+            self.sound[row] = sound
+            self.region[row] = self.regions.add(video.region) if video.region else -1
+            self.language[row] = self.languages.add(video.language) if video.language else -1
+            self.created_at[row] = video.created_at
+            self.duration_ms[row] = float(video.duration_ms)
+            self.tag_ids[row] = -1
+            self.tag_ids[row, : len(tags)] = tags
+            self.approved[row] = video.status is ReviewStatus.APPROVED
+            self.records[row] = video
+            self.rows[video.id] = row
+            self.by_creator.add(creator, row)
+            if sound >= 0:
+                self.by_sound.add(sound, row)
+            for t in tags:
+                self.by_tag.add(t, row)
+            self.size = max(self.size, row + 1)
+
+    def _unindex(self, row: int, old: Video) -> None:
+        self.by_creator.remove(self.creators.get(old.creator_id), row)
+        if old.sound_id:
+            self.by_sound.remove(self.sounds.get(old.sound_id), row)
+        for t in self.tag_ids[row]:
+            if t >= 0:
+                self.by_tag.remove(int(t), row)
+
+    def video(self, row: int) -> Video:
+        """The record at a row."""
+        found = self.records[row]
+        if found is None:  # pragma: no cover - rows are dense in every store
+            raise KeyError(row)
+        return found
+
+    def row_of(self, video_id: str) -> int:
+        """The row of a video id, -1 when unknown."""
+        return self.rows.get(video_id, -1)
+
+    def tag_names(self, row: int) -> list[str]:
+        return [self.tags.names[t] for t in self.tag_ids[row] if t >= 0]

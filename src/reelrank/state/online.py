@@ -1,0 +1,251 @@
+"""The online state and the updater that folds the event log into it, in offset order."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ..config import Settings
+from ..schema import Event, EventType, Follow, Impression, User
+from ..storage import Store
+from .catalog import VideoTable
+from .counters import VideoCounters
+from .profiles import UserState
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT = "online_state"
+READ_CHUNK = 5000
+
+# How much an action moves the user's affinity for the video's hashtags, sound and creator.
+AFFINITY_DELTAS: dict[EventType, float] = {
+    EventType.FINISH: 1.0,
+    EventType.REPLAY: 1.5,
+    EventType.LIKE: 3.0,
+    EventType.UNLIKE: -3.0,
+    EventType.SHARE: 4.0,
+    EventType.COMMENT: 2.0,
+    EventType.FOLLOW: 2.0,
+    EventType.UNFOLLOW: -2.0,
+    EventType.SKIP: -0.5,
+    EventType.NOT_INTERESTED: -4.0,
+    EventType.REPORT: -4.0,
+}
+ENGAGEMENTS = {
+    EventType.FINISH,
+    EventType.REPLAY,
+    EventType.LIKE,
+    EventType.SHARE,
+    EventType.COMMENT,
+    EventType.FOLLOW,
+}
+_COUNTER_OF = {
+    EventType.IMPRESSION: "impressions",
+    EventType.PLAY: "plays",
+    EventType.FINISH: "finishes",
+    EventType.REPLAY: "replays",
+    EventType.SHARE: "shares",
+    EventType.COMMENT: "comments",
+    EventType.FOLLOW: "follows",
+    EventType.SKIP: "skips",
+    EventType.NOT_INTERESTED: "not_interested",
+    EventType.HIDE_CREATOR: "hides",
+    EventType.HIDE_SOUND: "hides",
+    EventType.REPORT: "reports",
+}
+
+
+class OnlineState:
+    """Catalog columns, video counters, user profiles and follows, kept in memory.
+
+    `lock` serialises writers (catalog upserts and event application); the feed path
+    reads without it.
+    """
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.lock = threading.RLock()
+        self._consume = threading.Lock()  # one consumer of the logs at a time
+        self.table = VideoTable()
+        self.counters = VideoCounters(settings.hotness_half_life_h * 3600.0)
+        self.users: dict[str, UserState] = {}
+        self.profiles: dict[str, User] = {}
+        self.follows: dict[str, set[str]] = {}
+        self.offset = 0  # last event-log offset folded in
+        self.impression_offset = 0  # last impression-log offset folded in
+        self.applied = 0
+
+    # -- users ---------------------------------------------------------------------------
+    def user(self, user_id: str) -> UserState:
+        """The user's state, created empty on first sight."""
+        found = self.users.get(user_id)
+        if found is None:
+            s = self.settings
+            found = UserState(s.affinity_half_life_h * 3600.0, s.seen_max, s.session_len)
+            self.users[user_id] = found
+        return found
+
+    def add_follow(self, user_id: str, creator_id: str, persist: bool) -> None:
+        if persist:
+            self.store.catalog.add_follows([Follow(user_id=user_id, creator_id=creator_id)])
+        self.follows.setdefault(user_id, set()).add(creator_id)
+
+    def knows_user(self, user_id: str) -> bool:
+        return user_id in self.users or user_id in self.profiles
+
+    # -- loading -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Rebuild from the store: catalog, follows, the last snapshot, then the log tail."""
+        with self.lock:
+            for row, video in self.store.catalog.iter_videos():
+                self.counters.ensure(row + 1)
+                self.table.upsert(row, video)
+            for user in self.store.catalog.iter_users():
+                self.profiles[user.id] = user
+            for f in self.store.catalog.iter_follows():
+                self.follows.setdefault(f.user_id, set()).add(f.creator_id)
+            blob = self.store.state.load_snapshot(SNAPSHOT)
+            if blob is not None:
+                self._restore(blob)
+        replayed = self.catch_up()
+        self.catch_up_impressions()
+        log.info(
+            "state loaded: %d videos, %d users, offset %d (%d events replayed)",
+            self.table.size,
+            len(self.users),
+            self.offset,
+            replayed,
+        )
+
+    def catch_up(self) -> int:
+        """Fold every event after `offset` into the state; return how many."""
+        n = 0
+        with self._consume:
+            while True:
+                batch = self.store.events.read(self.offset, READ_CHUNK)
+                if not batch:
+                    return n
+                for offset, event in batch:
+                    # Per event, so a feed request never waits for a whole batch.
+                    with self.lock:
+                        self.apply(event)
+                        self.offset = offset
+                n += len(batch)
+
+    def catch_up_impressions(self) -> int:
+        """Mark as seen every served impression after `impression_offset`."""
+        n = 0
+        with self._consume, self.lock:
+            while True:
+                batch = self.store.events.read_impressions(self.impression_offset, READ_CHUNK)
+                if not batch:
+                    return n
+                for offset, imp in batch:
+                    self.mark_served(imp)
+                    self.impression_offset = offset
+                n += len(batch)
+
+    def mark_served(self, imp: Impression) -> None:
+        row = self.table.row_of(imp.video_id)
+        if row >= 0:
+            self.user(imp.user_id).seen.add(row)
+
+    # -- applying events -----------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        """Fold one event (already validated, deduplicated and logged) into the state."""
+        row = self.table.row_of(event.video_id)
+        if row < 0:  # validated against the catalog on ingest; tolerate a replay anyway
+            return
+        t, ts = event.type, event.ts
+        video = self.table.video(row)
+        user = self.user(event.user_id)
+        user.last_ts = max(user.last_ts, ts)
+        counters = self.counters
+        counter = _COUNTER_OF.get(t)
+        delta = AFFINITY_DELTAS.get(t, 0.0)
+
+        if t is EventType.WATCH:
+            watched = float(event.watch_ms or 0)
+            counters.add(row, "watch_ms", int(watched), ts)
+            ratio = min(watched / max(float(video.duration_ms), 1.0), 2.0)
+            delta = ratio - 0.3  # a short watch is a weak negative, a full one positive
+        elif t is EventType.LIKE:
+            if row in user.liked:
+                return  # a second like of the same video changes nothing
+            user.liked.add(row)
+            counters.add(row, "likes", 1, ts)
+        elif t is EventType.UNLIKE:
+            if row not in user.liked:
+                return
+            user.liked.discard(row)
+            counters.add(row, "likes", -1, ts)
+        elif t is EventType.FOLLOW:
+            # The follow graph lives in the catalog; replays write the same edge again.
+            self.add_follow(event.user_id, video.creator_id, persist=True)
+        elif t is EventType.UNFOLLOW:
+            self.follows.get(event.user_id, set()).discard(video.creator_id)
+            self.store.catalog.remove_follow(event.user_id, video.creator_id)
+        elif t is EventType.HIDE_CREATOR:
+            user.hidden_creators.add(video.creator_id)
+        elif t is EventType.HIDE_SOUND and video.sound_id:
+            user.hidden_sounds.add(video.sound_id)
+        elif t in (EventType.NOT_INTERESTED, EventType.REPORT):
+            user.not_interested.add(row)
+
+        if counter is not None:
+            counters.add(row, counter, 1, ts)
+        counters.heat(row, t, ts)
+        user.seen.add(row)  # any interaction means the user has seen the video
+        if delta:
+            self._move_affinity(user, row, delta, ts, creator_boost=t is EventType.FOLLOW)
+        if t in ENGAGEMENTS or (t is EventType.WATCH and delta > 0.2):
+            user.engagements += 1
+            user.session.append((event.video_id, t.value, ts))
+        self.applied += 1
+
+    def _move_affinity(
+        self, user: UserState, row: int, delta: float, ts: float, creator_boost: bool
+    ) -> None:
+        video = self.table.video(row)
+        for tag in self.table.tag_names(row):
+            user.tags.add(tag, delta, ts)
+        if video.sound_id:
+            user.sounds.add(video.sound_id, delta * 0.7, ts)
+        user.creators.add(video.creator_id, delta * (3.0 if creator_boost else 0.7), ts)
+
+    # -- snapshots -----------------------------------------------------------------------
+    def snapshot(self) -> None:
+        """Persist the state with the offsets it reflects (one atomic write)."""
+        with self.lock:
+            meta = {
+                "offset": self.offset,
+                "impression_offset": self.impression_offset,
+                "size": self.table.size,
+                "users": {uid: u.to_json() for uid, u in self.users.items()},
+                "saved_at": time.time(),
+            }
+            arrays = self.counters.to_arrays(self.table.size)
+        buf = io.BytesIO()
+        arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        self.store.state.save_snapshot(SNAPSHOT, buf.getvalue())
+
+    def _restore(self, blob: bytes) -> None:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            meta: dict[str, Any] = orjson.loads(z["meta"].tobytes())
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+        self.counters.load_arrays(arrays)
+        s = self.settings
+        for uid, raw in meta["users"].items():
+            self.users[uid] = UserState.from_json(
+                raw, s.affinity_half_life_h * 3600.0, s.seen_max, s.session_len
+            )
+        self.offset = int(meta["offset"])
+        self.impression_offset = int(meta["impression_offset"])

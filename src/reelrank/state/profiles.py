@@ -1,0 +1,127 @@
+"""Per-user online state: decayed affinities, session, seen set and the user's controls."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+AFFINITY_CAP = 200  # keys kept per kind; the weakest go first
+
+
+@dataclass
+class Affinities:
+    """key -> decayed weight, each stored with the time it was last updated."""
+
+    half_life_s: float
+    values: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def add(self, key: str, delta: float, ts: float) -> None:
+        value, t = self.values.get(key, (0.0, ts))
+        if ts >= t:
+            value = value * 2.0 ** (-(ts - t) / self.half_life_s) + delta
+            t = ts
+        else:  # a late event: decay its contribution to the stored time instead
+            value += delta * 2.0 ** (-(t - ts) / self.half_life_s)
+        self.values[key] = (value, t)
+        if len(self.values) > AFFINITY_CAP:
+            weakest = min(self.values, key=lambda k: abs(self.values[k][0]))
+            del self.values[weakest]
+
+    def at(self, now: float) -> dict[str, float]:
+        """Every weight decayed to `now`."""
+        h = self.half_life_s
+        return {k: v * 2.0 ** (-max(now - t, 0.0) / h) for k, (v, t) in list(self.values.items())}
+
+    def top(self, now: float, k: int) -> list[tuple[str, float]]:
+        """The k strongest positive weights."""
+        ranked = sorted(self.at(now).items(), key=lambda kv: -kv[1])
+        return [(key, w) for key, w in ranked[:k] if w > 0]
+
+
+class BoundedSet:
+    """An insertion-ordered set that forgets its oldest members past `cap`."""
+
+    def __init__(self, cap: int, items: list[Any] | None = None) -> None:
+        self.cap = cap
+        self._items: dict[Any, None] = dict.fromkeys(items or ())
+
+    def add(self, item: Any) -> None:
+        items = self._items
+        if item in items:
+            return
+        items[item] = None
+        if len(items) > self.cap:
+            del items[next(iter(items))]
+
+    def discard(self, item: Any) -> None:
+        self._items.pop(item, None)
+
+    def __contains__(self, item: Any) -> bool:
+        return item in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def to_list(self) -> list[Any]:
+        return list(self._items)
+
+
+@dataclass
+class UserState:
+    """Everything the feed needs to know about one user, updated event by event."""
+
+    half_life_s: float
+    seen_max: int
+    session_len: int
+    tags: Affinities = field(init=False)
+    sounds: Affinities = field(init=False)
+    creators: Affinities = field(init=False)
+    session: deque[tuple[str, str, float]] = field(init=False)
+    seen: BoundedSet = field(init=False)
+    liked: BoundedSet = field(init=False)
+    hidden_creators: set[str] = field(default_factory=set)
+    hidden_sounds: set[str] = field(default_factory=set)
+    not_interested: set[int] = field(default_factory=set)  # video rows
+    last_ts: float = 0.0
+    engagements: int = 0
+
+    def __post_init__(self) -> None:
+        self.tags = Affinities(self.half_life_s)
+        self.sounds = Affinities(self.half_life_s)
+        self.creators = Affinities(self.half_life_s)
+        self.session = deque(maxlen=self.session_len)
+        self.seen = BoundedSet(self.seen_max)
+        self.liked = BoundedSet(self.seen_max)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tags": self.tags.values,
+            "sounds": self.sounds.values,
+            "creators": self.creators.values,
+            "session": list(self.session),
+            "seen": self.seen.to_list(),
+            "liked": self.liked.to_list(),
+            "hidden_creators": sorted(self.hidden_creators),
+            "hidden_sounds": sorted(self.hidden_sounds),
+            "not_interested": sorted(self.not_interested),
+            "last_ts": self.last_ts,
+            "engagements": self.engagements,
+        }
+
+    @classmethod
+    def from_json(
+        cls, raw: dict[str, Any], half_life_s: float, seen_max: int, session_len: int
+    ) -> UserState:
+        user = cls(half_life_s, seen_max, session_len)
+        for kind in ("tags", "sounds", "creators"):
+            getattr(user, kind).values = {k: (v[0], v[1]) for k, v in raw[kind].items()}
+        user.session.extend(tuple(s) for s in raw["session"])
+        user.seen = BoundedSet(seen_max, raw["seen"])
+        user.liked = BoundedSet(seen_max, raw["liked"])
+        user.hidden_creators = set(raw["hidden_creators"])
+        user.hidden_sounds = set(raw["hidden_sounds"])
+        user.not_interested = set(raw["not_interested"])
+        user.last_ts = raw["last_ts"]
+        user.engagements = raw["engagements"]
+        return user

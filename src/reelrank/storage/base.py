@@ -1,0 +1,91 @@
+"""Storage protocols. Everything outside `storage/` sees only these."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from ..schema import Event, Follow, Impression, User, Video
+
+
+class CatalogStore(Protocol):
+    """Videos, users and follows: the app's records, upserted by id."""
+
+    def upsert_videos(self, videos: list[Video]) -> list[tuple[int, bool]]:
+        """Insert or replace; return (row, created) per video. Rows are stable forever."""
+
+    def get_video(self, video_id: str) -> tuple[int, Video] | None:
+        """The video and its row, or None."""
+
+    def iter_videos(self) -> Iterator[tuple[int, Video]]:
+        """Every video with its row, in row order."""
+
+    def upsert_users(self, users: list[User]) -> list[bool]:
+        """Insert or replace; return created per user."""
+
+    def get_user(self, user_id: str) -> User | None:
+        """The user, or None."""
+
+    def iter_users(self) -> Iterator[User]:
+        """Every user."""
+
+    def add_follows(self, follows: list[Follow]) -> list[bool]:
+        """Add edges; return True per edge that was new."""
+
+    def remove_follow(self, user_id: str, creator_id: str) -> bool:
+        """Remove an edge; True if it existed."""
+
+    def iter_follows(self) -> Iterator[Follow]:
+        """Every follow edge."""
+
+
+class EventLog(Protocol):
+    """Append-only logs with offsets: client events (idempotent by event_id) and the
+    server's own impression records."""
+
+    def append(self, events: list[Event], received_at: float) -> list[int | None]:
+        """Durably append; the offset per event, or None for a duplicate event_id (also
+        within the batch). On return the accepted events survive a crash."""
+
+    def read(self, after: int, limit: int) -> list[tuple[int, Event]]:
+        """Events with offset > after, in offset order, at most limit."""
+
+    def last_offset(self) -> int:
+        """The newest offset, 0 when empty."""
+
+    def append_impressions(self, impressions: list[Impression]) -> None:
+        """Append served-impression records."""
+
+    def read_impressions(self, after: int, limit: int) -> list[tuple[int, Impression]]:
+        """Impressions with offset > after, in offset order."""
+
+    def last_impression_offset(self) -> int:
+        """The newest impression offset, 0 when empty."""
+
+
+class StateStore(Protocol):
+    """Snapshots of online state and consumer offsets."""
+
+    def save_snapshot(self, name: str, blob: bytes) -> None:
+        """Atomically replace the named snapshot."""
+
+    def load_snapshot(self, name: str) -> bytes | None:
+        """The named snapshot, or None."""
+
+    def commit_offset(self, consumer: str, offset: int) -> None:
+        """Record how far a consumer has processed a log."""
+
+    def get_offset(self, consumer: str) -> int:
+        """A consumer's committed offset, 0 if none."""
+
+
+class Store(Protocol):
+    """One opened backend playing the three roles."""
+
+    url: str
+    catalog: CatalogStore
+    events: EventLog
+    state: StateStore
+
+    def close(self) -> None:
+        """Release connections; pending writes are already durable."""

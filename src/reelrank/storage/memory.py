@@ -1,0 +1,150 @@
+"""`memory://`: every role in process memory, for tests and throwaway runs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from ..schema import Event, Follow, Impression, User, Video
+from .base import CatalogStore, EventLog, StateStore
+
+
+class MemoryCatalog:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._videos: list[Video] = []
+        self._video_rows: dict[str, int] = {}
+        self._users: dict[str, User] = {}
+        self._follows: set[tuple[str, str]] = set()
+
+    def upsert_videos(self, videos: list[Video]) -> list[tuple[int, bool]]:
+        out = []
+        with self._lock:
+            for video in videos:
+                row = self._video_rows.get(video.id)
+                if row is None:
+                    row = len(self._videos)
+                    self._videos.append(video)
+                    self._video_rows[video.id] = row
+                    out.append((row, True))
+                else:
+                    self._videos[row] = video
+                    out.append((row, False))
+        return out
+
+    def get_video(self, video_id: str) -> tuple[int, Video] | None:
+        row = self._video_rows.get(video_id)
+        return None if row is None else (row, self._videos[row])
+
+    def iter_videos(self) -> Iterator[tuple[int, Video]]:
+        with self._lock:
+            videos = list(self._videos)
+        yield from enumerate(videos)
+
+    def upsert_users(self, users: list[User]) -> list[bool]:
+        with self._lock:
+            out = [u.id not in self._users for u in users]
+            for u in users:
+                self._users[u.id] = u
+        return out
+
+    def get_user(self, user_id: str) -> User | None:
+        return self._users.get(user_id)
+
+    def iter_users(self) -> Iterator[User]:
+        with self._lock:
+            users = list(self._users.values())
+        yield from users
+
+    def add_follows(self, follows: list[Follow]) -> list[bool]:
+        out = []
+        with self._lock:
+            for f in follows:
+                edge = (f.user_id, f.creator_id)
+                out.append(edge not in self._follows)
+                self._follows.add(edge)
+        return out
+
+    def remove_follow(self, user_id: str, creator_id: str) -> bool:
+        with self._lock:
+            if (user_id, creator_id) in self._follows:
+                self._follows.discard((user_id, creator_id))
+                return True
+            return False
+
+    def iter_follows(self) -> Iterator[Follow]:
+        with self._lock:
+            edges = sorted(self._follows)
+        for user_id, creator_id in edges:
+            yield Follow(user_id=user_id, creator_id=creator_id)
+
+
+class MemoryEventLog:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[Event] = []
+        self._ids: set[str] = set()
+        self._impressions: list[Impression] = []
+
+    def append(self, events: list[Event], received_at: float) -> list[int | None]:
+        out: list[int | None] = []
+        with self._lock:
+            for e in events:
+                if e.event_id in self._ids:
+                    out.append(None)
+                    continue
+                self._ids.add(e.event_id)
+                self._events.append(e)
+                out.append(len(self._events))
+        return out
+
+    def read(self, after: int, limit: int) -> list[tuple[int, Event]]:
+        with self._lock:
+            chunk = self._events[after : after + limit]
+        return [(after + i + 1, e) for i, e in enumerate(chunk)]
+
+    def last_offset(self) -> int:
+        return len(self._events)
+
+    def append_impressions(self, impressions: list[Impression]) -> None:
+        with self._lock:
+            self._impressions.extend(impressions)
+
+    def read_impressions(self, after: int, limit: int) -> list[tuple[int, Impression]]:
+        with self._lock:
+            chunk = self._impressions[after : after + limit]
+        return [(after + i + 1, m) for i, m in enumerate(chunk)]
+
+    def last_impression_offset(self) -> int:
+        return len(self._impressions)
+
+
+class MemoryState:
+    def __init__(self) -> None:
+        self._snapshots: dict[str, bytes] = {}
+        self._offsets: dict[str, int] = {}
+
+    def save_snapshot(self, name: str, blob: bytes) -> None:
+        self._snapshots[name] = bytes(blob)
+
+    def load_snapshot(self, name: str) -> bytes | None:
+        return self._snapshots.get(name)
+
+    def commit_offset(self, consumer: str, offset: int) -> None:
+        self._offsets[consumer] = offset
+
+    def get_offset(self, consumer: str) -> int:
+        return self._offsets.get(consumer, 0)
+
+
+class MemoryStore:
+    """Nothing survives the process; everything else behaves as the SQLite store does."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self.catalog: CatalogStore = MemoryCatalog()
+        self.events: EventLog = MemoryEventLog()
+        self.state: StateStore = MemoryState()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,366 @@
+"""The embedded default: one SQLite file in WAL mode holding every role."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from ..errors import StorageError
+from ..schema import Event, EventType, Follow, Impression, User, Video
+from .base import CatalogStore, EventLog, StateStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    row INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS follows (
+    user_id TEXT NOT NULL,
+    creator_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, creator_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    video_id TEXT NOT NULL,
+    request_id TEXT,
+    ts REAL NOT NULL,
+    watch_ms INTEGER,
+    device TEXT,
+    region TEXT,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS impressions (
+    seq INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    video_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    score REAL NOT NULL,
+    model_version TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    name TEXT PRIMARY KEY,
+    blob BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    consumer TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+"""
+
+_EVENT_COLS = "seq, event_id, type, user_id, video_id, request_id, ts, watch_ms, device, region"
+_IMP_COLS = "seq, request_id, position, user_id, video_id, source, score, model_version, ts"
+
+
+class _Db:
+    """One connection guarded by a lock; writes run in IMMEDIATE transactions."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        self.lock = threading.RLock()
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self.conn.execute("PRAGMA busy_timeout=30000")
+        self.conn.executescript(SCHEMA)
+
+    def write(self) -> _Tx:
+        return _Tx(self)
+
+
+class _Tx:
+    def __init__(self, db: _Db) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.lock.acquire()
+        self.db.conn.execute("BEGIN IMMEDIATE")
+        return self.db.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self.db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.db.lock.release()
+
+
+class SQLiteCatalog:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    def upsert_videos(self, videos: list[Video]) -> list[tuple[int, bool]]:
+        out: list[tuple[int, bool]] = []
+        with self._db.write() as conn:
+            for video in videos:
+                body = orjson.dumps(video.model_dump(mode="json"))
+                found = conn.execute("SELECT row FROM videos WHERE id = ?", (video.id,)).fetchone()
+                if found:
+                    conn.execute("UPDATE videos SET body = ? WHERE row = ?", (body, found[0]))
+                    out.append((found[0], False))
+                else:
+                    cur = conn.execute(
+                        "INSERT INTO videos (row, id, body) VALUES "
+                        "((SELECT COALESCE(MAX(row), -1) + 1 FROM videos), ?, ?)",
+                        (video.id, body),
+                    )
+                    out.append((int(cur.lastrowid or 0), True))
+        return out
+
+    def get_video(self, video_id: str) -> tuple[int, Video] | None:
+        with self._db.lock:
+            found = self._db.conn.execute(
+                "SELECT row, body FROM videos WHERE id = ?", (video_id,)
+            ).fetchone()
+        return (found[0], Video.model_validate_json(found[1])) if found else None
+
+    def iter_videos(self) -> Iterator[tuple[int, Video]]:
+        with self._db.lock:
+            rows = self._db.conn.execute("SELECT row, body FROM videos ORDER BY row").fetchall()
+        for row, body in rows:
+            yield row, Video.model_validate_json(body)
+
+    def upsert_users(self, users: list[User]) -> list[bool]:
+        out = []
+        with self._db.write() as conn:
+            for user in users:
+                body = orjson.dumps(user.model_dump(mode="json"))
+                cur = conn.execute(
+                    "INSERT INTO users (id, body) VALUES (?, ?) ON CONFLICT(id) DO NOTHING",
+                    (user.id, body),
+                )
+                created = cur.rowcount == 1
+                if not created:
+                    conn.execute("UPDATE users SET body = ? WHERE id = ?", (body, user.id))
+                out.append(created)
+        return out
+
+    def get_user(self, user_id: str) -> User | None:
+        with self._db.lock:
+            found = self._db.conn.execute(
+                "SELECT body FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+        return User.model_validate_json(found[0]) if found else None
+
+    def iter_users(self) -> Iterator[User]:
+        with self._db.lock:
+            rows = self._db.conn.execute("SELECT body FROM users").fetchall()
+        for (body,) in rows:
+            yield User.model_validate_json(body)
+
+    def add_follows(self, follows: list[Follow]) -> list[bool]:
+        out = []
+        with self._db.write() as conn:
+            for f in follows:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO follows (user_id, creator_id) VALUES (?, ?)",
+                    (f.user_id, f.creator_id),
+                )
+                out.append(cur.rowcount == 1)
+        return out
+
+    def remove_follow(self, user_id: str, creator_id: str) -> bool:
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "DELETE FROM follows WHERE user_id = ? AND creator_id = ?", (user_id, creator_id)
+            )
+            return cur.rowcount == 1
+
+    def iter_follows(self) -> Iterator[Follow]:
+        with self._db.lock:
+            rows = self._db.conn.execute("SELECT user_id, creator_id FROM follows").fetchall()
+        for user_id, creator_id in rows:
+            yield Follow(user_id=user_id, creator_id=creator_id)
+
+
+class SQLiteEventLog:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    def append(self, events: list[Event], received_at: float) -> list[int | None]:
+        if not events:
+            return []
+        with self._db.write() as conn:
+            ids = [e.event_id for e in events]
+            known: set[str] = set()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                known.update(
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk
+                    )
+                )
+            (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+            offsets: list[int | None] = []
+            rows = []
+            for e in events:
+                if e.event_id in known:
+                    offsets.append(None)
+                    continue
+                known.add(e.event_id)
+                last += 1
+                offsets.append(last)
+                rows.append(
+                    (
+                        last,
+                        e.event_id,
+                        e.type.value,
+                        e.user_id,
+                        e.video_id,
+                        e.request_id,
+                        e.ts,
+                        e.watch_ms,
+                        e.device,
+                        e.region,
+                        received_at,
+                    )
+                )
+            conn.executemany(
+                f"INSERT INTO events ({_EVENT_COLS}, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return offsets
+
+    def read(self, after: int, limit: int) -> list[tuple[int, Event]]:
+        with self._db.lock:
+            rows = self._db.conn.execute(
+                f"SELECT {_EVENT_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [
+            (
+                r[0],
+                Event.model_construct(
+                    event_id=r[1],
+                    type=EventType(r[2]),
+                    user_id=r[3],
+                    video_id=r[4],
+                    request_id=r[5],
+                    ts=r[6],
+                    watch_ms=r[7],
+                    device=r[8],
+                    region=r[9],
+                ),
+            )
+            for r in rows
+        ]
+
+    def last_offset(self) -> int:
+        with self._db.lock:
+            return int(
+                self._db.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            )
+
+    def append_impressions(self, impressions: list[Impression]) -> None:
+        if not impressions:
+            return
+        with self._db.write() as conn:
+            (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM impressions").fetchone()
+            conn.executemany(
+                f"INSERT INTO impressions ({_IMP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        last + i + 1,
+                        m.request_id,
+                        m.position,
+                        m.user_id,
+                        m.video_id,
+                        m.source,
+                        m.score,
+                        m.model_version,
+                        m.ts,
+                    )
+                    for i, m in enumerate(impressions)
+                ],
+            )
+
+    def read_impressions(self, after: int, limit: int) -> list[tuple[int, Impression]]:
+        with self._db.lock:
+            rows = self._db.conn.execute(
+                f"SELECT {_IMP_COLS} FROM impressions WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        names = _IMP_COLS.split(", ")[1:]
+        return [
+            (r[0], Impression.model_construct(**dict(zip(names, r[1:], strict=True)))) for r in rows
+        ]
+
+    def last_impression_offset(self) -> int:
+        with self._db.lock:
+            return int(
+                self._db.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM impressions").fetchone()[0]
+            )
+
+
+class SQLiteState:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    def save_snapshot(self, name: str, blob: bytes) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO snapshots (name, blob) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET blob = excluded.blob",
+                (name, blob),
+            )
+
+    def load_snapshot(self, name: str) -> bytes | None:
+        with self._db.lock:
+            found = self._db.conn.execute(
+                "SELECT blob FROM snapshots WHERE name = ?", (name,)
+            ).fetchone()
+        return bytes(found[0]) if found else None
+
+    def commit_offset(self, consumer: str, offset: int) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO consumer_offsets (consumer, seq) VALUES (?, ?) "
+                "ON CONFLICT(consumer) DO UPDATE SET seq = excluded.seq",
+                (consumer, offset),
+            )
+
+    def get_offset(self, consumer: str) -> int:
+        with self._db.lock:
+            found = self._db.conn.execute(
+                "SELECT seq FROM consumer_offsets WHERE consumer = ?", (consumer,)
+            ).fetchone()
+        return int(found[0]) if found else 0
+
+
+class SQLiteStore:
+    """`sqlite:///path/to/file.db`: catalog, logs and snapshots in one WAL database."""
+
+    def __init__(self, url: str, synchronous: str = "FULL") -> None:
+        path = url[len("sqlite:///") :]
+        if not path:
+            raise StorageError(f"store URL {url!r} names no file")
+        try:
+            self._db = _Db(Path(path), synchronous)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {url}: {exc}") from exc
+        self.url = url
+        self.catalog: CatalogStore = SQLiteCatalog(self._db)
+        self.events: EventLog = SQLiteEventLog(self._db)
+        self.state: StateStore = SQLiteState(self._db)
+
+    def close(self) -> None:
+        with self._db.lock:
+            self._db.conn.close()
