@@ -86,9 +86,14 @@ def test_simulated_viewers_get_more_of_what_they_like_over_time(tmp_path: Path) 
                     hits += viewer.likes_topic(topic) > 0.5
                     total += 1
                     events += react(
-                        viewer, by_id[it.video_id], topic, world.quality[it.video_id], rng,
-                        feed.request_id, time.time(),
-                    )  # fmt: skip
+                        viewer,
+                        by_id[it.video_id],
+                        topic,
+                        world.quality[it.video_id],
+                        rng,
+                        feed.request_id,
+                        time.time(),
+                    )
                 eng.ingest(events)
             rounds.append(hits / total)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import secrets
 import shutil
@@ -29,7 +30,13 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def _run_server(settings: Settings, ready: threading.Event | None = None) -> None:
+    import gc
+
     import uvicorn
+
+    # A server allocates many short-lived objects per request; collecting the young
+    # generation every 10k allocations instead of 700 measurably raises ingest throughput.
+    gc.set_threshold(10_000, 10, 10)
 
     from .engine import Engine
     from .serve import create_app
@@ -98,8 +105,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     threading.Thread(target=drive, daemon=True, name="demo-driver").start()
     print(f"starting the server on {base} with the embedded store in {data_dir}/ ...", flush=True)
-    _run_server(settings, ready)
-    print("demo stopped; state saved in", data_dir)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises it after shutting down
+        _run_server(settings, ready)
+    print(f"demo stopped; its store is in {data_dir}/ (run with --keep to continue from it)")
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -121,6 +122,8 @@ def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
             continue
         key, sep, scopes = part.partition("=")
         key = key.strip()
+        if key in keys:
+            raise ConfigError(f"api_keys: key {key[:4]}… is listed twice")
         if not sep or not key:
             raise ConfigError(f"api_keys: expected key=scope[,scope] but got {part!r}")
         names = {s.strip() for s in scopes.split(",") if s.strip()}
@@ -137,7 +140,7 @@ def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
-def _coerce(name: str, value: Any, from_env: bool) -> Any:
+def _coerce(name: str, value: Any, from_env: bool, below: Any = None) -> Any:
     """Convert a raw value to the field's type, or raise ConfigError naming the key."""
     typ = _FIELDS[name].type
     try:
@@ -178,7 +181,7 @@ def _coerce(name: str, value: Any, from_env: bool) -> Any:
             unknown = set(value) - set(default)
             if unknown:
                 raise ValueError(f"unknown names {sorted(unknown)}; known: {sorted(default)}")
-            merged = dict(default)
+            merged = dict(below if below is not None else default)
             merged.update({k: cast(v) for k, v in value.items()})
             return merged
     except (ValueError, TypeError) as exc:
@@ -210,6 +213,16 @@ def _validate(s: Settings) -> None:
             "must be debug, info, warning or error",
         ),
         (all(v >= 0 for v in s.recall_quotas.values()), "recall_quotas", "must not be negative"),
+        (
+            all(math.isfinite(v) for v in s.score_weights.values()),
+            "score_weights",
+            "must be finite numbers",
+        ),
+        (
+            math.isfinite(s.max_future_skew_s) and s.max_future_skew_s >= 0,
+            "max_future_skew_s",
+            "must be a finite number, at least 0",
+        ),
     ]
     for ok, name, why in checks:
         if not ok:
@@ -244,12 +257,12 @@ def load_settings(
         key = var[len("REELRANK_") :].lower()
         if key not in _FIELDS:
             raise ConfigError(f"environment {var}: unknown setting {key!r}")
-        values[key] = _coerce(key, value, from_env=True)
+        values[key] = _coerce(key, value, from_env=True, below=values.get(key))
     for key, value in overrides.items():
         if key not in _FIELDS:
             raise ConfigError(f"unknown setting {key!r}")
         if value is not None:
-            values[key] = _coerce(key, value, from_env=False)
+            values[key] = _coerce(key, value, from_env=False, below=values.get(key))
     settings = Settings(**values)
     _validate(settings)
     return settings

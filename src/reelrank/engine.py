@@ -5,6 +5,7 @@ The CLI and the HTTP layer only parse input, call these methods and map errors.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -58,6 +59,10 @@ class Engine:
     def open(self) -> Engine:
         """Load state from the store and start the background workers."""
         self.state.load()
+        # Long-lived catalog and profile objects need no scanning by the cyclic collector;
+        # freezing them keeps full collections from stalling requests.
+        gc.collect()
+        gc.freeze()
         s = self.settings
         for name, interval, job in (
             ("impressions", s.impression_flush_s, self.flush_impressions),
@@ -118,6 +123,8 @@ class Engine:
         for i, raw in enumerate(raws):
             try:
                 video_in: VideoIn = parse(VideoIn, raw, f"videos[{i}]")
+                if video_in.created_at > time.time() + self.settings.max_future_skew_s:
+                    raise InvalidInput(f"videos[{i}].created_at", "lies too far in the future")
             except InvalidInput as exc:
                 results[i] = {"index": i, "error": str(exc)}
                 continue

@@ -10,8 +10,8 @@ class ReelrankError(Exception):
 class InvalidInput(ReelrankError):
     """A client sent something malformed; `field` names what to fix."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    def __init__(self, field: str, message: str, text: str | None = None) -> None:
+        super().__init__(text or f"{field}: {message}")
         self.field = field
         self.message = message
 

@@ -7,6 +7,7 @@ silently ignored field); the same classes are the records the engine passes arou
 from __future__ import annotations
 
 import math
+import re
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -56,11 +57,14 @@ class ReviewStatus(StrEnum):
     REJECTED = "rejected"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _as_id(value: Any) -> Any:
     # Apps often key records by integers; accept them as their decimal string.
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    if isinstance(value, str) and any(ord(c) < 32 for c in value):
+    if isinstance(value, str) and _CONTROL.search(value):
         raise ValueError("must not contain control characters")
     return value
 
@@ -161,7 +165,7 @@ class Event(BaseModel):
     @model_validator(mode="after")
     def _watch_needs_time(self) -> Event:
         if self.type is EventType.WATCH and self.watch_ms is None:
-            raise ValueError("watch_ms is required for a watch event")
+            raise ValueError("watch_ms: required for a watch event")
         return self
 
 
@@ -178,19 +182,18 @@ class Impression(BaseModel):
     ts: float
 
 
-def describe_errors(exc: ValidationError, prefix: str = "") -> str:
-    """One line naming each bad field and what is wrong with it."""
-    parts = []
+def describe_errors(exc: ValidationError, where: str) -> list[tuple[str, str]]:
+    """(field path, problem) for each error; `where` names the item, e.g. `events[3]`."""
+    out = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
+        loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        name = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "body"
-        parts.append(f"{name}: {msg}")
-    return "; ".join(parts)
+        out.append((f"{where}.{loc}" if loc else where, msg))
+    return out
 
 
 def parse(model: type[BaseModel], raw: Any, where: str) -> Any:
@@ -200,4 +203,7 @@ def parse(model: type[BaseModel], raw: Any, where: str) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidInput(where, describe_errors(exc)) from None
+        problems = describe_errors(exc, where)
+        raise InvalidInput(
+            problems[0][0], problems[0][1], text="; ".join(f"{f}: {m}" for f, m in problems)
+        ) from None

@@ -47,13 +47,15 @@ class EventIngestor:
             except InvalidInput as exc:
                 result.rejected.append({"index": i, "error": str(exc)})
         offsets = self.state.store.events.append(valid, received_at=now)
+        logged = []
         for event, offset in zip(valid, offsets, strict=True):
             if offset is None:
                 result.duplicates += 1
             else:
-                result.accepted += 1
+                logged.append((offset, event))
                 self.metrics.events_by_type.labels(event.type.value).inc()
-        self.state.catch_up()
+        result.accepted = len(logged)
+        self.state.apply_logged(logged)
         self.metrics.events.labels("accepted").inc(result.accepted)
         self.metrics.events.labels("duplicate").inc(result.duplicates)
         self.metrics.events.labels("rejected").inc(len(result.rejected))

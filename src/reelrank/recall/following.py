@@ -24,7 +24,5 @@ class FollowingRecall:
                 newest = top_by(rows, table.created_at[rows], quota)
                 parts.append(Recalled.of(newest, f"from @{creator_id}, whom you follow"))
         merged = Recalled.join(parts)
-        if len(merged.rows) > quota:
-            keep = top_by(np.arange(len(merged.rows)), table.created_at[merged.rows], quota)
-            merged = Recalled(merged.rows[keep], merged.reasons[keep])
-        return merged
+        keep = top_by(np.arange(len(merged.rows)), table.created_at[merged.rows], quota)
+        return Recalled(merged.rows[keep], merged.reasons[keep])

@@ -23,6 +23,7 @@ class FreshRecall:
 
     def recall(self, query: Query, quota: int) -> Recalled:
         rows: np.ndarray = self._newest.get(query)  # type: ignore[assignment]
+        rows = rows[rows < query.size]  # the shared list may come from a larger catalog
         language = query.table.languages.get(query.language) if query.language else -1
         if language >= 0:
             same = query.table.language[rows] == language

@@ -33,6 +33,8 @@ class TrendingRecall:
 
     def recall(self, query: Query, quota: int) -> Recalled:
         lists: dict[int, np.ndarray] = self._lists.get(query)  # type: ignore[assignment]
+        # The shared lists may come from a request that saw a larger catalog.
+        lists = {k: v[v < query.size] for k, v in lists.items()}
         parts = []
         region = query.table.regions.get(query.region) if query.region else -1
         if region >= 0 and region in lists:

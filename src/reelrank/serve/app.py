@@ -82,12 +82,15 @@ async def _read_batch(request: Request, field: str, max_items: int) -> list[Any]
     if not isinstance(items, list):
         raise InvalidInput(field, "expected a list")
     if len(items) > max_items:
-        raise TooLarge(field, f"at most {max_items} items per request (max_batch), got {len(items)}")
+        raise TooLarge(
+            field, f"at most {max_items} items per request (max_batch), got {len(items)}"
+        )
     return items
 
 
-UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN)]
-VideoId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN)]
+_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # the same rule as schema.Id: no control characters
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
+VideoId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
 Code = Annotated[str | None, Query(min_length=1, max_length=32)]
 
 

@@ -98,7 +98,7 @@ class OnlineState:
         self.follows.setdefault(user_id, set()).add(creator_id)
 
     def knows_user(self, user_id: str) -> bool:
-        return user_id in self.users or user_id in self.profiles
+        return user_id in self.users or user_id in self.profiles or user_id in self.follows
 
     # -- loading -------------------------------------------------------------------------
     def load(self) -> None:
@@ -139,6 +139,21 @@ class OnlineState:
                         self.offset = offset
                 n += len(batch)
 
+    def apply_logged(self, logged: list[tuple[int, Event]]) -> None:
+        """Fold events this process just appended (offset order); anything the log holds
+        before them that the state has not seen is read from the log first."""
+        if not logged:
+            return
+        with self._consume:
+            if self.offset == logged[0][0] - 1:
+                for offset, event in logged:
+                    if offset != self.offset + 1:
+                        break
+                    with self.lock:
+                        self.apply(event)
+                        self.offset = offset
+        self.catch_up()
+
     def catch_up_impressions(self) -> int:
         """Mark as seen every served impression after `impression_offset`."""
         n = 0
@@ -167,6 +182,7 @@ class OnlineState:
         video = self.table.video(row)
         user = self.user(event.user_id)
         user.last_ts = max(user.last_ts, ts)
+        user.seen.add(row)  # any interaction means the user has seen the video
         counters = self.counters
         counter = _COUNTER_OF.get(t)
         delta = AFFINITY_DELTAS.get(t, 0.0)
@@ -202,7 +218,6 @@ class OnlineState:
         if counter is not None:
             counters.add(row, counter, 1, ts)
         counters.heat(row, t, ts)
-        user.seen.add(row)  # any interaction means the user has seen the video
         if delta:
             self._move_affinity(user, row, delta, ts, creator_boost=t is EventType.FOLLOW)
         if t in ENGAGEMENTS or (t is EventType.WATCH and delta > 0.2):

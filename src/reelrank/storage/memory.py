@@ -42,9 +42,10 @@ class MemoryCatalog:
         yield from enumerate(videos)
 
     def upsert_users(self, users: list[User]) -> list[bool]:
+        out = []
         with self._lock:
-            out = [u.id not in self._users for u in users]
             for u in users:
+                out.append(u.id not in self._users)
                 self._users[u.id] = u
         return out
 
