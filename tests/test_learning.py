@@ -101,3 +101,29 @@ def test_simulated_viewers_get_more_of_what_they_like_over_time(tmp_path: Path) 
     first, last = rounds[0], float(np.mean(rounds[-3:]))
     print("match rate per round", [round(r, 2) for r in rounds])
     assert last >= first + 0.2, rounds
+
+
+def test_every_served_item_is_logged_as_an_impression(tmp_path: Path) -> None:
+    """Server-side impressions carry the request id, position, source and model version,
+    and a served video counts as seen even after a restart from the store."""
+    url = f"sqlite:///{tmp_path / 'imp.db'}"
+    eng = Engine(make_settings(tmp_path, store=url)).open()
+    eng.upsert_videos(_catalog())
+    feed = eng.feed("u9", n=7)
+    eng.flush_impressions()
+    logged = [m for _, m in eng.store.events.read_impressions(0, 100)]
+    assert [m.video_id for m in logged] == [it.video_id for it in feed.items]
+    assert [m.position for m in logged] == list(range(7))
+    assert {m.request_id for m in logged} == {feed.request_id}
+    assert [m.source for m in logged] == [it.source for it in feed.items]
+    assert {m.model_version for m in logged} == {feed.model_version}
+    # Crash without a snapshot: the impression log alone restores the seen set.
+    eng._stop.set()
+    eng.store.close()
+    again = Engine(make_settings(tmp_path, store=url)).open()
+    try:
+        served = {it.video_id for it in feed.items}
+        later = {it.video_id for _ in range(5) for it in again.feed("u9", n=20).items}
+        assert not served & later
+    finally:
+        again.close()

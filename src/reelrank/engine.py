@@ -248,8 +248,8 @@ class Engine:
         return query
 
     def _log_served(self, request: FeedRequest, feed: Feed) -> None:
-        for position, item in enumerate(feed.items):
-            imp = Impression(
+        served = [
+            Impression(
                 request_id=feed.request_id,
                 position=position,
                 user_id=request.user_id,
@@ -259,8 +259,12 @@ class Engine:
                 model_version=feed.model_version,
                 ts=request.now,
             )
-            with self.state.lock:
+            for position, item in enumerate(feed.items)
+        ]
+        with self.state.lock:  # seen at once; written to the impression log in the background
+            for imp in served:
                 self.state.mark_served(imp)
+        for imp in served:
             self._served.put(imp)
 
     # -- reads ---------------------------------------------------------------------------
