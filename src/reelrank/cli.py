@@ -73,9 +73,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _drive_demo(
+    base: str, ingest_key: str, videos: int, users: int, viewers: int, every: float
+) -> None:
+    """The simulated app, in its own process so it does not share the server's GIL."""
+    import signal
+
     from .sim.traffic import Traffic
     from .sim.world import make_world
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server's Ctrl-C ends the demo
+    world = make_world(n_videos=videos, n_viewers=users)
+    traffic = Traffic(base, ingest_key, world, viewers=viewers)
+    traffic.load()
+    print(f"{viewers} simulated viewers are watching; Ctrl-C stops", flush=True)
+    traffic.start()
+    started = time.monotonic()
+    last = (0, 0, started)
+    while True:
+        time.sleep(every)
+        line, last = traffic.report(time.monotonic() - started, last)
+        print(line, flush=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import multiprocessing
 
     data_dir = Path(args.data_dir)
     if data_dir.exists() and not args.keep:
@@ -86,27 +108,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     base = f"http://{settings.host}:{settings.port}"
     ready = threading.Event()
+    driver = multiprocessing.get_context("spawn").Process(
+        target=_drive_demo,
+        args=(base, ingest_key, args.videos, args.users, args.viewers, args.every),
+        daemon=True,
+        name="demo-viewers",
+    )
 
-    def drive() -> None:
+    def start_driver() -> None:
         ready.wait()
         print(f"reelrank demo at {base}  (API docs {base}/docs, metrics {base}/metrics)")
         print(f"admin key for /v1/users/<id>: {admin_key}", flush=True)
-        world = make_world(n_videos=args.videos, n_viewers=args.users)
-        traffic = Traffic(base, ingest_key, world, viewers=args.viewers)
-        traffic.load()
-        print(f"{args.viewers} simulated viewers are watching; Ctrl-C stops", flush=True)
-        traffic.start()
-        started = last_t = time.monotonic()
-        last = (0, 0, last_t)
-        while True:
-            time.sleep(args.every)
-            line, last = traffic.report(time.monotonic() - started, last)
-            print(line, flush=True)
+        driver.start()
 
-    threading.Thread(target=drive, daemon=True, name="demo-driver").start()
+    threading.Thread(target=start_driver, daemon=True, name="demo-start").start()
     print(f"starting the server on {base} with the embedded store in {data_dir}/ ...", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises it after shutting down
-        _run_server(settings, ready)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises it after shutting down
+            _run_server(settings, ready)
+    finally:
+        if driver.is_alive():
+            driver.terminate()
+            driver.join(timeout=5)
     print(f"demo stopped; its store is in {data_dir}/ (run with --keep to continue from it)")
     return 0
 
