@@ -29,6 +29,7 @@ def make_settings(tmp_path: Path, store: str = "memory://", **overrides: Any) ->
     """Settings isolated from the developer's environment."""
     overrides.setdefault("api_keys", KEYS)
     overrides.setdefault("trending_refresh_s", 0.05)
+    overrides.setdefault("trainer", "off")  # tests that train say so
     return load_settings(env={}, data_dir=str(tmp_path), store=store, **overrides)
 
 

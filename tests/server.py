@@ -24,7 +24,7 @@ class ServerProcess:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("REELRANK_")}
-        self.env.update({"REELRANK_API_KEYS": keys, **env})
+        self.env.update({"REELRANK_API_KEYS": keys, "REELRANK_TRAINER": "off", **env})
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{self.port}"
 

@@ -479,9 +479,14 @@ def test_user_profile_of_a_user_known_only_by_follows(client: TestClient) -> Non
 def test_feed_shape(client: TestClient) -> None:
     catalog(client, 12)
     body = feed(client, "u1", n=5)
-    assert set(body) == {"request_id", "model_version", "cold_start", "items"}
+    assert set(body) == {
+        "request_id", "model_version", "ranker", "ranker_note", "cold_start", "items"
+    }  # fmt: skip
     assert isinstance(body["request_id"], str) and body["request_id"]
     assert isinstance(body["model_version"], str) and body["model_version"]
+    # No trainer runs here, so the heuristic scores and the response says why.
+    assert body["ranker"] == "heuristic" and body["model_version"] == "heuristic-1"
+    assert "disabled" in body["ranker_note"] or "warming up" in body["ranker_note"]
     assert body["cold_start"] is True
     assert len(body["items"]) == 5
     for it in body["items"]:

@@ -134,6 +134,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from .config import settings_table
+
+    print(settings_table())
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.trainer import run_trainer_process
+
+    settings = _settings(args)
+    print(f"training from {settings.store_url()}, publishing to {settings.params_channel_url()}")
+    run_trainer_process(settings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reelrank",
@@ -151,6 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", help="store URL: sqlite:///path.db or memory://")
     serve.add_argument("--config", help="TOML config file of settings")
     serve.set_defaults(func=cmd_serve)
+
+    train = sub.add_parser(
+        "train", help="run the online trainer alone (for `serve` with trainer = off)"
+    )
+    train.add_argument("--data-dir", help="data directory (setting data_dir, default ./data)")
+    train.add_argument("--store", help="store URL: sqlite:///path.db")
+    train.add_argument("--config", help="TOML config file of settings")
+    train.set_defaults(func=cmd_train)
+
+    settings = sub.add_parser("settings", help="print every setting with its default")
+    settings.set_defaults(func=cmd_settings)
 
     demo = sub.add_parser(
         "demo", help="run the server with a generated catalog and simulated viewers"

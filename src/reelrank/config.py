@@ -102,11 +102,98 @@ class Settings:
     )
     log_level: str = _doc("Log level: debug, info, warning or error.", "info")
 
+    # -- real-time learning ----------------------------------------------------------------
+    trainer: str = _doc(
+        "Where the online trainer runs: `process` (a child of `serve`), `thread` (inside the "
+        "server; the only choice for a memory store), or `off` (run `reelrank train` "
+        "elsewhere, or serve the heuristic ranker only).",
+        "process",
+    )
+    params_url: str = _doc(
+        "Parameter channel URL; empty means `sqlite:///<data_dir>/params.db` (or `memory://` "
+        "with a memory store).",
+        "",
+    )
+    join_window_s: float = _doc(
+        "Event-time window in which actions join the impression that caused them.", 30.0
+    )
+    join_require_view: bool = _doc(
+        "Drop served impressions the client never reported viewing (no event at all).", True
+    )
+    correction_window_s: float = _doc(
+        "How long after its window closes an impression still takes late actions (as corrections).",
+        3600.0,
+    )
+    train_batch: int = _doc("Examples per training mini-batch.", 256)
+    train_max_wait_s: float = _doc(
+        "Train a partial batch when its oldest example has waited this long.", 0.5
+    )
+    sync_interval_s: float = _doc(
+        "Seconds between publications of the embedding rows the trainer touched.", 2.0
+    )
+    dense_sync_interval_s: float = _doc(
+        "Seconds between publications of the dense network weights.", 20.0
+    )
+    checkpoint_interval_s: float = _doc(
+        "Seconds between trainer checkpoints (model, optimisers, joiner, log offsets).", 60.0
+    )
+    model_poll_s: float = _doc("Seconds between serving's checks for new parameters.", 0.5)
+    model_min_examples: int = _doc(
+        "Examples the trainer must have learned from before the learned ranker serves; "
+        "until then the heuristic scorer does, and responses say so.",
+        2000,
+    )
+    ranker_arch: str = _doc("Ranker network: `shared_bottom` or `mmoe`.", "shared_bottom")
+    embedding_dim: int = _doc("Embedding size per sparse feature slot.", 16)
+    embedding_capacity: int = _doc("Most rows per embedding table (bounds memory).", 2_000_000)
+    embedding_min_count: int = _doc(
+        "Sightings before an id gets its own embedding row (until then it shares a default "
+        "row); request-context slots admit at once.",
+        2,
+    )
+    embedding_expire_h: float = _doc(
+        "Hours (event time) after which an embedding row nobody updated is freed for reuse.",
+        168.0,
+    )
+    dense_lr: float = _doc("Adam learning rate of the dense weights.", 2e-3)
+    sparse_lr: float = _doc("Row-wise Adagrad learning rate of the embedding rows.", 0.05)
+    prerank_keep: int = _doc(
+        "Candidates the cheap pre-ranker keeps for the learned ranker to score.", 300
+    )
+    fusion_weights: dict[str, float] = _doc(
+        "Learned-ranker fusion: score = sum of weight x P(action) over the heads.",
+        factory=lambda: {
+            "finish": 1.0,
+            "long_view": 0.5,
+            "like": 2.0,
+            "share": 3.0,
+            "comment": 1.5,
+            "follow": 3.0,
+            "skip": -1.0,
+            "negative": -5.0,
+            "watch_ratio": 1.0,
+        },
+    )
+
     def store_url(self) -> str:
         """The effective store URL."""
         if self.store:
             return self.store
         return f"sqlite:///{Path(self.data_dir) / 'reelrank.db'}"
+
+    def params_channel_url(self) -> str:
+        """The effective parameter channel URL."""
+        if self.params_url:
+            return self.params_url
+        if self.store_url().startswith("memory://"):
+            return "memory://"
+        return f"sqlite:///{Path(self.data_dir) / 'params.db'}"
+
+    def trainer_mode(self) -> str:
+        """`trainer`, except that a memory store can only train in-process."""
+        if self.trainer == "process" and self.store_url().startswith("memory://"):
+            return "thread"
+        return self.trainer
 
     def key_scopes(self) -> dict[str, frozenset[str]]:
         """Parse `api_keys` into key -> scopes."""
@@ -213,6 +300,32 @@ def _validate(s: Settings) -> None:
             "must be debug, info, warning or error",
         ),
         (all(v >= 0 for v in s.recall_quotas.values()), "recall_quotas", "must not be negative"),
+        (s.trainer in ("process", "thread", "off"), "trainer", "must be process, thread or off"),
+        (
+            s.ranker_arch in ("shared_bottom", "mmoe"),
+            "ranker_arch",
+            "must be shared_bottom or mmoe",
+        ),
+        (s.join_window_s > 0, "join_window_s", "must be positive"),
+        (s.correction_window_s >= 0, "correction_window_s", "must not be negative"),
+        (s.train_batch >= 1, "train_batch", "must be at least 1"),
+        (s.train_max_wait_s > 0, "train_max_wait_s", "must be positive"),
+        (s.sync_interval_s > 0, "sync_interval_s", "must be positive"),
+        (s.dense_sync_interval_s > 0, "dense_sync_interval_s", "must be positive"),
+        (s.checkpoint_interval_s > 0, "checkpoint_interval_s", "must be positive"),
+        (s.model_poll_s > 0, "model_poll_s", "must be positive"),
+        (s.model_min_examples >= 0, "model_min_examples", "must not be negative"),
+        (s.embedding_dim >= 1, "embedding_dim", "must be at least 1"),
+        (s.embedding_capacity >= 2, "embedding_capacity", "must be at least 2"),
+        (s.embedding_min_count >= 1, "embedding_min_count", "must be at least 1"),
+        (s.embedding_expire_h > 0, "embedding_expire_h", "must be positive"),
+        (s.dense_lr > 0 and s.sparse_lr > 0, "dense_lr", "learning rates must be positive"),
+        (s.prerank_keep >= 1, "prerank_keep", "must be at least 1"),
+        (
+            all(math.isfinite(v) for v in s.fusion_weights.values()),
+            "fusion_weights",
+            "must be finite numbers",
+        ),
         (
             all(math.isfinite(v) for v in s.score_weights.values()),
             "score_weights",

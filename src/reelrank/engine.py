@@ -20,13 +20,16 @@ from .ingest.events import EventIngestor, IngestResult
 from .metrics import Metrics
 from .pipeline.feed import Feed, FeedPipeline
 from .pipeline.query import FeedRequest, Query
+from .rank.cascade import RankCascade
 from .rank.heuristic import HeuristicScorer
+from .rank.learned import ModelServer
 from .recall import default_sources
 from .rerank.filters import default_filters
 from .rerank.selectors import NoRepeatSelector
 from .schema import Follow, Impression, User, VideoIn, parse
 from .state.online import OnlineState
 from .storage import Store, open_store
+from .storage.params import ParamChannel, open_params
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +44,23 @@ class Engine:
         self.state = OnlineState(settings, self.store)
         self.reviewer = Reviewer(settings.banned_terms)
         self.ingestor = EventIngestor(self.state, self.metrics, settings.max_future_skew_s)
+        self.params: ParamChannel = open_params(settings.params_channel_url())
+        self.model = ModelServer(self.params, self.state.table, settings.model_min_examples)
         self.pipeline = FeedPipeline(
             sources=default_sources(settings.trending_refresh_s),
             filters=default_filters(),
-            scorer=HeuristicScorer(settings.score_weights, settings.smoothing_strength),
+            ranker=RankCascade(
+                HeuristicScorer(settings.score_weights, settings.smoothing_strength),
+                self.model,
+                settings.fusion_weights,
+                settings.prerank_keep,
+                self.metrics,
+            ),
             selector=NoRepeatSelector(),
             quotas=settings.recall_quotas,
             metrics=self.metrics,
         )
+        self.trainer: Any = None  # OnlineTrainer (thread mode) or a Process (process mode)
         self._catalog_lock = threading.Lock()  # serialises catalog writers
         self._served: queue.SimpleQueue[Impression] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -64,10 +76,13 @@ class Engine:
         gc.collect()
         gc.freeze()
         s = self.settings
+        self.model.bootstrap()
+        self._start_trainer()
         for name, interval, job in (
             ("impressions", s.impression_flush_s, self.flush_impressions),
             ("snapshot", s.snapshot_interval_s, self.snapshot),
             ("log-follower", 0.5, self.state.catch_up),
+            ("model-sync", s.model_poll_s, self.sync_model),
         ):
             t = threading.Thread(
                 target=self._every, args=(interval, job), name=f"reelrank-{name}", daemon=True
@@ -83,14 +98,81 @@ class Engine:
             except Exception:
                 log.exception("background job %s failed", getattr(job, "__name__", job))
 
+    def _start_trainer(self) -> None:
+        mode = self.settings.trainer_mode()
+        if mode == "thread":
+            from .train.trainer import OnlineTrainer, checkpoint_path
+
+            sqlite = self.store.url.startswith("sqlite:")
+            self.trainer = OnlineTrainer(
+                self.settings,
+                self.store,
+                self.params,
+                checkpoint_path(self.settings) if sqlite else None,
+            )
+            t = threading.Thread(
+                target=self.trainer.run, args=(self._stop,), name="reelrank-trainer", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+        elif mode == "process":
+            import multiprocessing
+
+            from .train.trainer import run_trainer_process
+
+            self.trainer = multiprocessing.get_context("spawn").Process(
+                target=run_trainer_process, args=(self.settings,), name="reelrank-trainer"
+            )
+            self.trainer.start()
+            log.info("trainer process started (pid %s)", self.trainer.pid)
+
+    def sync_model(self) -> None:
+        """Apply new parameters and mirror the trainer's figures into the metrics."""
+        self.model.poll()
+        status = self.model.trainer_status
+        m = self.metrics
+        for head, figures in status.get("heads", {}).items():
+            if figures.get("auc") is not None:
+                m.model_auc.labels(head).set(figures["auc"])
+            if "logloss" in figures:
+                m.model_logloss.labels(head).set(figures["logloss"])
+            if figures.get("observed_rate"):
+                m.model_calibration.labels(head).set(
+                    figures["predicted_rate"] / figures["observed_rate"]
+                )
+        if status:
+            m.train_examples.set(status.get("examples_trained", 0))
+            m.train_rate.set(status.get("examples_per_s", 0.0))
+            if status.get("lag_s") is not None:
+                m.train_lag.set(status["lag_s"])
+        if self.model.last_applied:
+            m.model_sync_age.set(time.time() - self.model.last_applied)
+
+    def model_status(self) -> dict[str, Any]:
+        """The serving model and the trainer's latest published figures."""
+        return {
+            "serving": {
+                **self.model.status(),
+                "trainer_mode": self.settings.trainer_mode(),
+                "fusion_weights": self.settings.fusion_weights,
+            },
+            "trainer": self.model.trainer_status or None,
+        }
+
     def close(self) -> None:
         """Stop workers, flush impressions, write a final snapshot, close the store."""
         self._stop.set()
         for t in self._threads:
-            t.join(timeout=10)
+            t.join(timeout=30)
+        if self.trainer is not None and hasattr(self.trainer, "terminate"):
+            self.trainer.terminate()  # SIGTERM: the trainer checkpoints, then exits
+            self.trainer.join(timeout=60)
+            if self.trainer.is_alive():
+                self.trainer.kill()
         self.flush_impressions()
         self.state.catch_up()
         self.snapshot()
+        self.params.close()
         self.store.close()
 
     def snapshot(self) -> None:
@@ -258,8 +340,9 @@ class Engine:
                 score=item.score,
                 model_version=feed.model_version,
                 ts=request.now,
+                features=features,
             )
-            for position, item in enumerate(feed.items)
+            for position, (item, features) in enumerate(zip(feed.items, feed.features, strict=True))
         ]
         with self.state.lock:  # seen at once; written to the impression log in the background
             for imp in served:

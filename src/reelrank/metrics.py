@@ -43,4 +43,47 @@ class Metrics:
             "reelrank_state_lag_events", "Logged events not yet folded into state", registry=r
         )
         self.videos = Gauge("reelrank_videos", "Videos in the catalog", registry=r)
+        self.ranker_requests = Counter(
+            "reelrank_ranker_requests",
+            "Feed requests by the ranker that scored",
+            ["ranker"],
+            registry=r,
+        )
+        self.ranker_fallbacks = Counter(
+            "reelrank_ranker_fallbacks",
+            "Learned-ranker failures served by the heuristic",
+            ["reason"],
+            registry=r,
+        )
+        self.model_auc = Gauge(
+            "reelrank_model_auc", "Progressive AUC per head (trainer)", ["head"], registry=r
+        )
+        self.model_logloss = Gauge(
+            "reelrank_model_logloss",
+            "Progressive log loss per head (trainer)",
+            ["head"],
+            registry=r,
+        )
+        self.model_calibration = Gauge(
+            "reelrank_model_calibration",
+            "Predicted / observed rate per head (trainer)",
+            ["head"],
+            registry=r,
+        )
+        self.train_examples = Gauge(
+            "reelrank_train_examples", "Examples the trainer has learned from", registry=r
+        )
+        self.train_rate = Gauge(
+            "reelrank_train_examples_per_second", "Trainer throughput", registry=r
+        )
+        self.train_lag = Gauge(
+            "reelrank_train_lag_seconds",
+            "Now minus the event time of the newest trained example",
+            registry=r,
+        )
+        self.model_sync_age = Gauge(
+            "reelrank_model_sync_age_seconds",
+            "Seconds since serving last applied parameters",
+            registry=r,
+        )
         self.users = Gauge("reelrank_users", "Users with state", registry=r)

@@ -180,6 +180,7 @@ class Impression(BaseModel):
     score: float
     model_version: str
     ts: float
+    features: dict[str, Any] | None = None  # what the ranker saw, for training
 
 
 def describe_errors(exc: ValidationError, where: str) -> list[tuple[str, str]]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..metrics import Metrics
-from ..rank.heuristic import HeuristicScorer
+from ..rank.cascade import RankCascade
+from ..rank.features import extract
 from ..recall.base import RecallSource
 from ..rerank.filters import Filter, run_filter
 from ..rerank.selectors import NoRepeatSelector
@@ -32,6 +34,9 @@ class Feed:
     items: list[FeedItem]
     cold_start: bool = False
     removed: dict[str, int] = field(default_factory=dict)
+    ranker: str = "heuristic"
+    ranker_note: str | None = None
+    features: list[dict[str, Any]] = field(default_factory=list)  # per item, for the log
 
 
 class FeedPipeline:
@@ -41,14 +46,15 @@ class FeedPipeline:
         self,
         sources: list[RecallSource],
         filters: list[Filter],
-        scorer: HeuristicScorer,
+        ranker: RankCascade,
         selector: NoRepeatSelector,
         quotas: dict[str, int],
         metrics: Metrics,
     ) -> None:
         self.sources = sources
         self.filters = filters
-        self.scorer = scorer
+        self.ranker = ranker
+        self.scorer = ranker.heuristic
         self.selector = selector
         self.quotas = quotas
         self.metrics = metrics
@@ -84,17 +90,27 @@ class FeedPipeline:
             removed[f.name] = result.removed
             if result.removed:
                 self.metrics.filtered.labels(f.name).inc(result.removed)
-        scores = self.scorer.score(query, cands)
+        ranked = self.ranker.rank(query, cands)
+        cands, scores = ranked.cands, ranked.scores
         picked = self.selector.select(query, cands, scores, query.request.n)
         items = [self._item(query, cands, scores, int(i)) for i in picked]
         for item in items:
             self.metrics.feed_items.labels(item.source).inc()
+        # What the ranker saw, logged with each impression so training sees the same.
+        if ranked.features is not None:
+            feats, at = ranked.features, picked
+        else:
+            feats = extract(query, cands.rows[picked], self.scorer.smoothing)
+            at = np.arange(len(picked))
         return Feed(
             request_id=query.request.request_id,
-            model_version=self.scorer.model_version,
+            model_version=ranked.model_version,
             items=items,
             cold_start=query.is_cold,
             removed=removed,
+            ranker=ranked.ranker,
+            ranker_note=ranked.note,
+            features=[feats.record(query, int(i)) for i in at],
         )
 
     def _item(self, query: Query, cands: Candidates, scores: np.ndarray, i: int) -> FeedItem:

@@ -215,6 +215,8 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
         return {
             "request_id": feed.request_id,
             "model_version": feed.model_version,
+            "ranker": feed.ranker,
+            **({"ranker_note": feed.ranker_note} if feed.ranker_note else {}),
             "cold_start": feed.cold_start,
             "items": [
                 {
@@ -240,6 +242,15 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
     def get_user(request: Request, user_id: UserId) -> Any:
         guard(request, "admin")
         return engine.user_profile(user_id)
+
+    @app.get(
+        "/v1/model",
+        tags=["model"],
+        summary="The serving model and the trainer's progressive metrics",
+    )
+    def get_model(request: Request) -> Any:
+        guard(request, "feed")
+        return engine.model_status()
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and basic figures")
     def healthz() -> Any:

@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS impressions (
     source TEXT NOT NULL,
     score REAL NOT NULL,
     model_version TEXT NOT NULL,
-    ts REAL NOT NULL
+    ts REAL NOT NULL,
+    features BLOB
 );
 CREATE TABLE IF NOT EXISTS snapshots (
     name TEXT PRIMARY KEY,
@@ -63,7 +64,9 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
 """
 
 _EVENT_COLS = "seq, event_id, type, user_id, video_id, request_id, ts, watch_ms, device, region"
-_IMP_COLS = "seq, request_id, position, user_id, video_id, source, score, model_version, ts"
+_IMP_COLS = (
+    "seq, request_id, position, user_id, video_id, source, score, model_version, ts, features"
+)
 
 
 class _Db:
@@ -79,6 +82,9 @@ class _Db:
         self.conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self.conn.execute("PRAGMA busy_timeout=30000")
         self.conn.executescript(SCHEMA)
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(impressions)")}
+        if "features" not in columns:  # stores created before features were logged
+            self.conn.execute("ALTER TABLE impressions ADD COLUMN features BLOB")
 
     def write(self) -> _Tx:
         return _Tx(self)
@@ -275,7 +281,7 @@ class SQLiteEventLog:
         with self._db.write() as conn:
             (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM impressions").fetchone()
             conn.executemany(
-                f"INSERT INTO impressions ({_IMP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO impressions ({_IMP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         last + i + 1,
@@ -287,6 +293,7 @@ class SQLiteEventLog:
                         m.score,
                         m.model_version,
                         m.ts,
+                        orjson.dumps(m.features) if m.features is not None else None,
                     )
                     for i, m in enumerate(impressions)
                 ],
@@ -298,9 +305,16 @@ class SQLiteEventLog:
                 f"SELECT {_IMP_COLS} FROM impressions WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, limit),
             ).fetchall()
-        names = _IMP_COLS.split(", ")[1:]
+        names = _IMP_COLS.split(", ")[1:-1]
         return [
-            (r[0], Impression.model_construct(**dict(zip(names, r[1:], strict=True)))) for r in rows
+            (
+                r[0],
+                Impression.model_construct(
+                    **dict(zip(names, r[1:-1], strict=True)),
+                    features=orjson.loads(r[-1]) if r[-1] is not None else None,
+                ),
+            )
+            for r in rows
         ]
 
     def last_impression_offset(self) -> int:

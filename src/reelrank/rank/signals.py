@@ -1,0 +1,89 @@
+"""Per-candidate signals shared by the heuristic scorer and the learned ranker's features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..pipeline.query import Query
+from ..state.counters import C
+
+RATES = ("finish", "like", "share", "skip")
+_COUNTER = {"finish": "finishes", "like": "likes", "share": "shares", "skip": "skips"}
+_DEFAULT_PRIOR = {"finish": 0.3, "like": 0.05, "share": 0.01, "skip": 0.3}
+
+
+def views(query: Query, rows: np.ndarray) -> np.ndarray:
+    """(n,) impressions, or plays where an app sends no impressions."""
+    totals = query.counters.totals
+    return np.maximum(totals[rows, C["impressions"]], totals[rows, C["plays"]]).astype(float)
+
+
+def rate_lifts(query: Query, rows: np.ndarray, smoothing: float) -> dict[str, np.ndarray]:
+    """Smoothed rate / catalog rate per action, (n,) each, clipped to [0, 5]."""
+    counters = query.counters
+    cat = counters.catalog_totals
+    cat_views = float(max(cat[C["impressions"]], cat[C["plays"]]))
+    seen = views(query, rows)
+    out = {}
+    for x in RATES:
+        i = C[_COUNTER[x]]
+        prior = cat[i] / cat_views if cat_views >= 100 and cat[i] > 0 else _DEFAULT_PRIOR[x]
+        rate = (counters.totals[rows, i] + smoothing * prior) / (seen + smoothing)
+        out[x] = np.clip(rate / prior, 0.0, 5.0)
+    return out
+
+
+@dataclass
+class Affinity:
+    """The user's decayed affinities for each candidate's parts, (n,) each."""
+
+    tags: np.ndarray  # summed over the video's hashtags
+    interests: np.ndarray  # onboarding interests among the video's hashtags (count)
+    sound: np.ndarray
+    creator: np.ndarray
+    followed: np.ndarray  # 1.0 when the user follows the creator
+
+
+def affinity(query: Query, rows: np.ndarray) -> Affinity:
+    table = query.table
+    n = len(rows)
+    tags = table.tag_ids[rows]  # (n, MAX_TAGS), -1 padded
+
+    def tag_sum(weights: dict[str, float]) -> np.ndarray:
+        ids = np.array([table.tags.get(t) for t in weights], dtype=np.int64)
+        ws = np.array(list(weights.values()), dtype=np.float64)
+        known = ids >= 0
+        ids, ws = ids[known], ws[known]
+        if len(ids) == 0:
+            return np.zeros(n)
+        order = np.argsort(ids)
+        ids, ws = ids[order], ws[order]
+        pos = np.clip(np.searchsorted(ids, tags), 0, len(ids) - 1)
+        hit = (ids[pos] == tags) & (tags >= 0)
+        return np.where(hit, ws[pos], 0.0).sum(axis=1)
+
+    def lookup(names: object, col: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+        if not weights:
+            return np.zeros(n)
+        by_int = {names.get(k): w for k, w in weights.items()}  # type: ignore[attr-defined]
+        return np.array([by_int.get(v, 0.0) for v in col[rows].tolist()], dtype=np.float64)
+
+    interests = query.profile.interests if query.profile is not None else []
+    followed = np.zeros(n)
+    if query.follows:
+        ints = [table.creators.get(c) for c in query.follows]
+        followed = np.isin(table.creator[rows], ints).astype(np.float64)
+    return Affinity(
+        tags=tag_sum(query.tag_affinity) if query.tag_affinity else np.zeros(n),
+        interests=tag_sum(dict.fromkeys(interests, 1.0)) if interests else np.zeros(n),
+        sound=lookup(table.sounds, table.sound, query.sound_affinity),
+        creator=lookup(table.creators, table.creator, query.creator_affinity),
+        followed=followed,
+    )
+
+
+def slog(x: np.ndarray) -> np.ndarray:
+    """Signed log1p: keeps the sign, tames the scale."""
+    return np.sign(x) * np.log1p(np.abs(x))

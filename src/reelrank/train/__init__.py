@@ -1,0 +1,1 @@
+"""Real-time learning: sample joiner, embedding tables, online trainer, parameter sync."""

@@ -1,0 +1,61 @@
+"""Progressive (test-then-train) model metrics over a sliding window of examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..rank.model import BINARY_HEADS, HEADS
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """ROC AUC by the rank-sum formula (ties averaged); None when one class is missing."""
+    pos = labels > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+class ProgressiveMetrics:
+    """Predictions made before training on each batch, kept for the last `window`."""
+
+    def __init__(self, window: int = 20_000) -> None:
+        self.window = window
+        self.preds = np.zeros((window, len(HEADS)), dtype=np.float32)
+        self.labels = np.zeros((window, len(HEADS)), dtype=np.float32)
+        self.n = 0  # total recorded
+
+    def add(self, preds: np.ndarray, labels: np.ndarray) -> None:
+        for p, y in zip(preds, labels, strict=True):
+            i = self.n % self.window
+            self.preds[i] = p
+            self.labels[i] = y
+            self.n += 1
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        k = min(self.n, self.window)
+        out: dict[str, dict[str, Any]] = {}
+        for j, head in enumerate(HEADS):
+            p = np.clip(self.preds[:k, j].astype(np.float64), 1e-6, 1 - 1e-6)
+            y = self.labels[:k, j].astype(np.float64)
+            entry: dict[str, Any] = {"n": k}
+            if k:
+                entry["logloss"] = round(
+                    float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()), 5
+                )
+                entry["predicted_rate"] = round(float(p.mean()), 5)
+                entry["observed_rate"] = round(float(y.mean()), 5)
+                if head in BINARY_HEADS:
+                    a = auc(p, y)
+                    entry["auc"] = None if a is None else round(a, 5)
+            out[head] = entry
+        return out

@@ -1,0 +1,417 @@
+"""The online trainer: logs -> joiner -> mini-batches -> model; publishes and checkpoints.
+
+It reads the impression and event logs from its own offsets, joins them into labelled
+examples, trains the multi-task ranker in mini-batches (test-then-train metrics first),
+publishes touched embedding rows every `sync_interval_s` and the dense weights every
+`dense_sync_interval_s`, and checkpoints model, optimisers, joiner and offsets together,
+so a restart resumes exactly where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import torch
+from torch.nn import functional as F
+
+from ..config import Settings
+from ..rank.features import CONTEXT_SLOTS, DENSE, SINGLE_SLOTS, TAG_SLOT, tag_keys
+from ..rank.model import HEADS, MultiTaskRanker, RankerConfig
+from ..state.catalog import MAX_TAGS
+from ..storage import Store
+from ..storage.params import ParamChannel
+from .embedding import EmbeddingTable
+from .joiner import Example, SampleJoiner
+from .metrics import ProgressiveMetrics
+
+log = logging.getLogger(__name__)
+
+READ_LIMIT = 5000
+IDLE_CLOSE_S = 2.0  # with no new log records for this long, close windows by wall clock
+EXPIRE_EVERY = 200  # batches between expiry sweeps
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def decode(blob: bytes) -> dict[str, Any]:
+    """Parameters are tensors, numbers and strings: loaded with weights_only=True."""
+    out: dict[str, Any] = torch.load(io.BytesIO(blob), weights_only=True)
+    return out
+
+
+def ranker_config(settings: Settings) -> RankerConfig:
+    return RankerConfig(
+        dim=settings.embedding_dim,
+        arch=settings.ranker_arch,
+        dense_lr=settings.dense_lr,
+        sparse_lr=settings.sparse_lr,
+    )
+
+
+class OnlineTrainer:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        params: ParamChannel,
+        checkpoint_path: Path | None = None,
+        config: RankerConfig | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.params = params
+        self.checkpoint_path = checkpoint_path
+        self.config = config or ranker_config(settings)
+        self.model = MultiTaskRanker(self.config)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.dense_lr)
+        self.tables = {
+            slot: EmbeddingTable(
+                slot,
+                self.config.dim,
+                capacity=settings.embedding_capacity,
+                min_count=1
+                if slot in CONTEXT_SLOTS and slot != "user"
+                else settings.embedding_min_count,
+                expire_s=settings.embedding_expire_h * 3600.0,
+                seed=i,
+            )
+            for i, slot in enumerate((*SINGLE_SLOTS, TAG_SLOT))
+        }
+        self.joiner = SampleJoiner(
+            settings.join_window_s, settings.join_require_view, settings.correction_window_s
+        )
+        self.metrics = ProgressiveMetrics()
+        self.head_w = torch.tensor([self.config.head_weights.get(h, 1.0) for h in HEADS])
+        self.event_offset = 0
+        self.impression_offset = 0
+        self.buffer: list[Example] = []
+        self.buffer_since = 0.0
+        self.examples_trained = 0
+        self.batches = 0
+        self.skipped = 0
+        self.dense_version = 0
+        self.sparse_version = 0
+        self.newest_ts = 0.0
+        self.last_input = time.monotonic()
+        self._rate: list[tuple[float, int]] = []
+        now = time.monotonic()
+        self._last_sync = self._last_dense = self._last_checkpoint = now
+        self.lock = threading.Lock()
+
+    # -- the loop ------------------------------------------------------------------------
+    def step(self) -> int:
+        """One poll of both logs; trains every full batch; returns examples trained."""
+        with self.lock:
+            trained = 0
+            imps = self.store.events.read_impressions(self.impression_offset, READ_LIMIT)
+            events = self.store.events.read(self.event_offset, READ_LIMIT)
+            for offset, imp in imps:
+                self._take(self.joiner.add_impression(imp))
+                self.impression_offset = offset
+            for offset, event in events:
+                self._take(self.joiner.add_event(event))
+                self.event_offset = offset
+            if imps or events:
+                self.last_input = time.monotonic()
+            elif time.monotonic() - self.last_input > IDLE_CLOSE_S:
+                self._take(self.joiner.advance(time.time() - 1.0))
+            self._take(self.joiner.advance())
+            batch = self.settings.train_batch
+            while len(self.buffer) >= batch:
+                trained += self._train(self.buffer[:batch])
+                self.buffer = self.buffer[batch:]
+            if (
+                self.buffer
+                and time.monotonic() - self.buffer_since > self.settings.train_max_wait_s
+            ):
+                trained += self._flush()
+            return trained
+
+    def _take(self, examples: list[Example]) -> None:
+        if examples and not self.buffer:
+            self.buffer_since = time.monotonic()
+        self.buffer.extend(examples)
+
+    def _flush(self) -> int:
+        trained = self._train(self.buffer) if self.buffer else 0
+        self.buffer = []
+        return trained
+
+    def run(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
+        """Train until stopped; publish and checkpoint on their intervals."""
+        self.restore()
+        self.publish_full()
+        while not stop.is_set():
+            try:
+                trained = self.step()
+                self.maybe_publish()
+            except Exception:
+                log.exception("trainer step failed")
+                trained = 0
+                stop.wait(1.0)
+            if trained == 0:
+                stop.wait(idle_sleep)
+        self.checkpoint()
+
+    # -- training ------------------------------------------------------------------------
+    def tensors(self, examples: list[Example], admit: bool) -> tuple[Any, ...]:
+        """Rows and tensors of a batch: single (B, S), tag rows (B, T), mask, dense, labels."""
+        b = len(examples)
+        ts = max(e.ts for e in examples)
+        single_rows = np.zeros((b, len(SINGLE_SLOTS)), dtype=np.int64)
+        for j, slot in enumerate(SINGLE_SLOTS):
+            keys = [e.features["slots"].get(slot) for e in examples]
+            single_rows[:, j] = self.tables[slot].lookup(keys, admit=admit, ts=ts)
+        flat = [k for e in examples for k in tag_keys(e.features.get("hashtags", []))]
+        tag_rows = self.tables[TAG_SLOT].lookup(flat, admit=admit, ts=ts).reshape(b, MAX_TAGS)
+        mask = torch.tensor([k is not None for k in flat], dtype=torch.float32).view(b, MAX_TAGS)
+        dense = torch.from_numpy(np.array([e.features["dense"] for e in examples], np.float32))
+        labels = torch.from_numpy(np.stack([e.labels for e in examples]))
+        return single_rows, tag_rows, mask, dense, labels, ts
+
+    def _usable(self, examples: list[Example]) -> list[Example]:
+        ok = [
+            e
+            for e in examples
+            if e.features.get("slots") and len(e.features.get("dense", ())) == len(DENSE)
+        ]
+        self.skipped += len(examples) - len(ok)
+        return ok
+
+    def _train(self, examples: list[Example]) -> int:
+        examples = self._usable(examples)
+        if not examples:
+            return 0
+        single_rows, tag_rows, mask, dense, labels, ts = self.tensors(examples, admit=True)
+        single = torch.stack(
+            [self.tables[s].weight[single_rows[:, j]] for j, s in enumerate(SINGLE_SLOTS)], dim=1
+        ).requires_grad_(True)
+        tags = self.tables[TAG_SLOT].weight[tag_rows].requires_grad_(True)
+        self.model.train()
+        logits = self.model(single, tags, mask, dense)
+        self.metrics.add(torch.sigmoid(logits).detach().numpy(), labels.numpy())  # test first
+        loss = (
+            F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)
+            * self.head_w
+        ).sum()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        lr = self.config.sparse_lr
+        assert single.grad is not None and tags.grad is not None
+        for j, slot in enumerate(SINGLE_SLOTS):
+            self.tables[slot].apply_gradients(single_rows[:, j], single.grad[:, j], lr, ts)
+        used = mask.view(-1) > 0
+        self.tables[TAG_SLOT].apply_gradients(
+            tag_rows.reshape(-1)[used.numpy()], tags.grad.reshape(-1, self.config.dim)[used], lr, ts
+        )
+        self.batches += 1
+        self.examples_trained += len(examples)
+        self.newest_ts = max(self.newest_ts, ts)
+        self._rate.append((time.monotonic(), len(examples)))
+        if self.batches % EXPIRE_EVERY == 0:
+            for table in self.tables.values():
+                table.expire(self.newest_ts)
+        return len(examples)
+
+    def predict(self, examples: list[Example]) -> np.ndarray:
+        """P(action) per head for examples, without learning: (n, len(HEADS))."""
+        single_rows, tag_rows, mask, dense, _, _ = self.tensors(examples, admit=False)
+        single = torch.stack(
+            [self.tables[s].weight[single_rows[:, j]] for j, s in enumerate(SINGLE_SLOTS)], dim=1
+        )
+        tags = self.tables[TAG_SLOT].weight[tag_rows]
+        self.model.eval()
+        with torch.no_grad():
+            return torch.sigmoid(self.model(single, tags, mask, dense)).numpy()
+
+    # -- publishing ----------------------------------------------------------------------
+    def version(self) -> str:
+        return f"mtl-{self.dense_version}.{self.sparse_version}"
+
+    def maybe_publish(self) -> None:
+        now = time.monotonic()
+        s = self.settings
+        if now - self._last_sync >= s.sync_interval_s:
+            self.publish_sparse()
+            self._last_sync = now
+        if now - self._last_dense >= s.dense_sync_interval_s:
+            self.publish_dense()
+            self._last_dense = now
+        if now - self._last_checkpoint >= s.checkpoint_interval_s:
+            self.checkpoint()
+            self._last_checkpoint = now
+
+    def publish_sparse(self) -> None:
+        with self.lock:
+            deltas = {slot: _delta_tensors(t.take_delta()) for slot, t in self.tables.items()}
+            if any(d["ids"] or d["evicted"] for d in deltas.values()):
+                self.sparse_version += 1
+                self.params.publish(
+                    "sparse",
+                    self.version(),
+                    encode({"slots": deltas, "sparse_version": self.sparse_version}),
+                )
+            self.params.publish("status", self.version(), orjson.dumps(self.status()))
+
+    def publish_dense(self) -> None:
+        with self.lock:
+            self.dense_version += 1
+            self.params.publish(
+                "dense",
+                self.version(),
+                encode(
+                    {
+                        "config": json.dumps(self.config.to_json()),
+                        "state": self.model.state_dict(),
+                        "dense_version": self.dense_version,
+                        "examples": self.examples_trained,
+                    }
+                ),
+            )
+
+    def publish_full(self) -> None:
+        """Everything serving needs to start from; older entries are pruned."""
+        with self.lock:
+            for t in self.tables.values():
+                t.take_delta()  # the full snapshot includes what was pending
+            blob = encode(
+                {
+                    "config": json.dumps(self.config.to_json()),
+                    "state": self.model.state_dict(),
+                    "slots": {s: _delta_tensors(t.full_delta()) for s, t in self.tables.items()},
+                    "dense_version": self.dense_version,
+                    "sparse_version": self.sparse_version,
+                    "examples": self.examples_trained,
+                }
+            )
+            seq = self.params.publish("full", self.version(), blob)
+            self.params.publish("status", self.version(), orjson.dumps(self.status()))
+        self.params.prune(seq)
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        self._rate = [(t, n) for t, n in self._rate if now - t <= 30.0]
+        span = max(now - self._rate[0][0], 1.0) if self._rate else 1.0
+        stats = self.joiner.stats.__dict__
+        return {
+            "version": self.version(),
+            "examples_trained": self.examples_trained,
+            "batches": self.batches,
+            "examples_per_s": round(sum(n for _, n in self._rate) / span, 1),
+            "lag_s": round(time.time() - self.newest_ts, 3) if self.newest_ts else None,
+            "newest_example_ts": self.newest_ts or None,
+            "event_offset": self.event_offset,
+            "impression_offset": self.impression_offset,
+            "join": dict(stats),
+            "open_impressions": len(self.joiner.open),
+            "skipped_examples": self.skipped,
+            "embedding_rows": {s: len(t) for s, t in self.tables.items()},
+            "heads": self.metrics.summary(),
+            "published_at": time.time(),
+        }
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Train what is buffered, then save everything with the log offsets, atomically."""
+        if self.checkpoint_path is None:
+            return
+        with self.lock:
+            self._flush()
+            state = {
+                "config": json.dumps(self.config.to_json()),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "tables": {s: t.state() for s, t in self.tables.items()},
+                "joiner": json.dumps(self.joiner.state()),
+                "event_offset": self.event_offset,
+                "impression_offset": self.impression_offset,
+                "examples_trained": self.examples_trained,
+                "batches": self.batches,
+                "dense_version": self.dense_version,
+                "sparse_version": self.sparse_version,
+                "newest_ts": self.newest_ts,
+            }
+            path = self.checkpoint_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        self.publish_full()
+
+    def restore(self) -> bool:
+        """Load the last checkpoint if there is one; True when loaded."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return False
+        with self.lock:
+            state = torch.load(self.checkpoint_path, weights_only=True)
+            self.config = RankerConfig.from_json(json.loads(state["config"]))
+            self.model = MultiTaskRanker(self.config)
+            self.model.load_state_dict(state["model"])
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.dense_lr)
+            self.optimizer.load_state_dict(state["optimizer"])
+            for slot, t in self.tables.items():
+                t.load_state(state["tables"][slot])
+            self.joiner.load_state(json.loads(state["joiner"]))
+            self.event_offset = int(state["event_offset"])
+            self.impression_offset = int(state["impression_offset"])
+            self.examples_trained = int(state["examples_trained"])
+            self.batches = int(state["batches"])
+            self.dense_version = int(state["dense_version"])
+            self.sparse_version = int(state["sparse_version"])
+            self.newest_ts = float(state["newest_ts"])
+        log.info(
+            "trainer resumed at event offset %d, impression offset %d (%d examples trained)",
+            self.event_offset,
+            self.impression_offset,
+            self.examples_trained,
+        )
+        return True
+
+
+def _delta_tensors(delta: dict[str, Any]) -> dict[str, Any]:
+    """A table delta with its vectors as a tensor (loadable with weights_only=True)."""
+    return {**delta, "vectors": torch.from_numpy(np.ascontiguousarray(delta["vectors"]))}
+
+
+def run_trainer_process(settings: Settings) -> None:
+    """Entry point of the trainer process that `serve` starts (or `reelrank train`)."""
+    import signal
+
+    from ..storage import open_store
+    from ..storage.params import open_params
+
+    torch.set_num_threads(1)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s trainer: %(message)s"
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    store = open_store(settings.store_url(), settings.sqlite_synchronous)
+    params = open_params(settings.params_channel_url())
+    trainer = OnlineTrainer(settings, store, params, checkpoint_path(settings))
+    try:
+        trainer.run(stop)
+    finally:
+        params.close()
+        store.close()
+
+
+def checkpoint_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "model" / "trainer.pt"
