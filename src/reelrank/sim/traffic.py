@@ -31,6 +31,7 @@ class Traffic:
         self.latencies: deque[float] = deque(maxlen=2000)
         self.recent_match: deque[int] = deque(maxlen=2000)
         self.errors = 0
+        self.ranker = "?"
 
     def load(self, say: Callable[[str], None] = print) -> None:
         """Send the catalog and users through the public API."""
@@ -88,6 +89,7 @@ class Traffic:
                     self.items += len(page["items"])
                     self.latencies.append(latency)
                     self.recent_match.extend([1] * hits + [0] * (len(page["items"]) - hits))
+                    self.ranker = f"{page.get('ranker', '?')} {page['model_version']}"
                 self.stop.wait(0.02)
 
     def start(self) -> list[threading.Thread]:
@@ -108,13 +110,14 @@ class Traffic:
             lat = sorted(self.latencies)
             match = statistics.fmean(self.recent_match) if self.recent_match else 0.0
             errors = self.errors
+            ranker = self.ranker
         now = time.monotonic()
         dt = max(now - last[2], 1e-9)
         p50 = lat[len(lat) // 2] * 1000 if lat else 0.0
         line = (
             f"[{elapsed:6.0f}s] feeds {feeds} ({(feeds - last[0]) / dt:.0f}/s)  "
             f"events {events} ({(events - last[1]) / dt:.0f}/s)  feed p50 {p50:.1f} ms  "
-            f"items matching the viewer's taste {match:.0%}"
+            f"matching the viewer's taste {match:.0%}  ranker {ranker}"
             + (f"  errors {errors}" if errors else "")
         )
         return line, (feeds, events, now)
