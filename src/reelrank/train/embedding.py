@@ -11,6 +11,7 @@ touches only the rows in the batch.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -186,6 +187,7 @@ class EmbeddingTable:
             "pending_ids": list(self.pending),
             "pending_counts": list(self.pending.values()),
             "refused": self.refused,
+            "rng": json.dumps(self._rng.bit_generator.state),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -201,6 +203,7 @@ class EmbeddingTable:
         self.free = [i for i, k in enumerate(self.ids) if i and k is None]
         self.pending = dict(zip(state["pending_ids"], state["pending_counts"], strict=True))
         self.refused = int(state["refused"])
+        self._rng.bit_generator.state = json.loads(state["rng"])
         self.touched.clear()
         self.evicted.clear()
 

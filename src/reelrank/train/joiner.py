@@ -40,7 +40,8 @@ class Pending:
     duration_ms: float
     viewed: bool = False
     watch_ms: float = 0.0
-    liked: bool = False
+    like_ts: float = -1.0  # newest like and unlike by event time: liked when like is newer,
+    unlike_ts: float = -1.0  # so replaying either event changes nothing
     actions: set[str] = field(default_factory=set)
     emitted: tuple[float, ...] | None = None  # labels at the last emission
 
@@ -53,7 +54,7 @@ class Pending:
         values = {
             "finish": finish,
             "long_view": finish or ratio >= LONG_VIEW_RATIO,
-            "like": self.liked,
+            "like": self.like_ts > self.unlike_ts,
             "share": "share" in a,
             "comment": "comment" in a,
             "follow": "follow" in a,
@@ -165,9 +166,9 @@ class SampleJoiner:
         if event.watch_ms is not None:
             pending.watch_ms = max(pending.watch_ms, float(event.watch_ms))
         if t is EventType.LIKE:
-            pending.liked = True
+            pending.like_ts = max(pending.like_ts, event.ts)
         elif t is EventType.UNLIKE:
-            pending.liked = False
+            pending.unlike_ts = max(pending.unlike_ts, event.ts)
         elif t not in (EventType.IMPRESSION, EventType.PLAY, EventType.WATCH):
             pending.actions.add(t.value)
 
@@ -272,7 +273,8 @@ class SampleJoiner:
                 "duration_ms": p.duration_ms,
                 "viewed": p.viewed,
                 "watch_ms": p.watch_ms,
-                "liked": p.liked,
+                "like_ts": p.like_ts,
+                "unlike_ts": p.unlike_ts,
                 "actions": sorted(p.actions),
                 "emitted": list(p.emitted) if p.emitted is not None else None,
             }
@@ -281,14 +283,15 @@ class SampleJoiner:
             "open": [pend(p) for p in self.open.values()],
             "closed": [[t, pend(p)] for t, p in self.closed.values()],
             "orphans": [e.model_dump(mode="json") for evs in self.orphans.values() for e in evs],
+            "latest": [[u, v, r, w] for (u, v), (r, w) in self.latest.items()],
             "watermark": self.watermark,
-            "stats": self.stats.__dict__,
+            "stats": dict(self.stats.__dict__),
         }
 
     def load_state(self, raw: dict[str, Any]) -> None:
         def pend(r: dict[str, Any]) -> Pending:
             p = Pending(Impression(**r["imp"]), r["duration_ms"], r["viewed"], r["watch_ms"],
-                        r["liked"], set(r["actions"]))  # fmt: skip
+                        r["like_ts"], r["unlike_ts"], set(r["actions"]))  # fmt: skip
             p.emitted = tuple(r["emitted"]) if r["emitted"] is not None else None
             return p
 
@@ -311,5 +314,6 @@ class SampleJoiner:
         for e in raw["orphans"]:
             ev = Event.model_validate(e)
             self.orphans.setdefault((ev.request_id or "", ev.video_id), []).append(ev)
+        self.latest = {(u, v): (r, w) for u, v, r, w in raw["latest"]}
         self.watermark = raw["watermark"]
         self.stats = JoinStats(**raw["stats"])
