@@ -62,9 +62,7 @@ def test_learned_ranker_beats_the_heuristic_on_held_out_traffic(tmp_path: Path) 
         for _ in range(12):  # training traffic, served by the heuristic
             _round(eng, world, rng)
             trainer.step()
-        trainer.joiner.advance(time.time() + 3600.0)
-        trainer.step()
-        trainer._flush()
+        trainer.drain()
         assert trainer.examples_trained > 10_000
         imp_after = eng.store.events.last_impression_offset()
         ev_after = eng.store.events.last_offset()

@@ -323,7 +323,7 @@ def test_the_heuristic_serves_while_the_model_warms_up(tmp_path: Path) -> None:
         trainer = OnlineTrainer(eng.settings, eng.store, eng.params)
         trainer.publish_full()  # a model, but trained on nothing
         eng.model.poll()
-        assert eng.model.module is not None and not eng.model.ready()
+        assert eng.model.live is not None and not eng.model.ready()
         feed = eng.feed("u1", n=5)
         assert feed.ranker == "heuristic"
         assert feed.ranker_note == "learned ranker warming up (0 of 100 examples)"

@@ -37,6 +37,10 @@ def _run_server(settings: Settings, ready: threading.Event | None = None) -> Non
     # A server allocates many short-lived objects per request; collecting the young
     # generation every 10k allocations instead of 700 measurably raises ingest throughput.
     gc.set_threshold(10_000, 10, 10)
+    import torch
+
+    # Requests run in parallel threads; intra-op threads on top would fight over the cores.
+    torch.set_num_threads(1)
 
     from .engine import Engine
     from .serve import create_app

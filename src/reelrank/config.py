@@ -143,6 +143,10 @@ class Settings:
         "until then the heuristic scorer does, and responses say so.",
         2000,
     )
+    trainer_nice: int = _doc(
+        "Niceness added to the trainer process, so serving wins the CPU when both want it.",
+        10,
+    )
     ranker_arch: str = _doc("Ranker network: `shared_bottom` or `mmoe`.", "shared_bottom")
     embedding_dim: int = _doc("Embedding size per sparse feature slot.", 16)
     embedding_capacity: int = _doc("Most rows per embedding table (bounds memory).", 2_000_000)
@@ -314,6 +318,7 @@ def _validate(s: Settings) -> None:
         (s.dense_sync_interval_s > 0, "dense_sync_interval_s", "must be positive"),
         (s.checkpoint_interval_s > 0, "checkpoint_interval_s", "must be positive"),
         (s.model_poll_s > 0, "model_poll_s", "must be positive"),
+        (0 <= s.trainer_nice <= 19, "trainer_nice", "must be 0..19"),
         (s.model_min_examples >= 0, "model_min_examples", "must not be negative"),
         (s.embedding_dim >= 1, "embedding_dim", "must be at least 1"),
         (s.embedding_capacity >= 2, "embedding_capacity", "must be at least 2"),

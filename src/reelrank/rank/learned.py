@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,20 @@ class _Aligned:
         return np.where(ok, rows[np.clip(ints, 0, len(rows) - 1)], 0)
 
 
+@dataclass
+class _Live:
+    """Everything a request reads. A full snapshot builds a new one aside and swaps it in;
+    sparse rows are written into it in place and dense weights swap its `module`."""
+
+    config: RankerConfig
+    module: MultiTaskRanker
+    tables: dict[str, ServingTable]
+    aligned: dict[str, _Aligned]
+    dense_version: int
+    sparse_version: int
+    examples: int
+
+
 class ModelServer:
     """Holds the serving model and keeps it in step with the parameter channel."""
 
@@ -60,34 +75,24 @@ class ModelServer:
         self.catalog = catalog
         self.min_examples = min_examples
         self.after = 0
-        self.module: MultiTaskRanker | None = None
-        self.config: RankerConfig | None = None
-        self.tables: dict[str, ServingTable] = {}
-        self.aligned = {
-            "video": _Aligned(None),
-            "creator": _Aligned(catalog.creators),
-            "sound": _Aligned(catalog.sounds),
-            TAG_SLOT: _Aligned(catalog.tags),
-        }
-        self.dense_version = 0
-        self.sparse_version = 0
-        self.examples = 0
+        self.live: _Live | None = None
         self.trainer_status: dict[str, Any] = {}
         self.last_applied = 0.0
-        self._lock = threading.Lock()  # one applier at a time; readers never take it
+        self._apply_lock = threading.Lock()  # one applier at a time; requests never take it
+        self._align_lock = threading.Lock()  # brief: catalog-id resolution and row updates
 
     # -- applying ------------------------------------------------------------------------
     def bootstrap(self) -> None:
         """Start from the newest full snapshot, then apply what came after it."""
         full = self.channel.latest("full")
         if full is not None:
-            with self._lock:
+            with self._apply_lock:
                 self.after = full[0] - 1
         self.poll()
 
     def poll(self) -> int:
         """Apply every new channel entry; return how many."""
-        with self._lock:
+        with self._apply_lock:
             n = 0
             while True:
                 entries = self.channel.read(self.after, 16)
@@ -107,114 +112,131 @@ class ModelServer:
             self.trainer_status = orjson.loads(blob)
             return
         payload = decode(blob)
-        if kind in ("full", "dense"):
-            config = RankerConfig.from_json(json.loads(payload["config"]))
-            module = MultiTaskRanker(config)
-            module.load_state_dict(payload["state"])
-            module.eval()
-            if kind == "full" or self.config != config:
-                self.tables = {s: ServingTable(s, config.dim) for s in (*SINGLE_SLOTS, TAG_SLOT)}
-                for aligned in self.aligned.values():
-                    aligned.rows[:] = 0
-                    aligned.known = 0
-            self.config = config
-            self.dense_version = int(payload["dense_version"])
-            self.examples = int(payload["examples"])
-            if kind == "full":
-                self.sparse_version = int(payload["sparse_version"])
-                self._apply_rows(payload["slots"])
-            self.module = module  # the swap: requests pick up the new network from here on
-        elif kind == "sparse" and self.tables:
-            self._apply_rows(payload["slots"])
-            self.sparse_version = int(payload["sparse_version"])
+        live = self.live
+        if kind == "sparse":
+            if live is not None:
+                self._apply_rows(live, payload["slots"])
+                live.sparse_version = int(payload["sparse_version"])
+            return
+        config = RankerConfig.from_json(json.loads(payload["config"]))
+        module = MultiTaskRanker(config)
+        module.load_state_dict(payload["state"])
+        module.eval()
+        if kind == "full":
+            fresh = _Live(
+                config=config,
+                module=module,
+                tables={s: ServingTable(s, config.dim) for s in (*SINGLE_SLOTS, TAG_SLOT)},
+                aligned={
+                    "video": _Aligned(None),
+                    "creator": _Aligned(self.catalog.creators),
+                    "sound": _Aligned(self.catalog.sounds),
+                    TAG_SLOT: _Aligned(self.catalog.tags),
+                },
+                dense_version=int(payload["dense_version"]),
+                sparse_version=int(payload["sparse_version"]),
+                examples=int(payload["examples"]),
+            )
+            self._apply_rows(fresh, payload["slots"])
+            self._resolve_new_catalog_ids(fresh)
+            self.live = fresh  # the swap: requests from here on read the new model
+        elif kind == "dense" and live is not None:
+            if config != live.config:
+                log.warning("dense weights for another ranker config wait for a full snapshot")
+                return
+            live.module = module
+            live.dense_version = int(payload["dense_version"])
+            live.examples = int(payload["examples"])
 
-    def _apply_rows(self, slots: dict[str, dict[str, Any]]) -> None:
+    def _apply_rows(self, live: _Live, slots: dict[str, dict[str, Any]]) -> None:
         for slot, delta in slots.items():
-            table = self.tables.get(slot)
+            table = live.tables.get(slot)
             if table is None:
                 continue
             changed = table.apply({**delta, "vectors": delta["vectors"].numpy()})
-            aligned = self.aligned.get(slot)
-            if aligned is not None:
-                for key in changed:
-                    i = self._catalog_int(slot, key)
-                    if 0 <= i < aligned.known:
-                        aligned.set(i, table.rows.get(key, 0))
+            aligned = live.aligned.get(slot)
+            if aligned is not None and changed:
+                with self._align_lock:
+                    for key in changed:
+                        i = self._catalog_int(aligned, slot, key)
+                        if 0 <= i < aligned.known:
+                            aligned.set(i, table.rows.get(key, 0))
 
-    def _catalog_int(self, slot: str, key: str) -> int:
+    def _catalog_int(self, aligned: _Aligned, slot: str, key: str) -> int:
         if slot == "video":
             return self.catalog.row_of(key)
-        names = self.aligned[slot].names
-        return names.get(key) if names is not None else -1
+        return aligned.names.get(key) if aligned.names is not None else -1
 
-    def _resolve_new_catalog_ids(self) -> None:
+    def _resolve_new_catalog_ids(self, live: _Live) -> None:
         """Ids the catalog interned since the last look get their serving rows."""
-        for slot, aligned in self.aligned.items():
-            table = self.tables.get(slot)
-            if table is None:
-                continue
-            if slot == "video":
-                names = [
-                    v.id if v is not None else "" for v in self.catalog.records[aligned.known :]
-                ]
-            else:
-                assert aligned.names is not None
-                names = aligned.names.names[aligned.known :]
-            for offset, key in enumerate(names):
-                aligned.set(aligned.known + offset, table.rows.get(key, 0))
-            aligned.known += len(names)
+        with self._align_lock:
+            for slot, aligned in live.aligned.items():
+                table = live.tables[slot]
+                if slot == "video":
+                    records = self.catalog.records[aligned.known :]
+                    names = [v.id if v is not None else "" for v in records]
+                else:
+                    assert aligned.names is not None
+                    names = aligned.names.names[aligned.known :]
+                for offset, key in enumerate(names):
+                    aligned.set(aligned.known + offset, table.rows.get(key, 0))
+                aligned.known += len(names)
 
     # -- serving -------------------------------------------------------------------------
+    @property
+    def examples(self) -> int:
+        return self.live.examples if self.live is not None else 0
+
     def ready(self) -> bool:
-        return self.module is not None and self.examples >= self.min_examples
+        return self.live is not None and self.live.examples >= self.min_examples
 
     def version(self) -> str:
-        return f"mtl-{self.dense_version}.{self.sparse_version}"
+        live = self.live
+        return f"mtl-{live.dense_version}.{live.sparse_version}" if live else "mtl-none"
 
-    def _video_side(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        if any(a.known < n for a, n in self._catalog_sizes()):
-            with self._lock:
-                self._resolve_new_catalog_ids()
+    def _video_side(self, live: _Live, rows: np.ndarray) -> dict[str, np.ndarray]:
         c = self.catalog
+        a = live.aligned
+        if (
+            a["video"].known < len(c.records)
+            or a["creator"].known < len(c.creators)
+            or a["sound"].known < len(c.sounds)
+            or a[TAG_SLOT].known < len(c.tags)
+        ):
+            self._resolve_new_catalog_ids(live)
         return {
-            "video": self.aligned["video"].gather(rows),
-            "creator": self.aligned["creator"].gather(c.creator[rows].astype(np.int64)),
-            "sound": self.aligned["sound"].gather(c.sound[rows].astype(np.int64)),
-            TAG_SLOT: self.aligned[TAG_SLOT].gather(c.tag_ids[rows].astype(np.int64)),
+            "video": a["video"].gather(rows),
+            "creator": a["creator"].gather(c.creator[rows].astype(np.int64)),
+            "sound": a["sound"].gather(c.sound[rows].astype(np.int64)),
+            TAG_SLOT: a[TAG_SLOT].gather(c.tag_ids[rows].astype(np.int64)),
         }
-
-    def _catalog_sizes(self) -> list[tuple[_Aligned, int]]:
-        c = self.catalog
-        return [
-            (self.aligned["video"], len(c.records)),
-            (self.aligned["creator"], len(c.creators)),
-            (self.aligned["sound"], len(c.sounds)),
-            (self.aligned[TAG_SLOT], len(c.tags)),
-        ]
 
     def dot(self, query: Query, rows: np.ndarray) -> np.ndarray:
         """user . video embeddings, the pre-ranker's learned signal. (n,) -> (n,)."""
-        user = self.tables["user"]
+        live = self.live
+        assert live is not None
+        user = live.tables["user"]
         u = user.weight[user.lookup([query.request.user_id])[0]]
-        video_rows = self._video_side(rows)["video"]
-        return np.asarray(self.tables["video"].weight[video_rows] @ u)
+        video_rows = self._video_side(live, rows)["video"]
+        return np.asarray(live.tables["video"].weight[video_rows] @ u)
 
     def predict(self, feats: CandidateFeatures) -> np.ndarray:
         """P(action) for each candidate and head: (n, len(HEADS))."""
-        module = self.module
-        assert module is not None and self.config is not None
+        live = self.live
+        assert live is not None
+        module = live.module
         rows = feats.rows
-        n, dim = len(rows), self.config.dim
-        side = self._video_side(rows)
+        n, dim = len(rows), live.config.dim
+        side = self._video_side(live, rows)
         single = np.empty((n, len(SINGLE_SLOTS), dim), dtype=np.float32)
         for j, slot in enumerate(SINGLE_SLOTS):
-            table = self.tables[slot]
+            table = live.tables[slot]
             if slot in CONTEXT_SLOTS:
                 single[:, j] = table.weight[table.lookup([feats.context.get(slot)])[0]]
             else:
                 single[:, j] = table.weight[side[slot]]
         tag_ints = self.catalog.tag_ids[rows]
-        tags = self.tables[TAG_SLOT].weight[side[TAG_SLOT]]  # (n, T, d)
+        tags = live.tables[TAG_SLOT].weight[side[TAG_SLOT]]  # (n, T, d)
         mask = torch.from_numpy((tag_ints >= 0).astype(np.float32))
         with torch.inference_mode():
             logits = module(
@@ -224,15 +246,16 @@ class ModelServer:
             return torch.sigmoid(logits).numpy()
 
     def status(self) -> dict[str, Any]:
+        live = self.live
         return {
-            "loaded": self.module is not None,
+            "loaded": live is not None,
             "ready": self.ready(),
-            "model_version": self.version() if self.module is not None else None,
+            "model_version": self.version() if live is not None else None,
             "examples": self.examples,
             "min_examples": self.min_examples,
-            "dense_version": self.dense_version,
-            "sparse_version": self.sparse_version,
-            "embedding_rows": {s: len(t.rows) for s, t in self.tables.items()},
+            "dense_version": live.dense_version if live else 0,
+            "sparse_version": live.sparse_version if live else 0,
+            "embedding_rows": {s: len(t.rows) for s, t in live.tables.items()} if live else {},
             "last_applied_age_s": round(time.time() - self.last_applied, 3)
             if self.last_applied
             else None,

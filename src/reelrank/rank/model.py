@@ -36,7 +36,7 @@ class RankerConfig:
 
     dim: int = 16  # embedding size per slot
     arch: str = "shared_bottom"  # or "mmoe"
-    hidden: tuple[int, ...] = (128, 64)  # shared bottom layers
+    hidden: tuple[int, ...] = (96, 48)  # shared bottom layers (measured: see the README)
     experts: int = 4  # MMoE experts
     expert_hidden: int = 64  # MMoE expert width
     tower: int = 32  # per-head tower width

@@ -126,7 +126,6 @@ class SampleJoiner:
         self.by_user.setdefault(imp.user_id, []).append(key)
         heapq.heappush(self.deadlines, (imp.ts + self.window_s, key))
         self.stats.impressions += 1
-        self.watermark = max(self.watermark, imp.ts)
         out: list[Example] = []
         for event in self.orphans.pop(key, []):
             out += self.add_event(event)
@@ -189,21 +188,18 @@ class SampleJoiner:
         keys = self.by_user.get(user)
         if not keys:
             return []
-        cur = current.imp
-        earlier = [
-            k
-            for k in keys
-            if k in self.open
-            and (
-                self.open[k].imp.ts < cur.ts
-                or (self.open[k].imp.request_id == cur.request_id
-                    and self.open[k].imp.position < cur.position)
-            )
-        ]  # fmt: skip
+        # A user's open impressions are kept in serve order: close those before this one.
+        key = (current.imp.request_id, current.imp.video_id)
+        try:
+            i = keys.index(key)
+        except ValueError:
+            return []
+        earlier = keys[:i]
+        del keys[:i]
         out: list[Example] = []
         for k in earlier:
             self.stats.session_closes += 1
-            out += self._close(k, "session")
+            out += self._close(k, "session", detached=True)
         return out
 
     def advance(self, watermark: float | None = None) -> list[Example]:
@@ -223,11 +219,12 @@ class SampleJoiner:
         self._prune_closed()
         return out
 
-    def _close(self, key: tuple[str, str], why: str) -> list[Example]:
+    def _close(self, key: tuple[str, str], why: str, detached: bool = False) -> list[Example]:
         pending = self.open.pop(key)
         user_keys = self.by_user.get(pending.imp.user_id)
         if user_keys is not None:
-            user_keys.remove(key)
+            if not detached:
+                user_keys.remove(key)
             if not user_keys:
                 del self.by_user[pending.imp.user_id]
         uv = (pending.imp.user_id, pending.imp.video_id)

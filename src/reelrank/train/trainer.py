@@ -116,15 +116,23 @@ class OnlineTrainer:
         """One poll of both logs; trains every full batch; returns examples trained."""
         with self.lock:
             trained = 0
-            imps = self.store.events.read_impressions(self.impression_offset, READ_LIMIT)
             events = self.store.events.read(self.event_offset, READ_LIMIT)
-            for offset, imp in imps:
-                self._take(self.joiner.add_impression(imp))
-                self.impression_offset = offset
+            # Impressions are read at least as far as the events (in event time), so an
+            # event finds its impression already open; windows close by event time only.
+            horizon = events[-1][1].ts if events else float("inf")
+            read_imps = 0
+            while True:
+                imps = self.store.events.read_impressions(self.impression_offset, READ_LIMIT)
+                for offset, imp in imps:
+                    self._take(self.joiner.add_impression(imp))
+                    self.impression_offset = offset
+                read_imps += len(imps)
+                if len(imps) < READ_LIMIT or imps[-1][1].ts > horizon:
+                    break
             for offset, event in events:
                 self._take(self.joiner.add_event(event))
                 self.event_offset = offset
-            if imps or events:
+            if events:
                 self.last_input = time.monotonic()
             elif time.monotonic() - self.last_input > IDLE_CLOSE_S:
                 self._take(self.joiner.advance(time.time() - 1.0))
@@ -144,6 +152,15 @@ class OnlineTrainer:
         if examples and not self.buffer:
             self.buffer_since = time.monotonic()
         self.buffer.extend(examples)
+
+    def drain(self) -> int:
+        """Read both logs to the end, close every window and train everything pending."""
+        trained = self.step()
+        while self.store.events.last_offset() > self.event_offset:
+            trained += self.step()
+        with self.lock:
+            self._take(self.joiner.advance(float("inf")))
+            return trained + self._flush()
 
     def _flush(self) -> int:
         trained = self._train(self.buffer) if self.buffer else 0
@@ -283,11 +300,13 @@ class OnlineTrainer:
                 ),
             )
 
-    def publish_full(self) -> None:
+    def publish_full(self, bump: bool = True) -> None:
         """Everything serving needs to start from; older entries are pruned."""
         with self.lock:
             for t in self.tables.values():
                 t.take_delta()  # the full snapshot includes what was pending
+            if bump:
+                self.dense_version += 1  # new weights: a new version
             blob = encode(
                 {
                     "config": json.dumps(self.config.to_json()),
@@ -331,6 +350,7 @@ class OnlineTrainer:
             return
         with self.lock:
             self._flush()
+            self.dense_version += 1  # the weights the checkpoint and its snapshot carry
             state = {
                 "config": json.dumps(self.config.to_json()),
                 "model": self.model.state_dict(),
@@ -352,7 +372,7 @@ class OnlineTrainer:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        self.publish_full()
+        self.publish_full(bump=False)
 
     def restore(self) -> bool:
         """Load the last checkpoint if there is one; True when loaded."""
@@ -397,6 +417,8 @@ def run_trainer_process(settings: Settings) -> None:
     from ..storage.params import open_params
 
     torch.set_num_threads(1)
+    if settings.trainer_nice:
+        os.nice(settings.trainer_nice)  # training yields the CPU to serving
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s trainer: %(message)s"
     )
