@@ -498,7 +498,7 @@ def bench_rank(args: argparse.Namespace, fill: dict[str, Any]) -> dict[str, Any]
     return {
         "candidates": args.candidates,
         "prerank_keep": settings.prerank_keep,
-        "model": {**model, "arch": model["arch"].arch if model["arch"] else None},
+        "model": model,
         "rounds": rounds,
         "median": median,
     }

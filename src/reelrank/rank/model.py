@@ -39,7 +39,7 @@ class RankerConfig:
     hidden: tuple[int, ...] = (96, 48)  # shared bottom layers (measured: see the README)
     experts: int = 4  # MMoE experts
     expert_hidden: int = 64  # MMoE expert width
-    tower: int = 32  # per-head tower width
+    tower: int = 16  # per-head tower width
     dense_lr: float = 2e-3  # Adam on the dense weights
     sparse_lr: float = 0.05  # row-wise Adagrad on embedding rows
     head_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(HEADS, 1.0))
