@@ -17,12 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reelrank.engine import Engine
+from reelrank.recall import default_sources
 from reelrank.serve import create_app
 
 from .conftest import ADMIN, FEED_KEY, INGEST, event, make_settings, video
 
 FEED = {"Authorization": f"Bearer {FEED_KEY}"}
-SOURCES = {"following", "interest", "trending", "fresh", "explore"}
+SOURCES = {s.name for s in default_sources(0.01)}
 COUNTER_KEYS = (
     "impressions",
     "plays",

@@ -84,11 +84,20 @@ class Settings:
         "Most candidates each recall channel contributes per request.",
         factory=lambda: {
             "following": 100,
+            "session": 100,
+            "item2item": 150,
             "interest": 300,
             "trending": 200,
             "fresh": 100,
             "explore": 60,
         },
+    )
+    coengagement_window_s: float = _doc(
+        "Two engagements by one user this close in time (seconds) count as co-engagement.",
+        3600.0,
+    )
+    coengagement_max_neighbours: int = _doc(
+        "Co-engaged neighbours kept per video (bounds the item-to-item graph).", 100
     )
     trending_refresh_s: float = _doc("Seconds between recomputations of trending lists.", 2.0)
     snapshot_interval_s: float = _doc(
@@ -291,6 +300,8 @@ def _validate(s: Settings) -> None:
         (s.hotness_half_life_h > 0, "hotness_half_life_h", "must be positive"),
         (s.smoothing_strength >= 0, "smoothing_strength", "must not be negative"),
         (s.trending_refresh_s > 0, "trending_refresh_s", "must be positive"),
+        (s.coengagement_window_s > 0, "coengagement_window_s", "must be positive"),
+        (s.coengagement_max_neighbours >= 1, "coengagement_max_neighbours", "must be >= 1"),
         (s.snapshot_interval_s > 0, "snapshot_interval_s", "must be positive"),
         (s.impression_flush_s > 0, "impression_flush_s", "must be positive"),
         (

@@ -11,6 +11,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from .config import Settings
@@ -27,11 +28,13 @@ from .recall import default_sources
 from .rerank.filters import default_filters
 from .rerank.selectors import NoRepeatSelector
 from .schema import Follow, Impression, User, VideoIn, parse
-from .state.online import OnlineState
+from .state.online import ENGAGEMENTS, OnlineState
 from .storage import Store, open_store
 from .storage.params import ParamChannel, open_params
 
 log = logging.getLogger(__name__)
+
+SLOT_MEMORY = 200_000  # served slots remembered for the channels' engagement rates
 
 
 class Engine:
@@ -63,6 +66,9 @@ class Engine:
         self.trainer: Any = None  # OnlineTrainer (thread mode) or a Process (process mode)
         self._catalog_lock = threading.Lock()  # serialises catalog writers
         self._served: queue.SimpleQueue[Impression] = queue.SimpleQueue()
+        # (request id, video id) -> [source, engaged], for each channel's engagement rate
+        self._slots: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
+        self._slots_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.started_at = time.time()
@@ -274,8 +280,38 @@ class Engine:
         """Validate, durably log and apply a batch of events."""
         raws = self._check_batch(raws, "events")
         result = self.ingestor.ingest(raws)
+        self._count_engaged_slots(result.logged)
         self.metrics.state_lag.set(self.store.events.last_offset() - self.state.offset)
         return result
+
+    def _count_engaged_slots(self, events: list[Any]) -> None:
+        with self._slots_lock:
+            for e in events:
+                if e.request_id is None or e.type not in ENGAGEMENTS:
+                    continue
+                slot = self._slots.get((e.request_id, e.video_id))
+                if slot is not None and not slot[1]:
+                    slot[1] = True
+                    self.metrics.channel_engagements.labels(slot[0]).inc()
+
+    def channel_figures(self) -> dict[str, dict[str, Any]]:
+        """Per recall channel: candidates contributed, slots won, engaged slots and rate."""
+        reg = self.metrics.registry
+        out = {}
+        for name in self.pipeline.channel_names:
+            label = {"source": name}
+            slots = int(reg.get_sample_value("reelrank_feed_items_total", label) or 0)
+            engaged = int(reg.get_sample_value("reelrank_channel_engagements_total", label) or 0)
+            out[name] = {
+                "candidates": int(
+                    reg.get_sample_value("reelrank_recall_candidates_total", label) or 0
+                ),
+                "failures": int(reg.get_sample_value("reelrank_recall_failures_total", label) or 0),
+                "slots": slots,
+                "engagements": engaged,
+                "engagement_rate": engaged / slots if slots else None,
+            }
+        return out
 
     # -- feed ----------------------------------------------------------------------------
     def feed(
@@ -321,6 +357,7 @@ class Engine:
             follows=frozenset(self.state.follows.get(request.user_id, ())),
             region=request.region or (profile.region if profile else None),
             language=request.language or (profile.language if profile else None),
+            coengagement=self.state.coengagement,
         )
         if user is not None:
             now = user.last_ts or request.now
@@ -347,6 +384,11 @@ class Engine:
         with self.state.lock:  # seen at once; written to the impression log in the background
             for imp in served:
                 self.state.mark_served(imp)
+        with self._slots_lock:
+            for imp in served:
+                self._slots[(imp.request_id, imp.video_id)] = [imp.source, False]
+            while len(self._slots) > SLOT_MEMORY:
+                self._slots.popitem(last=False)
         for imp in served:
             self._served.put(imp)
 

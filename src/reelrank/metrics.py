@@ -43,6 +43,12 @@ class Metrics:
             "reelrank_state_lag_events", "Logged events not yet folded into state", registry=r
         )
         self.videos = Gauge("reelrank_videos", "Videos in the catalog", registry=r)
+        self.channel_engagements = Counter(
+            "reelrank_channel_engagements",
+            "Served slots that drew an engagement (finish, like, share, ...), by source",
+            ["source"],
+            registry=r,
+        )
         self.ranker_requests = Counter(
             "reelrank_ranker_requests",
             "Feed requests by the ranker that scored",

@@ -17,6 +17,7 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    logged: list[Event] = field(default_factory=list)  # the accepted events
 
 
 class EventIngestor:
@@ -55,6 +56,7 @@ class EventIngestor:
                 logged.append((offset, event))
                 self.metrics.events_by_type.labels(event.type.value).inc()
         result.accepted = len(logged)
+        result.logged = [e for _, e in logged]
         self.state.apply_logged(logged)
         self.metrics.events.labels("accepted").inc(result.accepted)
         self.metrics.events.labels("duplicate").inc(result.duplicates)

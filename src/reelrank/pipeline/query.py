@@ -8,6 +8,7 @@ import numpy as np
 
 from ..schema import User
 from ..state.catalog import VideoTable
+from ..state.coengagement import CoEngagement
 from ..state.counters import VideoCounters
 from ..state.profiles import UserState
 
@@ -38,6 +39,7 @@ class Query:
     follows: frozenset[str]
     region: str | None
     language: str | None
+    coengagement: CoEngagement | None = None
     tag_affinity: dict[str, float] = field(default_factory=dict)
     sound_affinity: dict[str, float] = field(default_factory=dict)
     creator_affinity: dict[str, float] = field(default_factory=dict)

@@ -5,6 +5,8 @@ from .explore import ExploreRecall
 from .following import FollowingRecall
 from .fresh import FreshRecall
 from .interest import InterestRecall
+from .item2item import ItemToItemRecall
+from .session import SessionRecall
 from .trending import TrendingRecall
 
 __all__ = [
@@ -12,7 +14,9 @@ __all__ = [
     "FollowingRecall",
     "FreshRecall",
     "InterestRecall",
+    "ItemToItemRecall",
     "RecallSource",
+    "SessionRecall",
     "TrendingRecall",
     "default_sources",
     "top_by",
@@ -23,6 +27,8 @@ def default_sources(trending_refresh_s: float) -> list[RecallSource]:
     """The embedded default channel list, in merge priority order."""
     return [
         FollowingRecall(),
+        SessionRecall(),
+        ItemToItemRecall(),
         InterestRecall(),
         TrendingRecall(trending_refresh_s),
         FreshRecall(trending_refresh_s),

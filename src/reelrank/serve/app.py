@@ -252,6 +252,15 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
         guard(request, "feed")
         return engine.model_status()
 
+    @app.get(
+        "/v1/channels",
+        tags=["model"],
+        summary="Per recall channel: candidates, slots won, engagements and their rate",
+    )
+    def get_channels(request: Request) -> Any:
+        guard(request, "feed")
+        return {"channels": engine.channel_figures()}
+
     @app.get("/healthz", tags=["ops"], summary="Liveness and basic figures")
     def healthz() -> Any:
         return engine.health()

@@ -15,6 +15,7 @@ from ..config import Settings
 from ..schema import Event, EventType, Follow, Impression, User
 from ..storage import Store
 from .catalog import VideoTable
+from .coengagement import CoEngagement
 from .counters import VideoCounters
 from .profiles import UserState
 
@@ -75,6 +76,10 @@ class OnlineState:
         self._consume = threading.Lock()  # one consumer of the logs at a time
         self.table = VideoTable()
         self.counters = VideoCounters(settings.hotness_half_life_h * 3600.0)
+        self.coengagement = CoEngagement(
+            window_s=settings.coengagement_window_s,
+            max_neighbours=settings.coengagement_max_neighbours,
+        )
         self.users: dict[str, UserState] = {}
         self.profiles: dict[str, User] = {}
         self.follows: dict[str, set[str]] = {}
@@ -222,6 +227,8 @@ class OnlineState:
             self._move_affinity(user, row, delta, ts, creator_boost=t is EventType.FOLLOW)
         if t in ENGAGEMENTS or (t is EventType.WATCH and delta > 0.2):
             user.engagements += 1
+            history = [(self.table.row_of(v), when) for v, _, when in user.session]
+            self.coengagement.add(history, row, ts)
             user.session.append((event.video_id, t.value, ts))
         self.applied += 1
 
@@ -244,6 +251,7 @@ class OnlineState:
                 "impression_offset": self.impression_offset,
                 "size": self.table.size,
                 "users": {uid: u.to_json() for uid, u in self.users.items()},
+                "coengagement": self.coengagement.to_json(),
                 "saved_at": time.time(),
             }
             arrays = self.counters.to_arrays(self.table.size)
@@ -262,5 +270,7 @@ class OnlineState:
             self.users[uid] = UserState.from_json(
                 raw, s.affinity_half_life_h * 3600.0, s.seen_max, s.session_len
             )
+        if "coengagement" in meta:
+            self.coengagement.load_json(meta["coengagement"])
         self.offset = int(meta["offset"])
         self.impression_offset = int(meta["impression_offset"])

@@ -1,0 +1,42 @@
+"""Session: short-term interest, the hashtags of the user's last few engagements."""
+
+from __future__ import annotations
+
+from ..pipeline.query import Query, Recalled
+from .base import top_by
+
+LAST = 5
+
+
+class SessionRecall:
+    name = "session"
+
+    def recall(self, query: Query, quota: int) -> Recalled:
+        if query.user is None or not query.user.session:
+            return Recalled.join([])
+        table = query.table
+        weights: dict[int, float] = {}
+        for age, (video_id, _, _) in enumerate(reversed(list(query.user.session)[-LAST:])):
+            row = table.row_of(video_id)
+            if row < 0:
+                continue
+            for tag in table.tag_ids[row]:
+                if tag >= 0:
+                    weights[int(tag)] = weights.get(int(tag), 0.0) + 0.8**age
+        if not weights:
+            return Recalled.join([])
+        total = sum(weights.values())
+        hot = query.counters.hotness
+        parts = []
+        for tag, w in sorted(weights.items(), key=lambda kv: -kv[1]):
+            rows = table.by_tag.rows(tag)
+            rows = rows[rows < query.size]
+            share = max(1, round(quota * w / total))
+            name = table.tags.names[tag]
+            parts.append(
+                Recalled.of(
+                    top_by(rows, hot[rows], share), f"more like what you just watched (#{name})"
+                )
+            )
+        merged = Recalled.join(parts)
+        return Recalled(merged.rows[:quota], merged.reasons[:quota])

@@ -1,0 +1,67 @@
+"""Item-to-item co-engagement: time-decayed item-CF, updated event by event.
+
+When a user engages with video j, every video i they engaged with in the last
+`window_s` (at most `depth` of them) gains a pair weight with j that decays with the time
+between the two engagements (half-life `half_life_s`). Neighbours are ranked by the
+weight over sqrt(engagements_i * engagements_j), so very popular videos do not crowd out
+every list, and each video keeps at most `max_neighbours`: memory is bounded per video.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class CoEngagement:
+    def __init__(
+        self,
+        window_s: float = 3600.0,
+        half_life_s: float = 1800.0,
+        depth: int = 10,
+        max_neighbours: int = 100,
+    ) -> None:
+        self.window_s = window_s
+        self.half_life_s = half_life_s
+        self.depth = depth
+        self.max_neighbours = max_neighbours
+        self.pairs: dict[int, dict[int, float]] = {}
+        self.engagements: dict[int, int] = {}
+
+    def add(self, history: list[tuple[int, float]], row: int, ts: float) -> None:
+        """A user engaged with `row` at `ts`; history holds their earlier (row, ts)."""
+        self.engagements[row] = self.engagements.get(row, 0) + 1
+        for other, t in history[-self.depth :]:
+            if other == row or ts - t > self.window_s or t > ts:
+                continue
+            w = 2.0 ** (-(ts - t) / self.half_life_s)
+            self._bump(other, row, w)
+            self._bump(row, other, w)
+
+    def _bump(self, a: int, b: int, w: float) -> None:
+        nbrs = self.pairs.setdefault(a, {})
+        nbrs[b] = nbrs.get(b, 0.0) + w
+        if len(nbrs) > self.max_neighbours:
+            del nbrs[min(nbrs, key=nbrs.__getitem__)]
+
+    def neighbours(self, row: int, k: int) -> list[tuple[int, float]]:
+        """The k videos most co-engaged with `row`, best first, with their scores."""
+        nbrs = self.pairs.get(row)
+        if not nbrs:
+            return []
+        n_a = self.engagements.get(row, 1)
+        scored = [
+            (b, w / math.sqrt(n_a * self.engagements.get(b, 1))) for b, w in list(nbrs.items())
+        ]
+        scored.sort(key=lambda bw: -bw[1])
+        return scored[:k]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pairs": {str(a): {str(b): w for b, w in n.items()} for a, n in self.pairs.items()},
+            "engagements": {str(a): n for a, n in self.engagements.items()},
+        }
+
+    def load_json(self, raw: dict[str, Any]) -> None:
+        self.pairs = {int(a): {int(b): w for b, w in n.items()} for a, n in raw["pairs"].items()}
+        self.engagements = {int(a): n for a, n in raw["engagements"].items()}

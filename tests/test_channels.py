@@ -1,0 +1,108 @@
+"""Session and item-to-item channels, and per-channel engagement figures."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from reelrank.engine import Engine
+from reelrank.pipeline.query import FeedRequest
+from reelrank.recall import ItemToItemRecall, SessionRecall
+from reelrank.state.coengagement import CoEngagement
+
+from .conftest import event, make_settings, video
+
+
+def _engine(tmp_path: Path) -> Engine:
+    eng = Engine(make_settings(tmp_path)).open()
+    eng.upsert_videos(
+        [video(i, hashtags=[f"t{i % 10}"], creator_id=f"c{i % 25}") for i in range(200)]
+    )
+    return eng
+
+
+def _query(eng: Engine, user: str):  # type: ignore[no-untyped-def]
+    return eng.hydrate(FeedRequest(user_id=user, n=10, request_id=f"r-{user}", now=time.time()))
+
+
+def test_coengagement_links_videos_liked_together_and_stays_bounded() -> None:
+    graph = CoEngagement(window_s=100.0, half_life_s=50.0, max_neighbours=3)
+    t = 1000.0
+    graph.add([], 1, t)
+    graph.add([(1, t)], 2, t + 1)  # close in time: strong
+    graph.add([(1, t)], 3, t + 90)  # far apart: weak
+    graph.add([(1, t)], 4, t + 500)  # outside the window: no link
+    nbrs = dict(graph.neighbours(1, 10))
+    assert set(nbrs) == {2, 3}
+    assert nbrs[2] > nbrs[3]
+    assert dict(graph.neighbours(2, 10)) == {1: nbrs[2]}  # symmetric
+    for j in range(10, 20):
+        graph.add([(1, t)], j, t + 1)
+    assert len(graph.pairs[1]) <= 3
+
+
+def test_item_to_item_recalls_what_others_liked_with_the_seed(tmp_path: Path) -> None:
+    eng = _engine(tmp_path)
+    try:
+        for u in range(4):  # four users like v7 and then v150
+            eng.ingest([event("like", f"fan{u}", "v7"), event("like", f"fan{u}", "v150")])
+        eng.ingest([event("like", "newbie", "v7")])
+        got = ItemToItemRecall().recall(_query(eng, "newbie"), 50)
+        ids = [eng.state.table.video(int(r)).id for r in got.rows]
+        assert ids[0] == "v150"
+        assert all(r for r in got.reasons)
+        # A user whose session holds nothing co-engaged gets nothing from this channel.
+        eng.ingest([event("like", "loner", "v33")])
+        assert len(ItemToItemRecall().recall(_query(eng, "loner"), 50).rows) == 0
+    finally:
+        eng.close()
+
+
+def test_session_recalls_the_hashtags_just_engaged_with(tmp_path: Path) -> None:
+    eng = _engine(tmp_path)
+    try:
+        assert len(SessionRecall().recall(_query(eng, "u1"), 30).rows) == 0
+        eng.ingest([event("like", "u1", "v3"), event("finish", "u1", "v13")])  # both #t3
+        got = SessionRecall().recall(_query(eng, "u1"), 30)
+        assert len(got.rows) == 20  # every #t3 video
+        assert all("t3" in eng.state.table.tag_names(int(r)) for r in got.rows)
+        assert all("#t3" in r for r in got.reasons)
+    finally:
+        eng.close()
+
+
+def test_coengagement_survives_a_restart_from_snapshot(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    eng = Engine(make_settings(tmp_path, store=url)).open()
+    eng.upsert_videos([video(i) for i in range(20)])
+    eng.ingest([event("like", "a", "v1"), event("like", "a", "v2")])
+    eng.snapshot()
+    eng.ingest([event("like", "b", "v1"), event("like", "b", "v3")])
+    expected = eng.state.coengagement.to_json()
+    eng.close()
+    again = Engine(make_settings(tmp_path, store=url)).open()
+    try:
+        assert again.state.coengagement.to_json() == expected
+    finally:
+        again.close()
+
+
+def test_channel_figures_count_slots_and_engagements(tmp_path: Path) -> None:
+    eng = _engine(tmp_path)
+    try:
+        feed = eng.feed("u9", n=5)
+        liked = feed.items[0]
+        eng.ingest(
+            [
+                event("impression", "u9", liked.video_id, request_id=feed.request_id),
+                event("like", "u9", liked.video_id, request_id=feed.request_id),
+            ]
+        )
+        figures = eng.channel_figures()
+        slots = sum(c["slots"] for c in figures.values())
+        assert slots == 5
+        won = figures[liked.source]
+        assert won["engagements"] == 1 and won["candidates"] > 0
+        assert won["engagement_rate"] == 1 / won["slots"]
+    finally:
+        eng.close()
