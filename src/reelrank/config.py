@@ -99,6 +99,23 @@ class Settings:
     coengagement_max_neighbours: int = _doc(
         "Co-engaged neighbours kept per video (bounds the item-to-item graph).", 100
     )
+    diversity_lambda: float = _doc(
+        "Diversity weight: each pick maximises normalised score minus this times its "
+        "similarity (same creator, hashtag overlap) to the last picks; 0 turns it off.",
+        0.3,
+    )
+    diversity_window: int = _doc("Recent picks a candidate is compared with.", 3)
+    fatigue_creator_per_day: int = _doc(
+        "Most videos of one creator served to a user per UTC day.", 20
+    )
+    fatigue_tag_per_day: int = _doc("Most videos of one hashtag served to a user per UTC day.", 60)
+    exploration_fraction: float = _doc(
+        "Share of each page given to exploration slots (new and out-of-profile videos).", 0.1
+    )
+    exploration_positions: list[int] = _doc(
+        "Page positions (0-based) of the exploration slots, used in this order.",
+        factory=lambda: [3, 8],
+    )
     trending_refresh_s: float = _doc("Seconds between recomputations of trending lists.", 2.0)
     snapshot_interval_s: float = _doc(
         "Seconds between snapshots of the online state (restart replays the log after it).", 60.0
@@ -264,6 +281,14 @@ def _coerce(name: str, value: Any, from_env: bool, below: Any = None) -> Any:
             if not isinstance(value, str):
                 raise ValueError("expected a string")
             return value
+        if typ == "list[int]":
+            if from_env and isinstance(value, str):
+                value = json.loads(value) if value.startswith("[") else value.split(",")
+            if not isinstance(value, list):
+                raise ValueError("expected a list of integers")
+            if any(isinstance(v, bool | float) for v in value):
+                raise ValueError("expected a list of integers")
+            return [int(v) for v in value if str(v).strip()]
         if typ == "list[str]":
             if from_env and isinstance(value, str):
                 value = json.loads(value) if value.startswith("[") else value.split(",")
@@ -301,6 +326,12 @@ def _validate(s: Settings) -> None:
         (s.smoothing_strength >= 0, "smoothing_strength", "must not be negative"),
         (s.trending_refresh_s > 0, "trending_refresh_s", "must be positive"),
         (s.coengagement_window_s > 0, "coengagement_window_s", "must be positive"),
+        (s.diversity_lambda >= 0, "diversity_lambda", "must not be negative"),
+        (s.diversity_window >= 1, "diversity_window", "must be at least 1"),
+        (s.fatigue_creator_per_day >= 1, "fatigue_creator_per_day", "must be at least 1"),
+        (s.fatigue_tag_per_day >= 1, "fatigue_tag_per_day", "must be at least 1"),
+        (0 <= s.exploration_fraction <= 1, "exploration_fraction", "must be 0..1"),
+        (all(p >= 0 for p in s.exploration_positions), "exploration_positions", "must be >= 0"),
         (s.coengagement_max_neighbours >= 1, "coengagement_max_neighbours", "must be >= 1"),
         (s.snapshot_interval_s > 0, "snapshot_interval_s", "must be positive"),
         (s.impression_flush_s > 0, "impression_flush_s", "must be positive"),

@@ -26,7 +26,7 @@ from .rank.heuristic import HeuristicScorer
 from .rank.learned import ModelServer
 from .recall import default_sources
 from .rerank.filters import default_filters
-from .rerank.selectors import NoRepeatSelector
+from .rerank.policy import PolicySelector
 from .schema import Follow, Impression, User, VideoIn, parse
 from .state.online import ENGAGEMENTS, OnlineState
 from .storage import Store, open_store
@@ -49,8 +49,9 @@ class Engine:
         self.ingestor = EventIngestor(self.state, self.metrics, settings.max_future_skew_s)
         self.params: ParamChannel = open_params(settings.params_channel_url())
         self.model = ModelServer(self.params, self.state.table, settings.model_min_examples)
+        sources = default_sources(settings.trending_refresh_s)
         self.pipeline = FeedPipeline(
-            sources=default_sources(settings.trending_refresh_s),
+            sources=sources,
             filters=default_filters(),
             ranker=RankCascade(
                 HeuristicScorer(settings.score_weights, settings.smoothing_strength),
@@ -59,7 +60,15 @@ class Engine:
                 settings.prerank_keep,
                 self.metrics,
             ),
-            selector=NoRepeatSelector(),
+            selector=PolicySelector(
+                [s.name for s in sources],
+                diversity_lambda=settings.diversity_lambda,
+                diversity_window=settings.diversity_window,
+                fatigue_creator_per_day=settings.fatigue_creator_per_day,
+                fatigue_tag_per_day=settings.fatigue_tag_per_day,
+                exploration_fraction=settings.exploration_fraction,
+                exploration_positions=settings.exploration_positions,
+            ),
             quotas=settings.recall_quotas,
             metrics=self.metrics,
         )

@@ -13,7 +13,7 @@ from ..rank.cascade import RankCascade
 from ..rank.features import extract
 from ..recall.base import RecallSource
 from ..rerank.filters import Filter, run_filter
-from ..rerank.selectors import NoRepeatSelector
+from ..rerank.policy import PolicySelector
 from .query import Candidates, Query
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class FeedPipeline:
         sources: list[RecallSource],
         filters: list[Filter],
         ranker: RankCascade,
-        selector: NoRepeatSelector,
+        selector: PolicySelector,
         quotas: dict[str, int],
         metrics: Metrics,
     ) -> None:
@@ -92,8 +92,12 @@ class FeedPipeline:
                 self.metrics.filtered.labels(f.name).inc(result.removed)
         ranked = self.ranker.rank(query, cands)
         cands, scores = ranked.cands, ranked.scores
-        picked = self.selector.select(query, cands, scores, query.request.n)
+        selection = self.selector.select(query, cands, scores, query.request.n)
+        picked = selection.picked
         items = [self._item(query, cands, scores, int(i)) for i in picked]
+        for item, explored in zip(items, selection.exploration, strict=True):
+            if explored:
+                item.reasons.append("exploration slot: a new or unusual pick for you")
         for item in items:
             self.metrics.feed_items.labels(item.source).inc()
         # What the ranker saw, logged with each impression so training sees the same.

@@ -173,9 +173,23 @@ class OnlineState:
                 n += len(batch)
 
     def mark_served(self, imp: Impression) -> None:
+        """The video is seen, and counts toward today's creator and hashtag fatigue."""
         row = self.table.row_of(imp.video_id)
-        if row >= 0:
-            self.user(imp.user_id).seen.add(row)
+        if row < 0:
+            return
+        user = self.user(imp.user_id)
+        user.seen.add(row)
+        day = int(imp.ts // 86400)
+        if day != user.fatigue_day:
+            if day < user.fatigue_day:
+                return  # a replayed impression of an earlier day
+            user.fatigue_day = day
+            user.served_creators = {}
+            user.served_tags = {}
+        creator = self.table.video(row).creator_id
+        user.served_creators[creator] = user.served_creators.get(creator, 0) + 1
+        for tag in self.table.tag_names(row):
+            user.served_tags[tag] = user.served_tags.get(tag, 0) + 1
 
     # -- applying events -----------------------------------------------------------------
     def apply(self, event: Event) -> None:

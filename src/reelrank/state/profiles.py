@@ -85,6 +85,9 @@ class UserState:
     not_interested: set[int] = field(default_factory=set)  # video rows
     last_ts: float = 0.0
     engagements: int = 0
+    fatigue_day: int = -1  # the UTC day the served counts below belong to
+    served_creators: dict[str, int] = field(default_factory=dict)
+    served_tags: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tags = Affinities(self.half_life_s)
@@ -107,6 +110,9 @@ class UserState:
             "not_interested": sorted(self.not_interested),
             "last_ts": self.last_ts,
             "engagements": self.engagements,
+            "fatigue_day": self.fatigue_day,
+            "served_creators": self.served_creators,
+            "served_tags": self.served_tags,
         }
 
     @classmethod
@@ -124,4 +130,7 @@ class UserState:
         user.not_interested = set(raw["not_interested"])
         user.last_ts = raw["last_ts"]
         user.engagements = raw["engagements"]
+        user.fatigue_day = raw.get("fatigue_day", -1)
+        user.served_creators = dict(raw.get("served_creators", {}))
+        user.served_tags = dict(raw.get("served_tags", {}))
         return user

@@ -1,0 +1,154 @@
+"""The policy selector: diversity (MMR over topics), daily fatigue caps, exploration slots,
+and the hard rule of never the same creator or sound twice in a row.
+
+Position by position it takes the candidate with the best
+
+    normalised score - diversity_lambda * max similarity to the last `diversity_window` picks
+
+where similarity is 1 for the same creator and the Jaccard overlap of hashtags otherwise.
+A creator or hashtag the user has already been served `fatigue_*_per_day` times today
+(UTC) is skipped. The page positions in `exploration_positions` (as many as
+`exploration_fraction` of the page) go to candidates from the exploration channels (new
+and out-of-profile videos), labelled as exploration in their reasons.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..pipeline.query import Candidates, Query
+from ..state.catalog import MAX_TAGS
+
+EXPLORATION_SOURCES = ("explore", "fresh")
+POOL = 120  # best-scored candidates considered for a page (pages are tens of videos)
+
+
+@dataclass
+class Selection:
+    picked: np.ndarray  # candidate indices in page order
+    exploration: list[bool]  # per picked item: placed in an exploration slot
+
+
+def day_of(ts: float) -> int:
+    return int(ts // 86400)
+
+
+class PolicySelector:
+    name = "policy"
+
+    def __init__(
+        self,
+        channel_names: list[str],
+        diversity_lambda: float = 0.3,
+        diversity_window: int = 3,
+        fatigue_creator_per_day: int = 20,
+        fatigue_tag_per_day: int = 60,
+        exploration_fraction: float = 0.1,
+        exploration_positions: list[int] | None = None,
+    ) -> None:
+        self.explore_ids = [i for i, n in enumerate(channel_names) if n in EXPLORATION_SOURCES]
+        self.lam = diversity_lambda
+        self.window = diversity_window
+        self.creator_cap = fatigue_creator_per_day
+        self.tag_cap = fatigue_tag_per_day
+        self.fraction = exploration_fraction
+        positions = exploration_positions if exploration_positions is not None else [3, 8]
+        self.positions = sorted(positions)
+
+    def select(self, query: Query, cands: Candidates, scores: np.ndarray, n: int) -> Selection:
+        if len(cands) == 0 or n <= 0:
+            return Selection(np.zeros(0, np.int64), [])
+        rng = np.random.default_rng(zlib.crc32(query.request.request_id.encode()))
+        order = np.lexsort((rng.random(len(scores)), -scores))[:POOL]  # ties at random
+        table = query.table
+        rows = cands.rows[order]
+        creator = table.creator[rows]
+        sound = table.sound[rows]
+        tags = table.tag_ids[rows]  # (m, MAX_TAGS)
+        s = scores[order].astype(np.float64)
+        span = s.max() - s.min()
+        s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
+        n_tags = np.maximum((tags >= 0).sum(axis=1), 1)
+        explorable = np.isin(cands.source[order], self.explore_ids)
+        available = self._under_caps(query, creator, tags)
+        k_explore = min(math.floor(n * self.fraction + 0.5), len(self.positions))
+        explore_at = set([p for p in self.positions if p < n][:k_explore])
+
+        picked: list[int] = []
+        explored: list[bool] = []
+        recent: list[np.ndarray] = []  # similarity of every candidate to each recent pick
+        page_creators: dict[int, int] = {}
+        page_tags: dict[int, int] = {}
+        for pos in range(n):
+            ok = available.copy()
+            if picked:
+                last = picked[-1]
+                ok &= creator != creator[last]
+                ok &= (sound < 0) | (sound != sound[last])
+            if not ok.any():
+                break
+            value = s.copy()
+            if self.lam > 0 and recent:
+                value -= self.lam * np.max(recent[-self.window :], axis=0)
+            want = pos in explore_at and (ok & explorable).any()
+            choice = int(np.argmax(np.where(ok & explorable if want else ok, value, -np.inf)))
+            picked.append(choice)
+            explored.append(bool(want))
+            if self.lam > 0:
+                recent.append(self._similarity(choice, creator, tags, n_tags))
+            available[choice] = False
+            # Fatigue within the page too: count what this page has served so far.
+            c = int(creator[choice])
+            page_creators[c] = page_creators.get(c, 0) + 1
+            if page_creators[c] + self._today(query, "creator", c) >= self.creator_cap:
+                available &= creator != c
+            for t in tags[choice][tags[choice] >= 0].tolist():
+                page_tags[t] = page_tags.get(t, 0) + 1
+                if page_tags[t] + self._today(query, "tag", t) >= self.tag_cap:
+                    available &= ~(tags == t).any(axis=1)
+        return Selection(order[np.array(picked, dtype=np.int64)], explored)
+
+    def _similarity(
+        self, j: int, creator: np.ndarray, tags: np.ndarray, n_tags: np.ndarray
+    ) -> np.ndarray:
+        """(m,) each candidate's similarity to pick j: 1 for its creator, else the
+        Jaccard overlap of hashtags."""
+        mine = tags[j][tags[j] >= 0]
+        if len(mine):
+            overlap = np.isin(tags, mine).sum(axis=1)
+            jac = overlap / (n_tags + len(mine) - overlap)
+        else:
+            jac = np.zeros(len(creator))
+        return np.where(creator == creator[j], 1.0, jac)
+
+    def _today(self, query: Query, kind: str, key: int) -> int:
+        user = query.user
+        if user is None or user.fatigue_day != day_of(query.request.now):
+            return 0
+        table = query.table
+        if kind == "creator":
+            return user.served_creators.get(table.creators.names[key], 0)
+        return user.served_tags.get(table.tags.names[key], 0)
+
+    def _under_caps(self, query: Query, creator: np.ndarray, tags: np.ndarray) -> np.ndarray:
+        """(m,) True where neither the creator nor any hashtag is over today's cap."""
+        ok = np.ones(len(creator), dtype=bool)
+        user = query.user
+        if user is None or user.fatigue_day != day_of(query.request.now):
+            return ok
+        table = query.table
+        cap = self.creator_cap
+        tired_c = [table.creators.get(c) for c, k in user.served_creators.items() if k >= cap]
+        tired_t = [table.tags.get(t) for t, k in user.served_tags.items() if k >= self.tag_cap]
+        if tired_c:
+            ok &= ~np.isin(creator, tired_c)
+        if tired_t:
+            ok &= ~np.isin(tags, [t for t in tired_t if t >= 0]).any(axis=1)
+        return ok
+
+
+__all__ = ["MAX_TAGS", "PolicySelector", "Selection", "day_of"]
