@@ -25,7 +25,7 @@ from ..storage.params import ParamChannel
 from ..train.embedding import ServingTable
 from ..train.trainer import decode
 from .features import CONTEXT_SLOTS, SINGLE_SLOTS, TAG_SLOT, CandidateFeatures
-from .model import HEADS, USER, VIDEO, MultiTaskRanker, RankerConfig, fuse
+from .model import MultiTaskRanker, RankerConfig, fuse
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,3 @@ class ModelServer:
 def fuse_scores(probs: np.ndarray, weights: dict[str, float]) -> np.ndarray:
     """sum_a w_a * P(a) per candidate."""
     return np.asarray(fuse(torch.from_numpy(probs), weights).numpy(), dtype=np.float64)
-
-
-__all__ = ["HEADS", "USER", "VIDEO", "ModelServer", "fuse_scores"]

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..pipeline.query import Candidates, Query
-from ..state.catalog import MAX_TAGS
 
 EXPLORATION_SOURCES = ("explore", "fresh")
 POOL = 120  # best-scored candidates considered for a page (pages are tens of videos)
@@ -149,6 +148,3 @@ class PolicySelector:
         if tired_t:
             ok &= ~np.isin(tags, [t for t in tired_t if t >= 0]).any(axis=1)
         return ok
-
-
-__all__ = ["MAX_TAGS", "PolicySelector", "Selection", "day_of"]
