@@ -60,9 +60,6 @@ class Postings:
             self._arrays[key] = found
         return found
 
-    def keys(self) -> list[int]:
-        return list(self._rows)
-
 
 class VideoTable:
     """Column arrays indexed by the store's stable video row.

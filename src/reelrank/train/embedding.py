@@ -222,7 +222,6 @@ class ServingTable:
         self.free: list[int] = []
         self.weight = np.zeros((1024, dim), dtype=np.float32)
         self.size = 1  # row 0 is the default row
-        self.version = 0
 
     def apply(self, delta: dict[str, Any]) -> list[str]:
         """Apply a delta; return the ids whose rows were added or removed."""
@@ -245,7 +244,6 @@ class ServingTable:
                 changed.append(key)
             else:
                 self.weight[row] = vec
-        self.version += 1
         return changed
 
     def _append(self) -> int:
