@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from reelrank import engine as engine_module
 from reelrank.config import Settings, load_settings
 from reelrank.engine import Engine
 from reelrank.serve import create_app
@@ -30,6 +32,9 @@ def make_settings(tmp_path: Path, store: str = "memory://", **overrides: Any) ->
     overrides.setdefault("api_keys", KEYS)
     overrides.setdefault("trending_refresh_s", 0.05)
     overrides.setdefault("trainer", "off")  # tests that train say so
+    overrides.setdefault("content_embedder", "hashed")  # MiniLM's own tests ask for it
+    # A busy test machine must not drop channels from pages; the budget's own test sets it.
+    overrides.setdefault("recall_budget_ms", 2000.0)
     return load_settings(env={}, data_dir=str(tmp_path), store=store, **overrides)
 
 
@@ -60,6 +65,17 @@ def event(kind: str, user: str, vid: str, **fields: Any) -> dict[str, Any]:
     }
     base.update(fields)
     return base
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_request_ids(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feed request ids seed exploration and tie-breaks: number them per test, so a
+    failure replays the same pages."""
+    counter = itertools.count()
+    prefix = f"{zlib.crc32(request.node.nodeid.encode()):08x}"
+    monkeypatch.setattr(engine_module, "new_request_id", lambda: f"{prefix}-{next(counter)}")
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -107,6 +107,38 @@ def test_diversity_spreads_hashtags_across_the_page(tmp_path: Path) -> None:
         eng.close()
 
 
+def test_diversity_also_sees_content_embeddings(tmp_path: Path) -> None:
+    """Twelve videos with no creator, sound or hashtag in common: six near-identical
+    captions score highest. Only the content embeddings tell the MMR they are alike."""
+    same = "sourdough bread baking at home"
+    others = ["football goals", "cat sleeping", "mountain hike", "guitar lesson", "city night"]
+    catalog = [
+        video(i, creator_id=f"c{i}", sound_id=None, hashtags=[f"t{i}"], caption=same)
+        for i in range(6)
+    ] + [
+        video(6 + i, creator_id=f"c{6 + i}", sound_id=None, hashtags=[f"t{6 + i}"], caption=cap)
+        for i, cap in enumerate(others)
+    ]
+    eng = _engine(tmp_path, catalog)
+    try:
+        q = _query(eng)
+        rows = np.array([eng.state.table.row_of(v["id"]) for v in catalog], dtype=np.int64)
+        m = len(rows)
+        cands = Candidates(rows, np.zeros(m, np.int16), np.full(m, "r", object))
+        scores = np.array([2.0 - 0.01 * i for i in range(6)] + [1.945 - 0.01 * i for i in range(5)])
+
+        def alike_on_page(lam: float) -> list[bool]:
+            sel = PolicySelector(CHANNELS, diversity_lambda=lam, exploration_fraction=0)
+            return [i < 6 for i in sel.select(q, cands, scores, 6).picked.tolist()]
+
+        assert alike_on_page(0.0) == [True] * 6
+        mixed = alike_on_page(1.0)
+        assert 1 <= sum(mixed) <= 3
+        assert not any(a and b for a, b in itertools.pairwise(mixed))  # never two in a row
+    finally:
+        eng.close()
+
+
 def test_fatigue_caps_hold_across_a_day_of_feeds(tmp_path: Path) -> None:
     catalog = [video(i, creator_id=f"c{i % 3}", hashtags=[f"t{i % 5}"]) for i in range(90)]
     eng = _engine(tmp_path, catalog, fatigue_creator_per_day=7, exploration_fraction=0.0)

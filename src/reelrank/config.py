@@ -86,11 +86,33 @@ class Settings:
             "following": 100,
             "session": 100,
             "item2item": 150,
+            "content": 150,
             "interest": 300,
             "trending": 200,
             "fresh": 100,
             "explore": 60,
         },
+    )
+    recall_budget_ms: float = _doc(
+        "Time budget of the recall stage per request, in milliseconds: channels run side by "
+        "side and a channel still running when it ends is left out of that page (and "
+        "counted in `reelrank_recall_timeouts_total`). 0 runs channels one after another "
+        "with no budget.",
+        20.0,
+    )
+    content_embedder: str = _doc(
+        "Caption and hashtag embeddings: `minilm` (all-MiniLM-L6-v2 from the optional extra "
+        "`reelrank[content]`), `hashed` (feature-hashed words and trigrams, no model), or "
+        "`auto` (MiniLM when installed, else hashed).",
+        "auto",
+    )
+    content_dim: int = _doc("Dimensions of the hashed content embedding.", 128)
+    ann_min_vectors: int = _doc(
+        "Vectors an index holds before approximate (faiss IVF) search replaces exact search.",
+        50_000,
+    )
+    ann_nprobe: int = _doc(
+        "Inverted lists the approximate index scans per query (recall against speed).", 24
     )
     coengagement_window_s: float = _doc(
         "Two engagements by one user this close in time (seconds) count as co-engagement.",
@@ -101,7 +123,8 @@ class Settings:
     )
     diversity_lambda: float = _doc(
         "Diversity weight: each pick maximises normalised score minus this times its "
-        "similarity (same creator, hashtag overlap) to the last picks; 0 turns it off.",
+        "similarity (same creator, hashtag overlap, content-embedding cosine) to the last "
+        "picks; 0 turns it off.",
         0.3,
     )
     diversity_window: int = _doc("Recent picks a candidate is compared with.", 3)
@@ -327,6 +350,15 @@ def _validate(s: Settings) -> None:
         (s.trending_refresh_s > 0, "trending_refresh_s", "must be positive"),
         (s.coengagement_window_s > 0, "coengagement_window_s", "must be positive"),
         (s.diversity_lambda >= 0, "diversity_lambda", "must not be negative"),
+        (s.recall_budget_ms >= 0, "recall_budget_ms", "must not be negative"),
+        (
+            s.content_embedder in ("auto", "minilm", "hashed"),
+            "content_embedder",
+            "must be auto, minilm or hashed",
+        ),
+        (s.content_dim >= 8, "content_dim", "must be at least 8"),
+        (s.ann_min_vectors >= 1, "ann_min_vectors", "must be at least 1"),
+        (s.ann_nprobe >= 1, "ann_nprobe", "must be at least 1"),
         (s.diversity_window >= 1, "diversity_window", "must be at least 1"),
         (s.fatigue_creator_per_day >= 1, "fatigue_creator_per_day", "must be at least 1"),
         (s.fatigue_tag_per_day >= 1, "fatigue_tag_per_day", "must be at least 1"),

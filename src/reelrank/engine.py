@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 SLOT_MEMORY = 200_000  # served slots remembered for the channels' engagement rates
 
 
+def new_request_id() -> str:
+    """A fresh feed request id (it seeds exploration and tie-breaking for the page)."""
+    return uuid.uuid4().hex
+
+
 class Engine:
     """reelrank in one process: call `open()` before use and `close()` after."""
 
@@ -71,6 +76,7 @@ class Engine:
             ),
             quotas=settings.recall_quotas,
             metrics=self.metrics,
+            budget_ms=settings.recall_budget_ms,
         )
         self.trainer: Any = None  # OnlineTrainer (thread mode) or a Process (process mode)
         self._catalog_lock = threading.Lock()  # serialises catalog writers
@@ -184,6 +190,7 @@ class Engine:
             self.trainer.join(timeout=60)
             if self.trainer.is_alive():
                 self.trainer.kill()
+        self.pipeline.close()
         self.flush_impressions()
         self.state.catch_up()
         self.snapshot()
@@ -241,6 +248,9 @@ class Engine:
                 }
                 if video.status_reason:
                     results[i]["status_reason"] = video.status_reason
+            self.state.index_content(
+                [(row, v) for (_, v), (row, _) in zip(reviewed, rows, strict=True)]
+            )
         self.metrics.upserts.labels("video").inc(len(reviewed))
         self.metrics.videos.set(self.state.table.size)
         return results
@@ -339,7 +349,7 @@ class Engine:
         request = FeedRequest(
             user_id=user_id,
             n=n,
-            request_id=uuid.uuid4().hex,
+            request_id=new_request_id(),
             now=time.time(),
             region=region,
             device=device,
@@ -367,6 +377,7 @@ class Engine:
             region=request.region or (profile.region if profile else None),
             language=request.language or (profile.language if profile else None),
             coengagement=self.state.coengagement,
+            content=self.state.content,
         )
         if user is not None:
             now = user.last_ts or request.now

@@ -26,6 +26,19 @@ class Metrics:
         self.recall_failures = Counter(
             "reelrank_recall_failures", "Recall sources that failed open", ["source"], registry=r
         )
+        self.recall_timeouts = Counter(
+            "reelrank_recall_timeouts",
+            "Recall sources left out of a page for missing the recall time budget",
+            ["source"],
+            registry=r,
+        )
+        self.recall_seconds = Histogram(
+            "reelrank_recall_seconds",
+            "Time of one recall source for one request",
+            ["source"],
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
+            registry=r,
+        )
         self.filtered = Counter(
             "reelrank_filtered", "Candidates removed, by filter", ["filter"], registry=r
         )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +17,7 @@ from ..rank.features import extract
 from ..recall.base import RecallSource
 from ..rerank.filters import Filter, run_filter
 from ..rerank.policy import PolicySelector
-from .query import Candidates, Query
+from .query import Candidates, Query, Recalled
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,12 @@ class Feed:
 
 
 class FeedPipeline:
-    """An ordered list of components per stage; each recall source fails open."""
+    """An ordered list of components per stage; each recall source fails open.
+
+    With a recall budget, the channels run side by side on a thread pool and the stage
+    waits for them at most `budget_ms`; a channel that misses it is left out of this page
+    (it finishes in the background and its result is dropped).
+    """
 
     def __init__(
         self,
@@ -50,6 +58,7 @@ class FeedPipeline:
         selector: PolicySelector,
         quotas: dict[str, int],
         metrics: Metrics,
+        budget_ms: float = 0.0,
     ) -> None:
         self.sources = sources
         self.filters = filters
@@ -59,19 +68,49 @@ class FeedPipeline:
         self.quotas = quotas
         self.metrics = metrics
         self.channel_names = [s.name for s in sources]
+        self.budget_s = budget_ms / 1000.0
+        self._pool = (
+            ThreadPoolExecutor(4 * len(sources), thread_name_prefix="reelrank-recall")
+            if budget_ms > 0 and sources
+            else None
+        )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _timed(self, source: RecallSource, query: Query, quota: int) -> Recalled:
+        started = time.perf_counter()
+        try:
+            return source.recall(query, quota)
+        finally:
+            self.metrics.recall_seconds.labels(source.name).observe(time.perf_counter() - started)
 
     def recall(self, query: Query) -> Candidates:
+        active = [
+            (i, s, self.quotas.get(s.name, 0))
+            for i, s in enumerate(self.sources)
+            if self.quotas.get(s.name, 0) > 0
+        ]
+        pending: list[Future[Recalled] | None] = [None] * len(active)
+        if self._pool is not None:
+            deadline = time.perf_counter() + self.budget_s
+            pending = [self._pool.submit(self._timed, s, query, q) for _, s, q in active]
         parts = []
-        for i, source in enumerate(self.sources):
-            quota = self.quotas.get(source.name, 0)
-            if quota <= 0:
-                continue
+        for (i, source, quota), future in zip(active, pending, strict=True):
             try:
-                got = source.recall(query, quota)
+                if future is None:
+                    got = self._timed(source, query, quota)
+                else:
+                    wait = max(deadline - time.perf_counter(), 0.0)
+                    got = future.result(timeout=wait)
                 rows, reasons = got.rows[:quota], got.reasons[:quota]
                 rows = np.asarray(rows, dtype=np.int64)
                 if len(rows) and (rows.min() < 0 or rows.max() >= query.size):
                     raise IndexError(f"{source.name} returned rows outside the catalog")
+            except FutureTimeout:
+                self.metrics.recall_timeouts.labels(source.name).inc()
+                continue
             except Exception:
                 # Fail open: a broken channel thins the feed, it never fails the request.
                 log.exception("recall source %s failed", source.name)

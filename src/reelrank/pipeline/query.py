@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..index.vectors import VectorIndex
 from ..schema import User
 from ..state.catalog import VideoTable
 from ..state.coengagement import CoEngagement
@@ -40,6 +41,7 @@ class Query:
     region: str | None
     language: str | None
     coengagement: CoEngagement | None = None
+    content: VectorIndex | None = None  # caption and hashtag embeddings by video row
     tag_affinity: dict[str, float] = field(default_factory=dict)
     sound_affinity: dict[str, float] = field(default_factory=dict)
     creator_affinity: dict[str, float] = field(default_factory=dict)

@@ -1,6 +1,7 @@
 """Candidate sources: each returns video rows with a reason, within its quota."""
 
 from .base import RecallSource, top_by
+from .content import ContentRecall
 from .explore import ExploreRecall
 from .following import FollowingRecall
 from .fresh import FreshRecall
@@ -10,6 +11,7 @@ from .session import SessionRecall
 from .trending import TrendingRecall
 
 __all__ = [
+    "ContentRecall",
     "ExploreRecall",
     "FollowingRecall",
     "FreshRecall",
@@ -29,6 +31,7 @@ def default_sources(trending_refresh_s: float) -> list[RecallSource]:
         FollowingRecall(),
         SessionRecall(),
         ItemToItemRecall(),
+        ContentRecall(),
         InterestRecall(),
         TrendingRecall(trending_refresh_s),
         FreshRecall(trending_refresh_s),

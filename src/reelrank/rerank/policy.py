@@ -5,7 +5,8 @@ Position by position it takes the candidate with the best
 
     normalised score - diversity_lambda * max similarity to the last `diversity_window` picks
 
-where similarity is 1 for the same creator and the Jaccard overlap of hashtags otherwise.
+where similarity is 1 for the same creator, else the larger of the Jaccard overlap of
+hashtags and the cosine of the caption-and-hashtag embeddings (negative cosines count 0).
 A creator or hashtag the user has already been served `fatigue_*_per_day` times today
 (UTC) is skipped. The page positions in `exploration_positions` (as many as
 `exploration_fraction` of the page) go to candidates from the exploration channels (new
@@ -72,6 +73,7 @@ class PolicySelector:
         span = s.max() - s.min()
         s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
         n_tags = np.maximum((tags >= 0).sum(axis=1), 1)
+        vecs = query.content.vectors_of(rows) if query.content is not None and self.lam else None
         explorable = np.isin(cands.source[order], self.explore_ids)
         available = self._under_caps(query, creator, tags)
         k_explore = min(math.floor(n * self.fraction + 0.5), len(self.positions))
@@ -98,7 +100,7 @@ class PolicySelector:
             picked.append(choice)
             explored.append(bool(want))
             if self.lam > 0:
-                recent.append(self._similarity(choice, creator, tags, n_tags))
+                recent.append(self._similarity(choice, creator, tags, n_tags, vecs))
             available[choice] = False
             # Fatigue within the page too: count what this page has served so far.
             c = int(creator[choice])
@@ -112,17 +114,24 @@ class PolicySelector:
         return Selection(order[np.array(picked, dtype=np.int64)], explored)
 
     def _similarity(
-        self, j: int, creator: np.ndarray, tags: np.ndarray, n_tags: np.ndarray
+        self,
+        j: int,
+        creator: np.ndarray,
+        tags: np.ndarray,
+        n_tags: np.ndarray,
+        vecs: np.ndarray | None,
     ) -> np.ndarray:
-        """(m,) each candidate's similarity to pick j: 1 for its creator, else the
-        Jaccard overlap of hashtags."""
+        """(m,) each candidate's similarity to pick j: 1 for its creator, else the larger
+        of the Jaccard overlap of hashtags and the content cosine."""
         mine = tags[j][tags[j] >= 0]
         if len(mine):
             overlap = np.isin(tags, mine).sum(axis=1)
-            jac = overlap / (n_tags + len(mine) - overlap)
+            sim = overlap / (n_tags + len(mine) - overlap)
         else:
-            jac = np.zeros(len(creator))
-        return np.where(creator == creator[j], 1.0, jac)
+            sim = np.zeros(len(creator))
+        if vecs is not None:
+            sim = np.maximum(sim, np.clip(vecs @ vecs[j], 0.0, 1.0))
+        return np.where(creator == creator[j], 1.0, sim)
 
     def _today(self, query: Query, kind: str, key: int) -> int:
         user = query.user

@@ -12,7 +12,9 @@ import numpy as np
 import orjson
 
 from ..config import Settings
-from ..schema import Event, EventType, Follow, Impression, User
+from ..content.embed import Embedder, make_embedder, video_text
+from ..index.vectors import VectorIndex
+from ..schema import Event, EventType, Follow, Impression, ReviewStatus, User, Video
 from ..storage import Store
 from .catalog import VideoTable
 from .coengagement import CoEngagement
@@ -80,6 +82,11 @@ class OnlineState:
             window_s=settings.coengagement_window_s,
             max_neighbours=settings.coengagement_max_neighbours,
         )
+        # Caption and hashtag embeddings of approved videos, by row (content channel, MMR).
+        self.embedder: Embedder = make_embedder(settings.content_embedder, settings.content_dim)
+        self.content = VectorIndex(
+            self.embedder.dim, ann_min=settings.ann_min_vectors, nprobe=settings.ann_nprobe
+        )
         self.users: dict[str, UserState] = {}
         self.profiles: dict[str, User] = {}
         self.follows: dict[str, set[str]] = {}
@@ -105,13 +112,29 @@ class OnlineState:
     def knows_user(self, user_id: str) -> bool:
         return user_id in self.users or user_id in self.profiles or user_id in self.follows
 
+    def index_content(self, placed: list[tuple[int, Video]]) -> None:
+        """Embed approved videos into the content index; drop the others from it."""
+        keep = [(r, v) for r, v in placed if v.status is ReviewStatus.APPROVED]
+        drop = [r for r, v in placed if v.status is not ReviewStatus.APPROVED]
+        if keep:
+            vectors = self.embedder.embed([video_text(v) for _, v in keep])
+            self.content.upsert(np.array([r for r, _ in keep]), vectors)
+        if drop:
+            self.content.remove(np.array(drop))
+
     # -- loading -------------------------------------------------------------------------
     def load(self) -> None:
         """Rebuild from the store: catalog, follows, the last snapshot, then the log tail."""
         with self.lock:
+            batch: list[tuple[int, Video]] = []
             for row, video in self.store.catalog.iter_videos():
                 self.counters.ensure(row + 1)
                 self.table.upsert(row, video)
+                batch.append((row, video))
+                if len(batch) == 4096:
+                    self.index_content(batch)
+                    batch = []
+            self.index_content(batch)
             for user in self.store.catalog.iter_users():
                 self.profiles[user.id] = user
             for f in self.store.catalog.iter_follows():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,10 @@ class BoundedSet:
 
     def to_list(self) -> list[Any]:
         return list(self._items)
+
+    def recent(self, k: int) -> list[Any]:
+        """The k newest members, newest first."""
+        return list(itertools.islice(reversed(self._items), k))
 
 
 @dataclass

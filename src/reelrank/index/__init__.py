@@ -1,0 +1,1 @@
+"""Vector indexes: exact and approximate nearest-neighbour search by inner product."""

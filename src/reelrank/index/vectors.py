@@ -1,0 +1,234 @@
+"""Vectors keyed by video row, searched by inner product: exact, or approximate with faiss.
+
+The index always keeps the exact matrix (the test oracle, and the source for training the
+approximate index). Once `ann_min` vectors are live, a background thread trains a faiss
+IVF-Flat index (inverted lists over k-means cells; `nprobe` cells are scanned per query)
+and swaps it in; until then, and whenever `exact=True` is asked, search is a matrix
+product. IVF-Flat was chosen over HNSW by `benchmarks/bench_ann.py`: at a million vectors
+it reaches the recall target with much cheaper upserts and supports removal.
+
+Upserts and removals go to both structures under the write side of a readers-writer lock
+and are visible to the next query; searches share the read side, so they run side by side
+and only ever wait for one small write batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+faiss.omp_set_num_threads(1)  # one query per request: threads cost more than they save
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer holds off new readers."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writing = False
+        self._waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+class VectorIndex:
+    """Unit vectors by integer key (a video row); top-k by inner product."""
+
+    def __init__(
+        self,
+        dim: int,
+        ann_min: int = 50_000,
+        nprobe: int = 24,
+        background: bool = True,
+    ) -> None:
+        self.dim = dim
+        self.ann_min = ann_min
+        self.nprobe = nprobe
+        self.background = background
+        self.vectors = np.zeros((1024, dim), dtype=np.float32)
+        self.live = np.zeros(1024, dtype=bool)
+        self.count = 0  # live vectors
+        self._lock = RWLock()
+        self._ivf: Any = None
+        self._trained_at = 0  # live count when the approximate index was last trained
+        self._building = False
+        self._pending: list[tuple[np.ndarray, np.ndarray | None]] = []  # writes during a build
+
+    # -- writes ----------------------------------------------------------------------------
+    def upsert(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Set the vectors of `keys` (new or replaced); they are normalised to unit length."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if len(keys) == 0:
+            return
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(keys), self.dim)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        vecs = (vecs / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        with self._lock.write():
+            need = int(keys.max()) + 1
+            if need > len(self.live):
+                self._grow(need)
+            self.count += int((~self.live[keys]).sum())
+            self.vectors[keys] = vecs
+            self.live[keys] = True
+            if self._ivf is not None:
+                self._ivf.remove_ids(keys)
+                self._ivf.add_with_ids(vecs, keys)
+            if self._building:
+                self._pending.append((keys, vecs))
+        self._maybe_build()
+
+    def remove(self, keys: np.ndarray) -> None:
+        """Drop `keys` (unknown keys are ignored); the next query no longer returns them."""
+        keys = np.asarray(keys, dtype=np.int64)
+        keys = keys[(keys >= 0) & (keys < len(self.live))]
+        if len(keys) == 0:
+            return
+        with self._lock.write():
+            keys = keys[self.live[keys]]
+            self.count -= len(keys)
+            self.live[keys] = False
+            if self._ivf is not None and len(keys):
+                self._ivf.remove_ids(keys)
+            if self._building:
+                self._pending.append((keys, None))
+
+    def _grow(self, need: int) -> None:
+        cap = max(need, 2 * len(self.live))
+        vectors = np.zeros((cap, self.dim), dtype=np.float32)
+        vectors[: len(self.vectors)] = self.vectors
+        live = np.zeros(cap, dtype=bool)
+        live[: len(self.live)] = self.live
+        self.vectors, self.live = vectors, live
+
+    # -- the approximate index -----------------------------------------------------------
+    @property
+    def approximate(self) -> bool:
+        return self._ivf is not None
+
+    def _maybe_build(self) -> None:
+        if self._building or self.count < self.ann_min:
+            return
+        if self._ivf is not None and self.count < 4 * self._trained_at:
+            return
+        self._building = True
+        if self.background:
+            threading.Thread(target=self._build, name="reelrank-ann-build", daemon=True).start()
+        else:
+            self._build()
+
+    def build_now(self) -> None:
+        """Train and swap in the approximate index in this thread (tests and benchmarks)."""
+        self._building = True
+        self._build()
+
+    def _build(self) -> None:
+        try:
+            with self._lock.read():
+                keys = np.flatnonzero(self.live)
+                vecs = self.vectors[keys]
+            nlist = max(16, int(4 * math.sqrt(len(keys))))
+            nlist = min(nlist, max(1, len(keys) // 39))
+            quantizer = faiss.IndexFlatIP(self.dim)
+            ivf: Any = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(0)
+            sample = vecs[rng.permutation(len(vecs))[: nlist * 64]]
+            ivf.train(sample)
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+            ivf.nprobe = self.nprobe
+            ivf.add_with_ids(vecs, keys)
+            with self._lock.write():
+                for pk, pv in self._pending:  # writes that raced the build, in order
+                    ivf.remove_ids(pk)
+                    if pv is not None:
+                        ivf.add_with_ids(pv, pk)
+                self._pending = []
+                self._ivf = ivf
+                self._trained_at = len(keys)
+            log.info("approximate index trained: %d vectors, %d cells", len(keys), nlist)
+        except Exception:
+            log.exception("building the approximate index failed; exact search continues")
+        finally:
+            self._building = False
+
+    # -- reads ---------------------------------------------------------------------------
+    def search(
+        self, query: np.ndarray, k: int, exact: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k keys with the largest inner product with `query`, best first, and their
+        scores. Approximate once the index is large enough, unless `exact`."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        if k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        with self._lock.read():
+            ivf = None if exact else self._ivf
+            if ivf is not None:
+                scores, keys = ivf.search(q, k)
+                keys, scores = keys[0], scores[0]
+                ok = keys >= 0
+                return keys[ok].astype(np.int64), scores[ok]
+            n = len(self.live)
+            scores = self.vectors[:n] @ q[0]
+            scores = np.where(self.live[:n], scores, -np.inf)
+        live = min(k, self.count)
+        if live <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        top = np.argpartition(-scores, live - 1)[:live] if live < n else np.arange(n)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top[np.isfinite(scores[top])]
+        return top.astype(np.int64), scores[top].astype(np.float32)
+
+    def vector(self, key: int) -> np.ndarray | None:
+        """The stored unit vector of a key, or None."""
+        if 0 <= key < len(self.live) and self.live[key]:
+            return self.vectors[key]
+        return None
+
+    def vectors_of(self, keys: np.ndarray) -> np.ndarray:
+        """(n, dim) stored vectors; zero rows for unknown keys."""
+        keys = np.asarray(keys, dtype=np.int64)
+        vectors, live = self.vectors, self.live  # one consistent pair of arrays
+        ok = (keys >= 0) & (keys < len(live))
+        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+        idx = keys[ok]
+        out[ok] = np.where(live[idx, None], vectors[idx], 0.0)
+        return out
+
+    def __len__(self) -> int:
+        return self.count
