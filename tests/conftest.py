@@ -97,3 +97,27 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     app = create_app(Engine(settings), own_engine=True)
     with TestClient(app) as c:
         yield c
+
+
+def train_retrieval(eng: Engine, users: list[str], rounds: int = 3) -> None:
+    """Serve pages to `users`, finish every served video, train a model on that traffic
+    and load it into serving with its two-tower index (needs model_min_examples <= the
+    examples this makes)."""
+    from reelrank.train.trainer import OnlineTrainer
+
+    trainer = OnlineTrainer(eng.settings, eng.store, eng.params)
+    for _ in range(rounds):
+        for user in users:
+            page = eng.feed(user, n=5)
+            eng.ingest(
+                [
+                    event("finish", user, it.video_id, request_id=page.request_id)
+                    for it in page.items
+                ]
+            )
+        eng.flush_impressions()
+        trainer.step()
+    trainer.drain()
+    trainer.publish_full()
+    eng.model.poll()
+    assert eng.retrieval.refresh(force=True)

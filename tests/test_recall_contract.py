@@ -16,7 +16,7 @@ from reelrank.engine import Engine
 from reelrank.pipeline.query import FeedRequest, Query, Recalled
 from reelrank.recall import RecallSource, default_sources
 
-from .conftest import event, make_settings, video
+from .conftest import event, make_settings, train_retrieval, video
 
 SOURCE_NAMES = [s.name for s in default_sources(0.01)]
 BASE_T = 1_700_000_000.0
@@ -82,9 +82,14 @@ def catalog() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def loaded(new_engine: Callable[..., Engine]) -> Engine:
-    """A catalog plus a user u1 who follows, likes, shares and has a profile."""
-    eng = new_engine(banned_terms=["spam"])
+def loaded(new_engine: Callable[..., Engine], request: pytest.FixtureRequest) -> Engine:
+    """A catalog plus a user u1 who follows, likes, shares and has a profile; for the
+    two-tower channel, also a retrieval model trained on served traffic."""
+    learned = (
+        getattr(request.node, "callspec", None)
+        and request.node.callspec.params.get("name") == "two_tower"
+    )
+    eng = new_engine(banned_terms=["spam"], model_min_examples=1)
     results = eng.upsert_videos(catalog())
     assert all("error" not in r for r in results)
     eng.upsert_users([{"id": "u1", "region": "br", "language": "pt", "interests": ["food"]}])
@@ -95,6 +100,8 @@ def loaded(new_engine: Callable[..., Engine]) -> Engine:
         + [event("share", f"x{j}", "v12") for j in range(4)]
         + [event("like", f"x{j}", "v8") for j in range(3)],
     )
+    if learned:
+        train_retrieval(eng, ["u1", "x0", "x1", "x2"])
     return eng
 
 

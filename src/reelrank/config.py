@@ -86,6 +86,7 @@ class Settings:
             "following": 100,
             "session": 100,
             "item2item": 150,
+            "two_tower": 200,
             "content": 150,
             "interest": 300,
             "trending": 200,
@@ -107,6 +108,12 @@ class Settings:
         "auto",
     )
     content_dim: int = _doc("Dimensions of the hashed content embedding.", 128)
+    two_tower_dim: int = _doc("Size of the two-tower retrieval model's vector space.", 32)
+    two_tower_refresh_s: float = _doc(
+        "Seconds between recomputations of every video's two-tower vector with the newest "
+        "weights (new and edited videos are placed at once).",
+        30.0,
+    )
     ann_min_vectors: int = _doc(
         "Vectors an index holds before approximate (faiss IVF) search replaces exact search.",
         50_000,
@@ -359,6 +366,8 @@ def _validate(s: Settings) -> None:
         (s.content_dim >= 8, "content_dim", "must be at least 8"),
         (s.ann_min_vectors >= 1, "ann_min_vectors", "must be at least 1"),
         (s.ann_nprobe >= 1, "ann_nprobe", "must be at least 1"),
+        (s.two_tower_dim >= 2, "two_tower_dim", "must be at least 2"),
+        (s.two_tower_refresh_s > 0, "two_tower_refresh_s", "must be positive"),
         (s.diversity_window >= 1, "diversity_window", "must be at least 1"),
         (s.fatigue_creator_per_day >= 1, "fatigue_creator_per_day", "must be at least 1"),
         (s.fatigue_tag_per_day >= 1, "fatigue_tag_per_day", "must be at least 1"),

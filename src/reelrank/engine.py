@@ -24,7 +24,7 @@ from .pipeline.query import FeedRequest, Query
 from .rank.cascade import RankCascade
 from .rank.heuristic import HeuristicScorer
 from .rank.learned import ModelServer
-from .recall import default_sources
+from .recall import RetrievalIndex, default_sources
 from .rerank.filters import default_filters
 from .rerank.policy import PolicySelector
 from .schema import Follow, Impression, User, VideoIn, parse
@@ -54,6 +54,13 @@ class Engine:
         self.ingestor = EventIngestor(self.state, self.metrics, settings.max_future_skew_s)
         self.params: ParamChannel = open_params(settings.params_channel_url())
         self.model = ModelServer(self.params, self.state.table, settings.model_min_examples)
+        self.retrieval = RetrievalIndex(
+            self.model,
+            self.state.table,
+            settings.two_tower_refresh_s,
+            settings.ann_min_vectors,
+            settings.ann_nprobe,
+        )
         sources = default_sources(settings.trending_refresh_s)
         self.pipeline = FeedPipeline(
             sources=sources,
@@ -104,6 +111,7 @@ class Engine:
             ("snapshot", s.snapshot_interval_s, self.snapshot),
             ("log-follower", 0.5, self.state.catch_up),
             ("model-sync", s.model_poll_s, self.sync_model),
+            ("retrieval", 1.0, self.retrieval.refresh),
         ):
             t = threading.Thread(
                 target=self._every, args=(interval, job), name=f"reelrank-{name}", daemon=True
@@ -176,6 +184,7 @@ class Engine:
                 **self.model.status(),
                 "trainer_mode": self.settings.trainer_mode(),
                 "fusion_weights": self.settings.fusion_weights,
+                "retrieval": self.retrieval.status(),
             },
             "trainer": self.model.trainer_status or None,
         }
@@ -248,9 +257,9 @@ class Engine:
                 }
                 if video.status_reason:
                     results[i]["status_reason"] = video.status_reason
-            self.state.index_content(
-                [(row, v) for (_, v), (row, _) in zip(reviewed, rows, strict=True)]
-            )
+            placed = [(row, v) for (_, v), (row, _) in zip(reviewed, rows, strict=True)]
+            self.state.index_content(placed)
+            self.retrieval.place(placed)
         self.metrics.upserts.labels("video").inc(len(reviewed))
         self.metrics.videos.set(self.state.table.size)
         return results
@@ -378,6 +387,7 @@ class Engine:
             language=request.language or (profile.language if profile else None),
             coengagement=self.state.coengagement,
             content=self.state.content,
+            retrieval=self.retrieval,
         )
         if user is not None:
             now = user.last_ts or request.now

@@ -89,15 +89,20 @@ class VectorIndex:
         self._ivf: Any = None
         self._trained_at = 0  # live count when the approximate index was last trained
         self._building = False
+        self._build_lock = threading.Lock()
         self._pending: list[tuple[np.ndarray, np.ndarray | None]] = []  # writes during a build
 
     # -- writes ----------------------------------------------------------------------------
     def upsert(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """Set the vectors of `keys` (new or replaced); they are normalised to unit length."""
+        """Set the vectors of `keys` (new or replaced); they are normalised to unit length.
+        A key repeated in one batch takes its last vector."""
         keys = np.asarray(keys, dtype=np.int64)
         if len(keys) == 0:
             return
         vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(keys), self.dim)
+        if len(np.unique(keys)) < len(keys):
+            last = len(keys) - 1 - np.unique(keys[::-1], return_index=True)[1]
+            keys, vecs = keys[last], vecs[last]
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         vecs = (vecs / np.where(norms > 0, norms, 1.0)).astype(np.float32)
         with self._lock.write():
@@ -116,7 +121,7 @@ class VectorIndex:
 
     def remove(self, keys: np.ndarray) -> None:
         """Drop `keys` (unknown keys are ignored); the next query no longer returns them."""
-        keys = np.asarray(keys, dtype=np.int64)
+        keys = np.unique(np.asarray(keys, dtype=np.int64))
         keys = keys[(keys >= 0) & (keys < len(self.live))]
         if len(keys) == 0:
             return
@@ -147,45 +152,54 @@ class VectorIndex:
             return
         if self._ivf is not None and self.count < 4 * self._trained_at:
             return
-        self._building = True
+        self._building = True  # one scheduled build; _build takes it from here
         if self.background:
             threading.Thread(target=self._build, name="reelrank-ann-build", daemon=True).start()
         else:
             self._build()
 
     def build_now(self) -> None:
-        """Train and swap in the approximate index in this thread (tests and benchmarks)."""
-        self._building = True
+        """Train and swap in the approximate index in this thread (tests and benchmarks);
+        a build already running finishes first."""
         self._build()
 
     def _build(self) -> None:
-        try:
-            with self._lock.read():
-                keys = np.flatnonzero(self.live)
-                vecs = self.vectors[keys]
-            nlist = max(16, int(4 * math.sqrt(len(keys))))
-            nlist = min(nlist, max(1, len(keys) // 39))
-            quantizer = faiss.IndexFlatIP(self.dim)
-            ivf: Any = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            rng = np.random.default_rng(0)
-            sample = vecs[rng.permutation(len(vecs))[: nlist * 64]]
-            ivf.train(sample)
-            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
-            ivf.nprobe = self.nprobe
-            ivf.add_with_ids(vecs, keys)
+        with self._build_lock:  # one build at a time, so none swaps in a stale index
             with self._lock.write():
-                for pk, pv in self._pending:  # writes that raced the build, in order
-                    ivf.remove_ids(pk)
-                    if pv is not None:
-                        ivf.add_with_ids(pv, pk)
+                self._building = True
                 self._pending = []
-                self._ivf = ivf
-                self._trained_at = len(keys)
-            log.info("approximate index trained: %d vectors, %d cells", len(keys), nlist)
-        except Exception:
-            log.exception("building the approximate index failed; exact search continues")
-        finally:
-            self._building = False
+            try:
+                self._train_and_swap()
+            except Exception:
+                log.exception("building the approximate index failed; exact search continues")
+            finally:
+                with self._lock.write():
+                    self._building = False
+                    self._pending = []  # a failed build leaves nothing to replay later
+
+    def _train_and_swap(self) -> None:
+        with self._lock.read():
+            keys = np.flatnonzero(self.live)
+            vecs = self.vectors[keys]
+        nlist = max(16, int(4 * math.sqrt(len(keys))))
+        nlist = min(nlist, max(1, len(keys) // 39))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        ivf: Any = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        sample = vecs[rng.permutation(len(vecs))[: nlist * 64]]
+        ivf.train(sample)
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        ivf.nprobe = self.nprobe
+        ivf.add_with_ids(vecs, keys)
+        with self._lock.write():
+            for pk, pv in self._pending:  # writes that raced the build, in order
+                ivf.remove_ids(pk)
+                if pv is not None:
+                    ivf.add_with_ids(pv, pk)
+            self._pending = []
+            self._ivf = ivf
+            self._trained_at = len(keys)
+        log.info("approximate index trained: %d vectors, %d cells", len(keys), nlist)
 
     # -- reads ---------------------------------------------------------------------------
     def search(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from ..state.catalog import VideoTable
 from ..state.coengagement import CoEngagement
 from ..state.counters import VideoCounters
 from ..state.profiles import UserState
+
+if TYPE_CHECKING:
+    from ..recall.two_tower import RetrievalIndex
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Query:
     language: str | None
     coengagement: CoEngagement | None = None
     content: VectorIndex | None = None  # caption and hashtag embeddings by video row
+    retrieval: RetrievalIndex | None = None  # the two-tower model's video index
     tag_affinity: dict[str, float] = field(default_factory=dict)
     sound_affinity: dict[str, float] = field(default_factory=dict)
     creator_affinity: dict[str, float] = field(default_factory=dict)

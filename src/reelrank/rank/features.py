@@ -16,6 +16,7 @@ import numpy as np
 from ..pipeline.query import Query
 from ..state.catalog import MAX_TAGS
 from .signals import affinity, rate_lifts, slog, views
+from .two_tower import HISTORY
 
 SINGLE_SLOTS = ("user", "video", "creator", "sound", "region", "language", "device", "hour")
 VIDEO_SLOTS = ("video", "creator", "sound")  # resolved through the catalog's columns
@@ -47,6 +48,7 @@ class CandidateFeatures:
     rows: np.ndarray  # (n,) catalog video rows
     context: dict[str, str | None]  # the request-level slots
     dense: np.ndarray  # (n, len(DENSE)) float32
+    history: list[str]  # the user's latest engaged videos, newest first (two-tower input)
 
     def record(self, query: Query, i: int) -> dict[str, Any]:
         """The JSON-able features of candidate i, as logged with its impression."""
@@ -63,6 +65,7 @@ class CandidateFeatures:
             },
             "hashtags": table.tag_names(row),
             "dense": [round(float(x), 5) for x in self.dense[i]],
+            "history": self.history,
         }
 
 
@@ -76,6 +79,19 @@ def context_of(query: Query) -> dict[str, str | None]:
         "device": req.device,
         "hour": str(hour),
     }
+
+
+def history_of(query: Query, k: int = HISTORY) -> list[str]:
+    """The user's most recently engaged videos, newest first, without repeats."""
+    if query.user is None:
+        return []
+    out: list[str] = []
+    for video_id, _, _ in reversed(list(query.user.session)):
+        if video_id not in out:
+            out.append(video_id)
+            if len(out) == k:
+                break
+    return out
 
 
 def extract(query: Query, rows: np.ndarray, smoothing: float) -> CandidateFeatures:
@@ -104,7 +120,9 @@ def extract(query: Query, rows: np.ndarray, smoothing: float) -> CandidateFeatur
         np.full(len(rows), np.log1p(engagements) / 3.0),
     ]
     dense = np.clip(np.stack(cols, axis=1), -5.0, 5.0).astype(np.float32)
-    return CandidateFeatures(rows=rows, context=context_of(query), dense=dense)
+    return CandidateFeatures(
+        rows=rows, context=context_of(query), dense=dense, history=history_of(query)
+    )
 
 
 def tag_keys(hashtags: list[str]) -> list[str | None]:

@@ -24,8 +24,10 @@ from ..state.catalog import IdMap, VideoTable
 from ..storage.params import ParamChannel
 from ..train.embedding import ServingTable
 from ..train.trainer import decode
-from .features import CONTEXT_SLOTS, SINGLE_SLOTS, TAG_SLOT, CandidateFeatures
+from .features import CONTEXT_SLOTS, SINGLE_SLOTS, TAG_SLOT, CandidateFeatures, history_of
+from .features import context_of as context_of_query
 from .model import MultiTaskRanker, RankerConfig, fuse
+from .two_tower import HISTORY, TT_SLOTS, USER_CONTEXT, Tower, TwoTowerConfig, tt_slot
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,17 @@ class _Aligned:
         return np.where(ok, rows[np.clip(ints, 0, len(rows) - 1)], 0)
 
 
+class _TwoTower:
+    """The retrieval model's towers, in numpy, from one published payload."""
+
+    def __init__(self, payload: dict[str, Any], version: int) -> None:
+        self.config = TwoTowerConfig.from_json(json.loads(payload["config"]))
+        state = payload["state"]
+        self.user = Tower(state, "user")
+        self.video = Tower(state, "video")
+        self.version = version
+
+
 @dataclass
 class _Live:
     """Everything a request reads. A full snapshot builds a new one aside and swaps it in;
@@ -65,6 +78,10 @@ class _Live:
     dense_version: int
     sparse_version: int
     examples: int
+    tt: _TwoTower | None = None
+
+
+_ROW_KEYED = ("video", tt_slot("video"))  # aligned by catalog row, not by an IdMap
 
 
 class ModelServer:
@@ -122,20 +139,34 @@ class ModelServer:
         module = MultiTaskRanker(config)
         module.load_state_dict(payload["state"])
         module.eval()
+        tt = _TwoTower(payload["tt"], int(payload["dense_version"])) if "tt" in payload else None
         if kind == "full":
+            tables = {s: ServingTable(s, config.dim) for s in (*SINGLE_SLOTS, TAG_SLOT)}
+            aligned = {
+                "video": _Aligned(None),
+                "creator": _Aligned(self.catalog.creators),
+                "sound": _Aligned(self.catalog.sounds),
+                TAG_SLOT: _Aligned(self.catalog.tags),
+            }
+            if tt is not None:
+                tables.update({s: ServingTable(s, tt.config.dim) for s in TT_SLOTS})
+                aligned.update(
+                    {
+                        tt_slot("video"): _Aligned(None),
+                        tt_slot("creator"): _Aligned(self.catalog.creators),
+                        tt_slot("sound"): _Aligned(self.catalog.sounds),
+                        tt_slot(TAG_SLOT): _Aligned(self.catalog.tags),
+                    }
+                )
             fresh = _Live(
                 config=config,
                 module=module,
-                tables={s: ServingTable(s, config.dim) for s in (*SINGLE_SLOTS, TAG_SLOT)},
-                aligned={
-                    "video": _Aligned(None),
-                    "creator": _Aligned(self.catalog.creators),
-                    "sound": _Aligned(self.catalog.sounds),
-                    TAG_SLOT: _Aligned(self.catalog.tags),
-                },
+                tables=tables,
+                aligned=aligned,
                 dense_version=int(payload["dense_version"]),
                 sparse_version=int(payload["sparse_version"]),
                 examples=int(payload["examples"]),
+                tt=tt,
             )
             self._apply_rows(fresh, payload["slots"])
             self._resolve_new_catalog_ids(fresh)
@@ -145,6 +176,8 @@ class ModelServer:
                 log.warning("dense weights for another ranker config wait for a full snapshot")
                 return
             live.module = module
+            if tt is not None and live.tt is not None:
+                live.tt = tt
             live.dense_version = int(payload["dense_version"])
             live.examples = int(payload["examples"])
 
@@ -163,7 +196,7 @@ class ModelServer:
                             aligned.set(i, table.rows.get(key, 0))
 
     def _catalog_int(self, aligned: _Aligned, slot: str, key: str) -> int:
-        if slot == "video":
+        if slot in _ROW_KEYED:
             return self.catalog.row_of(key)
         return aligned.names.get(key) if aligned.names is not None else -1
 
@@ -172,7 +205,7 @@ class ModelServer:
         with self._align_lock:
             for slot, aligned in live.aligned.items():
                 table = live.tables[slot]
-                if slot == "video":
+                if slot in _ROW_KEYED:
                     records = self.catalog.records[aligned.known :]
                     names = [v.id if v is not None else "" for v in records]
                 else:
@@ -194,22 +227,61 @@ class ModelServer:
         live = self.live
         return f"mtl-{live.dense_version}.{live.sparse_version}" if live else "mtl-none"
 
-    def _video_side(self, live: _Live, rows: np.ndarray) -> dict[str, np.ndarray]:
+    def _video_side(self, live: _Live, rows: np.ndarray, prefix: str = "") -> dict[str, np.ndarray]:
+        """Serving rows of the video-side slots (the ranker's, or with prefix "tt_" the
+        two-tower's) for catalog rows."""
         c = self.catalog
         a = live.aligned
-        if (
-            a["video"].known < len(c.records)
-            or a["creator"].known < len(c.creators)
-            or a["sound"].known < len(c.sounds)
-            or a[TAG_SLOT].known < len(c.tags)
+        if any(
+            al.known < (len(c.records) if al.names is None else len(al.names)) for al in a.values()
         ):
             self._resolve_new_catalog_ids(live)
         return {
-            "video": a["video"].gather(rows),
-            "creator": a["creator"].gather(c.creator[rows].astype(np.int64)),
-            "sound": a["sound"].gather(c.sound[rows].astype(np.int64)),
-            TAG_SLOT: a[TAG_SLOT].gather(c.tag_ids[rows].astype(np.int64)),
+            "video": a[prefix + "video"].gather(rows),
+            "creator": a[prefix + "creator"].gather(c.creator[rows].astype(np.int64)),
+            "sound": a[prefix + "sound"].gather(c.sound[rows].astype(np.int64)),
+            TAG_SLOT: a[prefix + TAG_SLOT].gather(c.tag_ids[rows].astype(np.int64)),
         }
+
+    # -- the two-tower retrieval model ---------------------------------------------------
+    def retrieval_version(self) -> tuple[int, int] | None:
+        """(dense, sparse) versions of the loaded retrieval model, None before one."""
+        live = self.live
+        if live is None or live.tt is None or not self.ready():
+            return None
+        return live.tt.version, live.sparse_version
+
+    def tt_video_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Two-tower vectors of catalog rows: (n,) -> (n, out)."""
+        live = self.live
+        assert live is not None and live.tt is not None
+        side = self._video_side(live, rows, prefix="tt_")
+        t = live.tables
+        tag_ints = self.catalog.tag_ids[rows]
+        tags = t[tt_slot(TAG_SLOT)].weight[side[TAG_SLOT]]  # (n, T, d)
+        mask = (tag_ints >= 0).astype(np.float32)
+        pooled = (tags * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
+        x = np.concatenate(
+            [t[tt_slot(s)].weight[side[s]] for s in ("video", "creator", "sound")] + [pooled],
+            axis=1,
+        )
+        return live.tt.video(x)
+
+    def tt_user_vector(self, query: Query) -> np.ndarray | None:
+        """The two-tower vector of the request's user and context, None before a model."""
+        live = self.live
+        if live is None or live.tt is None:
+            return None
+        ctx = context_of_query(query)
+        t = live.tables
+        parts = [t[tt_slot(s)].weight[t[tt_slot(s)].lookup([ctx[s]])[0]] for s in USER_CONTEXT]
+        history = history_of(query, HISTORY)
+        if history:
+            video = t[tt_slot("video")]
+            parts.append(video.weight[video.lookup(list(history))].mean(axis=0))
+        else:
+            parts.append(np.zeros(live.tt.config.dim, dtype=np.float32))
+        return live.tt.user(np.concatenate(parts)[None, :])[0]
 
     def dot(self, query: Query, rows: np.ndarray) -> np.ndarray:
         """user . video embeddings, the pre-ranker's learned signal. (n,) -> (n,)."""

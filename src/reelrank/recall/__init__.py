@@ -9,6 +9,7 @@ from .interest import InterestRecall
 from .item2item import ItemToItemRecall
 from .session import SessionRecall
 from .trending import TrendingRecall
+from .two_tower import RetrievalIndex, TwoTowerRecall
 
 __all__ = [
     "ContentRecall",
@@ -18,8 +19,10 @@ __all__ = [
     "InterestRecall",
     "ItemToItemRecall",
     "RecallSource",
+    "RetrievalIndex",
     "SessionRecall",
     "TrendingRecall",
+    "TwoTowerRecall",
     "default_sources",
     "top_by",
 ]
@@ -31,6 +34,7 @@ def default_sources(trending_refresh_s: float) -> list[RecallSource]:
         FollowingRecall(),
         SessionRecall(),
         ItemToItemRecall(),
+        TwoTowerRecall(),
         ContentRecall(),
         InterestRecall(),
         TrendingRecall(trending_refresh_s),

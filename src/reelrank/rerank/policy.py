@@ -6,7 +6,10 @@ Position by position it takes the candidate with the best
     normalised score - diversity_lambda * max similarity to the last `diversity_window` picks
 
 where similarity is 1 for the same creator, else the larger of the Jaccard overlap of
-hashtags and the cosine of the caption-and-hashtag embeddings (negative cosines count 0).
+hashtags and the content similarity: the cosine of the caption-and-hashtag embeddings
+rescaled so that CONTENT_SIM_FLOOR counts 0 and identical text 1. Videos on one topic
+share words, so raw cosines would penalise staying on a topic the viewer loves; only
+near-duplicate content should weigh much.
 A creator or hashtag the user has already been served `fatigue_*_per_day` times today
 (UTC) is skipped. The page positions in `exploration_positions` (as many as
 `exploration_fraction` of the page) go to candidates from the exploration channels (new
@@ -24,6 +27,7 @@ import numpy as np
 from ..pipeline.query import Candidates, Query
 
 EXPLORATION_SOURCES = ("explore", "fresh")
+CONTENT_SIM_FLOOR = 0.6
 POOL = 120  # best-scored candidates considered for a page (pages are tens of videos)
 
 
@@ -130,7 +134,10 @@ class PolicySelector:
         else:
             sim = np.zeros(len(creator))
         if vecs is not None:
-            sim = np.maximum(sim, np.clip(vecs @ vecs[j], 0.0, 1.0))
+            cos = vecs @ vecs[j]
+            sim = np.maximum(
+                sim, np.clip((cos - CONTENT_SIM_FLOOR) / (1 - CONTENT_SIM_FLOOR), 0, 1)
+            )
         return np.where(creator == creator[j], 1.0, sim)
 
     def _today(self, query: Query, kind: str, key: int) -> int:

@@ -26,12 +26,14 @@ from torch.nn import functional as F
 from ..config import Settings
 from ..rank.features import CONTEXT_SLOTS, DENSE, SINGLE_SLOTS, TAG_SLOT, tag_keys
 from ..rank.model import HEADS, MultiTaskRanker, RankerConfig
+from ..rank.two_tower import TwoTowerConfig
 from ..state.catalog import MAX_TAGS
 from ..storage import Store
 from ..storage.params import ParamChannel
 from .embedding import EmbeddingTable
 from .joiner import Example, SampleJoiner
 from .metrics import ProgressiveMetrics
+from .two_tower import TwoTowerLearner
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,12 @@ def decode(blob: bytes) -> dict[str, Any]:
     """Parameters are tensors, numbers and strings: loaded with weights_only=True."""
     out: dict[str, Any] = torch.load(io.BytesIO(blob), weights_only=True)
     return out
+
+
+def two_tower_config(settings: Settings) -> TwoTowerConfig:
+    return TwoTowerConfig(
+        dim=settings.embedding_dim, out=settings.two_tower_dim, sparse_lr=settings.sparse_lr
+    )
 
 
 def ranker_config(settings: Settings) -> RankerConfig:
@@ -90,6 +98,12 @@ class OnlineTrainer:
             )
             for i, slot in enumerate((*SINGLE_SLOTS, TAG_SLOT))
         }
+        self.tt = TwoTowerLearner(
+            two_tower_config(settings),
+            capacity=settings.embedding_capacity,
+            min_count=settings.embedding_min_count,
+            expire_s=settings.embedding_expire_h * 3600.0,
+        )
         self.joiner = SampleJoiner(
             settings.join_window_s, settings.join_require_view, settings.correction_window_s
         )
@@ -235,6 +249,7 @@ class OnlineTrainer:
         self.tables[TAG_SLOT].apply_gradients(
             tag_rows.reshape(-1)[used.numpy()], tags.grad.reshape(-1, self.config.dim)[used], lr, ts
         )
+        self.tt.train(examples)  # the retrieval model learns from the same stream
         self.batches += 1
         self.examples_trained += len(examples)
         self.newest_ts = max(self.newest_ts, ts)
@@ -242,7 +257,12 @@ class OnlineTrainer:
         if self.batches % EXPIRE_EVERY == 0:
             for table in self.tables.values():
                 table.expire(self.newest_ts)
+            self.tt.expire(self.newest_ts)
         return len(examples)
+
+    def all_tables(self) -> dict[str, EmbeddingTable]:
+        """The ranker's tables and the two-tower's (named tt_*), as published."""
+        return {**self.tables, **self.tt.tables}
 
     def predict(self, examples: list[Example]) -> np.ndarray:
         """P(action) per head for examples, without learning: (n, len(HEADS))."""
@@ -274,7 +294,7 @@ class OnlineTrainer:
 
     def publish_sparse(self) -> None:
         with self.lock:
-            deltas = {slot: _delta_tensors(t.take_delta()) for slot, t in self.tables.items()}
+            deltas = {s: _delta_tensors(t.take_delta()) for s, t in self.all_tables().items()}
             if any(d["ids"] or d["evicted"] for d in deltas.values()):
                 self.sparse_version += 1
                 self.params.publish(
@@ -294,6 +314,7 @@ class OnlineTrainer:
                     {
                         "config": json.dumps(self.config.to_json()),
                         "state": self.model.state_dict(),
+                        "tt": self.tt.payload(),
                         "dense_version": self.dense_version,
                         "examples": self.examples_trained,
                     }
@@ -303,7 +324,7 @@ class OnlineTrainer:
     def publish_full(self, bump: bool = True) -> None:
         """Everything serving needs to start from; older entries are pruned."""
         with self.lock:
-            for t in self.tables.values():
+            for t in self.all_tables().values():
                 t.take_delta()  # the full snapshot includes what was pending
             if bump:
                 self.dense_version += 1  # new weights: a new version
@@ -311,7 +332,10 @@ class OnlineTrainer:
                 {
                     "config": json.dumps(self.config.to_json()),
                     "state": self.model.state_dict(),
-                    "slots": {s: _delta_tensors(t.full_delta()) for s, t in self.tables.items()},
+                    "slots": {
+                        s: _delta_tensors(t.full_delta()) for s, t in self.all_tables().items()
+                    },
+                    "tt": self.tt.payload(),
                     "dense_version": self.dense_version,
                     "sparse_version": self.sparse_version,
                     "examples": self.examples_trained,
@@ -340,6 +364,7 @@ class OnlineTrainer:
             "skipped_examples": self.skipped,
             "embedding_rows": {s: len(t) for s, t in self.tables.items()},
             "heads": self.metrics.summary(),
+            "two_tower": self.tt.status(),
             "published_at": time.time(),
         }
 
@@ -356,6 +381,7 @@ class OnlineTrainer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "tables": {s: t.state() for s, t in self.tables.items()},
+                "two_tower": self.tt.state(),
                 "joiner": json.dumps(self.joiner.state()),
                 "event_offset": self.event_offset,
                 "impression_offset": self.impression_offset,
@@ -387,6 +413,8 @@ class OnlineTrainer:
             self.optimizer.load_state_dict(state["optimizer"])
             for slot, t in self.tables.items():
                 t.load_state(state["tables"][slot])
+            if "two_tower" in state:  # checkpoints from before the retrieval model lack it
+                self.tt.load_state(state["two_tower"])
             self.joiner.load_state(json.loads(state["joiner"]))
             self.event_offset = int(state["event_offset"])
             self.impression_offset = int(state["impression_offset"])

@@ -1,0 +1,149 @@
+"""Two-tower retrieval: the user's vector against every approved video's, by nearest
+neighbour search (exact, then faiss IVF once the catalog is large).
+
+`RetrievalIndex` keeps the video vectors in step with the model: every
+`two_tower_refresh_s` after new weights arrive it recomputes all of them into a new index
+and swaps it in; videos uploaded or edited in between are placed (or removed) at once with
+the current weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from ..index.vectors import VectorIndex
+from ..pipeline.query import Query, Recalled
+from ..rank.learned import ModelServer
+from ..schema import ReviewStatus, Video
+from ..state.catalog import VideoTable
+
+log = logging.getLogger(__name__)
+
+CHUNK = 65_536  # videos embedded per numpy call during a full refresh
+
+
+class RetrievalIndex:
+    def __init__(
+        self,
+        model: ModelServer,
+        table: VideoTable,
+        refresh_s: float,
+        ann_min: int,
+        nprobe: int,
+    ) -> None:
+        self.model = model
+        self.table = table
+        self.refresh_s = refresh_s
+        self.ann_min = ann_min
+        self.nprobe = nprobe
+        self.index: VectorIndex | None = None
+        self.version: tuple[int, int] | None = None  # model versions the index was built with
+        self.built_at = 0.0
+        self.build_s = 0.0
+        self._refreshing = threading.Lock()  # one refresh at a time
+        self._lock = threading.Lock()  # guards `_building` and `_pending`
+        self._building = False
+        self._pending: list[tuple[int, Video]] = []  # placed while a refresh runs
+
+    def _new_index(self, dim: int) -> VectorIndex:
+        # built synchronously: the refresh already runs off the request path
+        return VectorIndex(dim, ann_min=self.ann_min, nprobe=self.nprobe, background=False)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Recompute every approved video's vector if the model changed and the last
+        refresh is older than `refresh_s` (or `force`). True when it rebuilt."""
+        with self._refreshing:
+            return self._refresh(force)
+
+    def _refresh(self, force: bool) -> bool:
+        version = self.model.retrieval_version()
+        if version is None:
+            return False
+        due = self.index is None or (
+            version != self.version and time.monotonic() - self.built_at >= self.refresh_s
+        )
+        if not (due or force):
+            return False
+        started = time.perf_counter()
+        with self._lock:
+            self._building = True
+        try:
+            size = self.table.size
+            rows = np.flatnonzero(self.table.approved[:size])
+            vectors = [
+                self.model.tt_video_vectors(rows[i : i + CHUNK]) for i in range(0, len(rows), CHUNK)
+            ]
+            dim = vectors[0].shape[1] if vectors else self.model.tt_video_vectors(rows[:0]).shape[1]
+            index = self._new_index(dim)
+            if len(rows):
+                index.upsert(rows, np.concatenate(vectors))
+                if len(index) >= self.ann_min:
+                    index.build_now()
+            with self._lock:
+                pending, self._pending = self._pending, []
+                self._building = False
+                self._place(index, pending)
+                self.index = index
+        finally:
+            with self._lock:
+                self._building = False
+        self.version = version
+        self.built_at = time.monotonic()
+        self.build_s = time.perf_counter() - started
+        log.info("two-tower index rebuilt: %d videos in %.2f s", len(rows), self.build_s)
+        return True
+
+    def place(self, placed: list[tuple[int, Video]]) -> None:
+        """New or edited videos: vectors with the current weights (approved only)."""
+        with self._lock:
+            if self._building:
+                self._pending.extend(placed)
+            if self.index is not None:
+                self._place(self.index, placed)
+
+    def _place(self, index: VectorIndex, placed: list[tuple[int, Video]]) -> None:
+        if not placed or self.model.retrieval_version() is None:
+            return
+        keep = np.array([r for r, v in placed if v.status is ReviewStatus.APPROVED], np.int64)
+        drop = np.array([r for r, v in placed if v.status is not ReviewStatus.APPROVED], np.int64)
+        if len(keep):
+            index.upsert(keep, self.model.tt_video_vectors(keep))
+        if len(drop):
+            index.remove(drop)
+
+    def user_vector(self, query: Query) -> np.ndarray | None:
+        if self.index is None or self.model.retrieval_version() is None:
+            return None
+        return self.model.tt_user_vector(query)
+
+    def status(self) -> dict[str, Any]:
+        index = self.index
+        return {
+            "ready": index is not None,
+            "videos": len(index) if index is not None else 0,
+            "approximate": bool(index is not None and index.approximate),
+            "model_version": list(self.version) if self.version else None,
+            "last_build_s": round(self.build_s, 3) if index is not None else None,
+            "age_s": round(time.monotonic() - self.built_at, 1) if index is not None else None,
+        }
+
+
+class TwoTowerRecall:
+    name = "two_tower"
+
+    def recall(self, query: Query, quota: int) -> Recalled:
+        retrieval = query.retrieval
+        if retrieval is None:
+            return Recalled.join([])
+        index = retrieval.index
+        vec = retrieval.user_vector(query)
+        if vec is None or index is None:
+            return Recalled.join([])
+        keys, _ = index.search(vec, quota)
+        keys = keys[keys < query.size]
+        return Recalled.of(keys, "picked for you by the retrieval model")
