@@ -182,7 +182,13 @@ def test_a_video_held_for_review_never_enters_the_content_index(tmp_path: Path) 
         eng.close()
 
 
-def test_content_index_is_rebuilt_on_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fill", ["before serving", "in the background"])
+def test_content_index_is_rebuilt_on_restart(
+    tmp_path: Path, fill: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if fill == "in the background":
+        monkeypatch.setattr("reelrank.state.online.CONTENT_SYNC_MAX", 10)
+        monkeypatch.setattr("reelrank.state.online.CONTENT_CHUNK", 16)
     url = f"sqlite:///{tmp_path / 'r.db'}"
     eng = Engine(make_settings(tmp_path, store=url)).open()
     eng.upsert_videos(_catalog())
@@ -190,6 +196,8 @@ def test_content_index_is_rebuilt_on_restart(tmp_path: Path) -> None:
     eng.close()
     again = Engine(make_settings(tmp_path, store=url)).open()
     try:
+        assert again.state.content_filled.wait(30)
+        assert again.model_status()["serving"]["content"]["filled"]
         assert len(again.state.content) == len(_catalog())
         np.testing.assert_allclose(
             again.state.content.vectors_of(np.arange(again.state.table.size)), before, atol=1e-6

@@ -185,6 +185,13 @@ class Engine:
                 "trainer_mode": self.settings.trainer_mode(),
                 "fusion_weights": self.settings.fusion_weights,
                 "retrieval": self.retrieval.status(),
+                "content": {
+                    "embedder": self.state.embedder.name,
+                    "dim": self.state.embedder.dim,
+                    "videos": len(self.state.content),
+                    "filled": self.state.content_filled.is_set(),
+                    "approximate": self.state.content.approximate,
+                },
             },
             "trainer": self.model.trainer_status or None,
         }

@@ -126,6 +126,14 @@ class Video(VideoIn):
     status: ReviewStatus = ReviewStatus.APPROVED
     status_reason: str | None = None
 
+    @classmethod
+    def stored(cls, raw: dict[str, Any]) -> Video:
+        """A record the store wrote from a validated Video (`model_dump(mode="json")`):
+        rebuilt without validating again, which dominates loading a large catalog."""
+        fields = dict(raw)
+        fields["status"] = ReviewStatus(fields.get("status", "approved"))
+        return cls.model_construct(**fields)
+
 
 class User(BaseModel):
     """A viewer; `interests` are onboarding picks (hashtags or topics)."""
@@ -136,6 +144,11 @@ class User(BaseModel):
     language: Code | None = None
     region: Code | None = None
     interests: list[Tag] = Field(default_factory=list, max_length=50)
+
+    @classmethod
+    def stored(cls, raw: dict[str, Any]) -> User:
+        """A record the store wrote from a validated User, rebuilt without validation."""
+        return cls.model_construct(**raw)
 
 
 class Follow(BaseModel):

@@ -24,6 +24,8 @@ from .profiles import UserState
 log = logging.getLogger(__name__)
 
 SNAPSHOT = "online_state"
+CONTENT_SYNC_MAX = 20_000  # a loaded catalog up to this size is embedded before serving
+CONTENT_CHUNK = 4096
 READ_CHUNK = 5000
 
 # How much an action moves the user's affinity for the video's hashtags, sound and creator.
@@ -87,6 +89,8 @@ class OnlineState:
         self.content = VectorIndex(
             self.embedder.dim, ann_min=settings.ann_min_vectors, nprobe=settings.ann_nprobe
         )
+        self._content_lock = threading.Lock()
+        self.content_filled = threading.Event()  # the loaded catalog is fully embedded
         self.users: dict[str, UserState] = {}
         self.profiles: dict[str, User] = {}
         self.follows: dict[str, set[str]] = {}
@@ -116,25 +120,55 @@ class OnlineState:
         """Embed approved videos into the content index; drop the others from it."""
         keep = [(r, v) for r, v in placed if v.status is ReviewStatus.APPROVED]
         drop = [r for r, v in placed if v.status is not ReviewStatus.APPROVED]
-        if keep:
-            vectors = self.embedder.embed([video_text(v) for _, v in keep])
-            self.content.upsert(np.array([r for r, _ in keep]), vectors)
-        if drop:
-            self.content.remove(np.array(drop))
+        with self._content_lock:
+            if keep:
+                vectors = self.embedder.embed([video_text(v) for _, v in keep])
+                self.content.upsert(np.array([r for r, _ in keep]), vectors)
+            if drop:
+                self.content.remove(np.array(drop))
+
+    def _fill_content(self, placed: list[tuple[int, Video]]) -> None:
+        """Embed a loaded catalog chunk by chunk. A video upserted meanwhile keeps the
+        vector its upsert gave it (its record is no longer the one embedded here)."""
+        try:
+            for i in range(0, len(placed), CONTENT_CHUNK):
+                chunk = placed[i : i + CONTENT_CHUNK]
+                vectors = self.embedder.embed([video_text(v) for _, v in chunk])
+                with self._content_lock:
+                    records = self.table.records
+                    ok = [j for j, (r, v) in enumerate(chunk) if records[r] is v]
+                    if ok:
+                        rows = np.array([chunk[j][0] for j in ok])
+                        self.content.upsert(rows, vectors[ok])
+            log.info("content index filled: %d videos", len(self.content))
+        except Exception:
+            log.exception("filling the content index failed")
+        finally:
+            self.content_filled.set()
 
     # -- loading -------------------------------------------------------------------------
     def load(self) -> None:
-        """Rebuild from the store: catalog, follows, the last snapshot, then the log tail."""
+        """Rebuild from the store: catalog, follows, the last snapshot, then the log tail.
+
+        A catalog larger than CONTENT_SYNC_MAX is embedded in the background after the
+        rest has loaded, so a restart serves before every caption is embedded again; until
+        `content_filled` is set the content channel sees part of the catalog."""
         with self.lock:
-            batch: list[tuple[int, Video]] = []
+            approved: list[tuple[int, Video]] = []
             for row, video in self.store.catalog.iter_videos():
                 self.counters.ensure(row + 1)
                 self.table.upsert(row, video)
-                batch.append((row, video))
-                if len(batch) == 4096:
-                    self.index_content(batch)
-                    batch = []
-            self.index_content(batch)
+                if video.status is ReviewStatus.APPROVED:
+                    approved.append((row, video))
+            if len(approved) <= CONTENT_SYNC_MAX:
+                self._fill_content(approved)
+            else:
+                threading.Thread(
+                    target=self._fill_content,
+                    args=(approved,),
+                    name="reelrank-content-fill",
+                    daemon=True,
+                ).start()
             for user in self.store.catalog.iter_users():
                 self.profiles[user.id] = user
             for f in self.store.catalog.iter_follows():

@@ -139,7 +139,7 @@ class SQLiteCatalog:
         with self._db.lock:
             rows = self._db.conn.execute("SELECT row, body FROM videos ORDER BY row").fetchall()
         for row, body in rows:
-            yield row, Video.model_validate_json(body)
+            yield row, Video.stored(orjson.loads(body))
 
     def upsert_users(self, users: list[User]) -> list[bool]:
         out = []
@@ -167,7 +167,7 @@ class SQLiteCatalog:
         with self._db.lock:
             rows = self._db.conn.execute("SELECT body FROM users").fetchall()
         for (body,) in rows:
-            yield User.model_validate_json(body)
+            yield User.stored(orjson.loads(body))
 
     def add_follows(self, follows: list[Follow]) -> list[bool]:
         out = []
