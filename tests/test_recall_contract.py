@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -170,7 +171,8 @@ def test_a_shared_source_respects_each_querys_size(
 ) -> None:
     """Two requests in flight: one hydrated before videos were added, one after. The
     later one recalls first; the earlier one must still only get rows below its size."""
-    clock = SimpleNamespace(monotonic=lambda: 1000.0)  # both calls at the same instant
+    # both calls at the same instant
+    clock = SimpleNamespace(monotonic=lambda: 1000.0, perf_counter=time.perf_counter)
     monkeypatch.setattr("reelrank.recall.base.time", clock)
     shared = source(name)
     early = query(loaded, request_id="early")
@@ -481,3 +483,31 @@ def test_the_pipeline_caps_a_source_at_its_quota(loaded: Engine) -> None:
     loaded.feed(f"u-{uuid.uuid4().hex}", n=5)
     assert _metric(loaded, "reelrank_recall_candidates_total", "explore") == quota
     assert not _metric(loaded, "reelrank_recall_failures_total", "explore")
+
+
+def test_an_expensive_cached_list_is_refreshed_off_the_request_path(loaded: Engine) -> None:
+    from reelrank.recall.base import Cached
+
+    release = threading.Event()
+    calls: list[int] = []
+
+    def compute(q: Query) -> int:
+        calls.append(q.size)
+        if len(calls) > 1:
+            release.wait(10)  # a slow recomputation
+        return len(calls)
+
+    cached = Cached(0.0, compute)  # always stale
+    cached.INLINE_S = 0.0  # every computation counts as expensive
+    q = query(loaded)
+    assert cached.get(q) == 1  # nothing yet: computed by the request
+    assert cached.get(q) == 1  # stale: the previous value at once, recomputed aside
+    assert cached.get(q) == 1  # one recomputation at a time
+    deadline = time.monotonic() + 10
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(calls) == 2
+    release.set()
+    while cached.get(q) == 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cached.get(q) >= 2

@@ -32,27 +32,48 @@ def top_by(rows: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
 
 
 class Cached:
-    """A value recomputed at most every `ttl_s` seconds; one caller computes, the others
-    keep using the previous value meanwhile."""
+    """A value recomputed at most every `ttl_s` seconds (or sooner when the catalog grew,
+    so new videos show up within a quarter second).
+
+    A cheap value (last computed in under INLINE_S) is recomputed by the request that
+    finds it stale, the others keep the previous one meanwhile. An expensive one (a large
+    catalog) is recomputed on a background thread while every request keeps the previous
+    value, so no request pays for it.
+    """
+
+    INLINE_S = 0.002
 
     def __init__(self, ttl_s: float, compute: Callable[[Query], object]) -> None:
         self.ttl_s = ttl_s
         self._compute = compute
         self._value: object = None
         self._key: tuple[int, float] = (-1, 0.0)
+        self._cost = 0.0  # seconds the last computation took
         self._lock = threading.Lock()
 
     def get(self, query: Query) -> object:
         size, stamp = self._key
         age = time.monotonic() - stamp
-        # New videos show up within a quarter second; otherwise recompute once per ttl.
         fresh = age < self.ttl_s and (size == query.size or age < min(self.ttl_s, 0.25))
         if self._value is not None and fresh:
             return self._value
+        if self._value is not None and self._cost >= self.INLINE_S:
+            if self._lock.acquire(blocking=False):
+                threading.Thread(
+                    target=self._refresh, args=(query,), name="reelrank-recall-cache", daemon=True
+                ).start()
+            return self._value
         if self._lock.acquire(blocking=self._value is None):
-            try:
-                self._value = self._compute(query)
-                self._key = (query.size, time.monotonic())
-            finally:
-                self._lock.release()
+            self._refresh(query)
         return self._value
+
+    def _refresh(self, query: Query) -> None:
+        """Recompute; the caller holds `_lock`, released here."""
+        try:
+            started = time.perf_counter()
+            value = self._compute(query)
+            self._cost = time.perf_counter() - started
+            self._value = value
+            self._key = (query.size, time.monotonic())
+        finally:
+            self._lock.release()
