@@ -110,8 +110,9 @@ class Settings:
     content_dim: int = _doc("Dimensions of the hashed content embedding.", 128)
     two_tower_dim: int = _doc("Size of the two-tower retrieval model's vector space.", 32)
     two_tower_refresh_s: float = _doc(
-        "Seconds between recomputations of every video's two-tower vector with the newest "
-        "weights (new and edited videos are placed at once).",
+        "Least seconds between recomputations of every video's two-tower vector with the "
+        "newest weights; a recomputation also waits ten times as long as the last one took, "
+        "so it uses at most a tenth of a core (new and edited videos are placed at once).",
         30.0,
     )
     ann_min_vectors: int = _doc(
@@ -119,7 +120,9 @@ class Settings:
         50_000,
     )
     ann_nprobe: int = _doc(
-        "Inverted lists the approximate index scans per query (recall against speed).", 24
+        "Inverted lists the approximate index scans per query (recall against speed); an "
+        "index of n vectors has about 4 sqrt(n) lists.",
+        96,
     )
     coengagement_window_s: float = _doc(
         "Two engagements by one user this close in time (seconds) count as co-engagement.",

@@ -75,7 +75,7 @@ class VectorIndex:
         self,
         dim: int,
         ann_min: int = 50_000,
-        nprobe: int = 24,
+        nprobe: int = 96,
         background: bool = True,
     ) -> None:
         self.dim = dim

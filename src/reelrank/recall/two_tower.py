@@ -64,8 +64,9 @@ class RetrievalIndex:
         version = self.model.retrieval_version()
         if version is None:
             return False
+        wait = max(self.refresh_s, 10.0 * self.build_s)  # at most a tenth of a core
         due = self.index is None or (
-            version != self.version and time.monotonic() - self.built_at >= self.refresh_s
+            version != self.version and time.monotonic() - self.built_at >= wait
         )
         if not (due or force):
             return False
