@@ -38,9 +38,12 @@ def _run_server(settings: Settings, ready: threading.Event | None = None) -> Non
     # generation every 10k allocations instead of 700 measurably raises ingest throughput.
     gc.set_threshold(10_000, 10, 10)
     import torch
+    from threadpoolctl import threadpool_limits
 
-    # Requests run in parallel threads; intra-op threads on top would fight over the cores.
+    # Requests run in parallel threads; intra-op threads on top (torch's, and the BLAS
+    # behind numpy's matrix products) would fight over the cores and spin.
     torch.set_num_threads(1)
+    threadpool_limits(1)
 
     from .engine import Engine
     from .serve import create_app

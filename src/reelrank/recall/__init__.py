@@ -32,11 +32,11 @@ def default_sources(trending_refresh_s: float) -> list[RecallSource]:
     """The embedded default channel list, in merge priority order."""
     return [
         FollowingRecall(),
-        SessionRecall(),
+        SessionRecall(trending_refresh_s),
         ItemToItemRecall(),
         TwoTowerRecall(),
         ContentRecall(),
-        InterestRecall(),
+        InterestRecall(trending_refresh_s),
         TrendingRecall(trending_refresh_s),
         FreshRecall(trending_refresh_s),
         ExploreRecall(),

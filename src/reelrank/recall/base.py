@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
 
 from ..pipeline.query import Query, Recalled
+from ..state.catalog import Postings
 
 
 class RecallSource(Protocol):
@@ -29,6 +32,40 @@ def top_by(rows: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
         part = np.argpartition(-key, k - 1)[:k]
         rows, key = rows[part], key[part]
     return rows[np.argsort(-key, kind="stable")]
+
+
+class HotLists:
+    """The hottest rows under each key of a Postings index, kept for up to `ttl_s` (and
+    recomputed at once when the key's postings change), so a request takes a short list
+    instead of ranking every video under a popular hashtag."""
+
+    def __init__(self, ttl_s: float, length: int = 500, max_keys: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.length = length
+        self.max_keys = max_keys
+        self._lists: dict[tuple[int, int], tuple[np.ndarray, float, np.ndarray]] = {}
+
+    def top(self, postings: Postings, key: int, hot: np.ndarray, size: int, k: int) -> np.ndarray:
+        """Up to k of the key's hottest rows below `size`, hottest first."""
+        rows = postings.rows(key)
+        cache_key = (id(postings), key)
+        now = time.monotonic()
+        found = self._lists.get(cache_key)
+        if found is None or found[0] is not rows or now - found[1] > self.ttl_s:
+            if len(self._lists) >= self.max_keys:
+                self._lists.clear()  # rare; bounds memory over many keys
+            top = top_by(rows, hot[rows], self.length)
+            found = (rows, now, top)
+            self._lists[cache_key] = found
+        top = found[2]
+        return top[top < size][:k]
+
+
+@functools.lru_cache(maxsize=1)
+def _refresher() -> ThreadPoolExecutor:
+    """One background thread for every cached list's recomputation (submitting never
+    waits for a thread to start)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="reelrank-recall-cache")
 
 
 class Cached:
@@ -59,9 +96,7 @@ class Cached:
             return self._value
         if self._value is not None and self._cost >= self.INLINE_S:
             if self._lock.acquire(blocking=False):
-                threading.Thread(
-                    target=self._refresh, args=(query,), name="reelrank-recall-cache", daemon=True
-                ).start()
+                _refresher().submit(self._refresh, query)
             return self._value
         if self._lock.acquire(blocking=self._value is None):
             self._refresh(query)

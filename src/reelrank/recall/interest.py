@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from ..pipeline.query import Query, Recalled
 from ..state.catalog import Postings
-from .base import top_by
+from .base import HotLists
 
 TOP_TAGS, TOP_SOUNDS, TOP_CREATORS = 6, 3, 3
 
 
 class InterestRecall:
     name = "interest"
+
+    def __init__(self, refresh_s: float = 2.0) -> None:
+        self._hot = HotLists(refresh_s)
 
     def recall(self, query: Query, quota: int) -> Recalled:
         table = query.table
@@ -44,8 +47,6 @@ class InterestRecall:
         parts = []
         for postings, key, w, reason in keys:
             share = max(1, round(quota * w / total))
-            rows = postings.rows(key)
-            rows = rows[rows < query.size]
-            parts.append(Recalled.of(top_by(rows, hot[rows], share), reason))
+            parts.append(Recalled.of(self._hot.top(postings, key, hot, query.size, share), reason))
         merged = Recalled.join(parts)
         return Recalled(merged.rows[:quota], merged.reasons[:quota])

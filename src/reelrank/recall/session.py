@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from ..pipeline.query import Query, Recalled
-from .base import top_by
+from .base import HotLists
 
 LAST = 5
 
 
 class SessionRecall:
     name = "session"
+
+    def __init__(self, refresh_s: float = 2.0) -> None:
+        self._hot = HotLists(refresh_s)
 
     def recall(self, query: Query, quota: int) -> Recalled:
         if query.user is None or not query.user.session:
@@ -29,14 +32,9 @@ class SessionRecall:
         hot = query.counters.hotness
         parts = []
         for tag, w in sorted(weights.items(), key=lambda kv: -kv[1]):
-            rows = table.by_tag.rows(tag)
-            rows = rows[rows < query.size]
             share = max(1, round(quota * w / total))
             name = table.tags.names[tag]
-            parts.append(
-                Recalled.of(
-                    top_by(rows, hot[rows], share), f"more like what you just watched (#{name})"
-                )
-            )
+            rows = self._hot.top(table.by_tag, tag, hot, query.size, share)
+            parts.append(Recalled.of(rows, f"more like what you just watched (#{name})"))
         merged = Recalled.join(parts)
         return Recalled(merged.rows[:quota], merged.reasons[:quota])

@@ -76,8 +76,10 @@ class PolicySelector:
         s = scores[order].astype(np.float64)
         span = s.max() - s.min()
         s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
-        n_tags = np.maximum((tags >= 0).sum(axis=1), 1)
-        vecs = query.content.vectors_of(rows) if query.content is not None and self.lam else None
+        sim = None
+        if self.lam > 0:
+            vecs = query.content.vectors_of(rows) if query.content is not None else None
+            sim = self._similarity(creator, tags, vecs)
         explorable = np.isin(cands.source[order], self.explore_ids)
         available = self._under_caps(query, creator, tags)
         k_explore = min(math.floor(n * self.fraction + 0.5), len(self.positions))
@@ -103,8 +105,8 @@ class PolicySelector:
             choice = int(np.argmax(np.where(ok & explorable if want else ok, value, -np.inf)))
             picked.append(choice)
             explored.append(bool(want))
-            if self.lam > 0:
-                recent.append(self._similarity(choice, creator, tags, n_tags, vecs))
+            if sim is not None:
+                recent.append(sim[choice])
             available[choice] = False
             # Fatigue within the page too: count what this page has served so far.
             c = int(creator[choice])
@@ -118,27 +120,23 @@ class PolicySelector:
         return Selection(order[np.array(picked, dtype=np.int64)], explored)
 
     def _similarity(
-        self,
-        j: int,
-        creator: np.ndarray,
-        tags: np.ndarray,
-        n_tags: np.ndarray,
-        vecs: np.ndarray | None,
+        self, creator: np.ndarray, tags: np.ndarray, vecs: np.ndarray | None
     ) -> np.ndarray:
-        """(m,) each candidate's similarity to pick j: 1 for its creator, else the larger
-        of the Jaccard overlap of hashtags and the content cosine."""
-        mine = tags[j][tags[j] >= 0]
-        if len(mine):
-            overlap = np.isin(tags, mine).sum(axis=1)
-            sim = overlap / (n_tags + len(mine) - overlap)
-        else:
-            sim = np.zeros(len(creator))
+        """(m, m) pairwise similarity of the pool: 1 for the same creator, else the larger
+        of the Jaccard overlap of hashtags and the rescaled content cosine."""
+        used = tags >= 0
+        ids, inverse = np.unique(tags[used], return_inverse=True)
+        onehot = np.zeros((len(tags), len(ids)), dtype=np.float32)
+        onehot[np.nonzero(used)[0], inverse] = 1.0
+        inter = onehot @ onehot.T
+        count = onehot.sum(axis=1)
+        union = count[:, None] + count[None, :] - inter
+        sim = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
         if vecs is not None:
-            cos = vecs @ vecs[j]
-            sim = np.maximum(
-                sim, np.clip((cos - CONTENT_SIM_FLOOR) / (1 - CONTENT_SIM_FLOOR), 0, 1)
-            )
-        return np.where(creator == creator[j], 1.0, sim)
+            cos = vecs @ vecs.T
+            floor = CONTENT_SIM_FLOOR
+            sim = np.maximum(sim, np.clip((cos - floor) / (1 - floor), 0.0, 1.0))
+        return np.where(creator[:, None] == creator[None, :], 1.0, sim)
 
     def _today(self, query: Query, kind: str, key: int) -> int:
         user = query.user
