@@ -122,7 +122,7 @@ class Settings:
     ann_nprobe: int = _doc(
         "Inverted lists the approximate index scans per query (recall against speed); an "
         "index of n vectors has about 4 sqrt(n) lists.",
-        96,
+        128,
     )
     coengagement_window_s: float = _doc(
         "Two engagements by one user this close in time (seconds) count as co-engagement.",

@@ -4,8 +4,10 @@ The index always keeps the exact matrix (the test oracle, and the source for tra
 approximate index). Once `ann_min` vectors are live, a background thread trains a faiss
 IVF-Flat index (inverted lists over k-means cells; `nprobe` cells are scanned per query)
 and swaps it in; until then, and whenever `exact=True` is asked, search is a matrix
-product. IVF-Flat was chosen over HNSW by `benchmarks/bench_ann.py`: at a million vectors
-it reaches the recall target with much cheaper upserts and supports removal.
+product. IVF-Flat was chosen over HNSW by `benchmarks/bench_ann.py`: at a million
+32-dimensional vectors (4,000 cells) nprobe 128 gives recall@100 0.973 against exact
+search at p99 under 1 ms, with 50,000+ upserts/s and removal; HNSW (hnswlib, M=32,
+efSearch=400) gave 0.776 at 2,000 upserts/s and took five minutes to build.
 
 Upserts and removals go to both structures under the write side of a readers-writer lock
 and are visible to the next query; searches share the read side, so they run side by side
@@ -75,7 +77,7 @@ class VectorIndex:
         self,
         dim: int,
         ann_min: int = 50_000,
-        nprobe: int = 96,
+        nprobe: int = 128,
         background: bool = True,
     ) -> None:
         self.dim = dim
@@ -99,6 +101,8 @@ class VectorIndex:
         keys = np.asarray(keys, dtype=np.int64)
         if len(keys) == 0:
             return
+        if int(keys.min()) < 0:
+            raise ValueError("vector keys must not be negative")
         vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(keys), self.dim)
         if len(np.unique(keys)) < len(keys):
             last = len(keys) - 1 - np.unique(keys[::-1], return_index=True)[1]
@@ -220,7 +224,7 @@ class VectorIndex:
             n = len(self.live)
             scores = self.vectors[:n] @ q[0]
             scores = np.where(self.live[:n], scores, -np.inf)
-        live = min(k, self.count)
+            live = min(k, self.count)
         if live <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         top = np.argpartition(-scores, live - 1)[:live] if live < n else np.arange(n)
@@ -229,9 +233,9 @@ class VectorIndex:
         return top.astype(np.int64), scores[top].astype(np.float32)
 
     def vector(self, key: int) -> np.ndarray | None:
-        """The stored unit vector of a key, or None."""
+        """A copy of the stored unit vector of a key, or None."""
         if 0 <= key < len(self.live) and self.live[key]:
-            return self.vectors[key]
+            return self.vectors[key].copy()
         return None
 
     def vectors_of(self, keys: np.ndarray) -> np.ndarray:
