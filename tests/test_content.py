@@ -204,3 +204,27 @@ def test_content_index_is_rebuilt_on_restart(
         )
     finally:
         again.close()
+
+
+@pytest.mark.skipif(not minilm_available(), reason="needs the optional extra reelrank[content]")
+def test_minilm_embeds_off_the_upsert_path_and_finds_meaning(tmp_path: Path) -> None:
+    eng = Engine(make_settings(tmp_path, content_embedder="minilm", banned_terms=["spam"])).open()
+    try:
+        eng.upsert_videos(_catalog())
+        held = vid("held", caption="sourdough loaf, buy spam", hashtags=["food"])
+        eng.upsert_videos([held])
+        deadline = time.monotonic() + 60
+        while eng.state.content_waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert eng.model_status()["serving"]["content"]["embedder"] == "minilm"
+        assert len(eng.state.content) == len(_catalog())  # the held one is not indexed
+        eng.ingest([event("like", "baker", f"b{i}") for i in range(4)])
+        new = vid("new", caption="a crusty rye loaf fresh from the oven", hashtags=["kitchen"])
+        eng.upsert_videos([new])
+        while eng.state.content_waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+        q = eng.hydrate(FeedRequest(user_id="baker", n=10, request_id="r", now=time.time()))
+        got = [eng.state.table.video(int(r)).id for r in ContentRecall().recall(q, 3).rows]
+        assert "new" in got
+    finally:
+        eng.close()

@@ -190,6 +190,7 @@ class Engine:
                     "dim": self.state.embedder.dim,
                     "videos": len(self.state.content),
                     "filled": self.state.content_filled.is_set(),
+                    "waiting": self.state.content_waiting,
                     "approximate": self.state.content.approximate,
                 },
             },

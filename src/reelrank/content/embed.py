@@ -36,6 +36,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 class Embedder(Protocol):
     name: str
     dim: int
+    slow: bool  # milliseconds per text: embed on a background worker, not in the upsert
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """(n,) texts -> (n, dim) float32 unit rows (a zero row for an empty text)."""
@@ -59,6 +60,7 @@ class HashedEmbedder:
     average."""
 
     name = "hashed"
+    slow = False
 
     def __init__(self, dim: int = 128) -> None:
         if dim < 8:
@@ -100,6 +102,7 @@ class MiniLMEmbedder:
 
     name = "minilm"
     dim = 384
+    slow = True
 
     def __init__(self, batch_size: int = 64) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub

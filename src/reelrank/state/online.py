@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
 import threading
 import time
 from typing import Any
@@ -90,6 +91,9 @@ class OnlineState:
             self.embedder.dim, ann_min=settings.ann_min_vectors, nprobe=settings.ann_nprobe
         )
         self._content_lock = threading.Lock()
+        self._content_queue: queue.SimpleQueue[tuple[int, Video]] = queue.SimpleQueue()
+        self._content_waiting = 0
+        self._content_worker: threading.Thread | None = None
         self.content_filled = threading.Event()  # the loaded catalog is fully embedded
         self.users: dict[str, UserState] = {}
         self.profiles: dict[str, User] = {}
@@ -117,29 +121,69 @@ class OnlineState:
         return user_id in self.users or user_id in self.profiles or user_id in self.follows
 
     def index_content(self, placed: list[tuple[int, Video]]) -> None:
-        """Embed approved videos into the content index; drop the others from it."""
+        """Embed approved videos into the content index; drop the others from it at once.
+
+        A slow embedder (MiniLM) embeds on a background worker instead, so a catalog
+        upsert never waits for the model: the video reaches the content index a moment
+        later (every other channel sees it at once)."""
         keep = [(r, v) for r, v in placed if v.status is ReviewStatus.APPROVED]
         drop = [r for r, v in placed if v.status is not ReviewStatus.APPROVED]
-        with self._content_lock:
-            if keep:
-                vectors = self.embedder.embed([video_text(v) for _, v in keep])
-                self.content.upsert(np.array([r for r, _ in keep]), vectors)
-            if drop:
+        if drop:
+            with self._content_lock:
                 self.content.remove(np.array(drop))
+        if not keep:
+            return
+        if not self.embedder.slow:
+            self._embed_into_index(keep)
+            return
+        with self._content_lock:
+            self._content_waiting += len(keep)
+            if self._content_worker is None:
+                self._content_worker = threading.Thread(
+                    target=self._embed_queued, name="reelrank-content", daemon=True
+                )
+                self._content_worker.start()
+        for item in keep:
+            self._content_queue.put(item)
+
+    def _embed_into_index(self, chunk: list[tuple[int, Video]]) -> None:
+        """Embed and upsert; a video whose record changed meanwhile is skipped (its own
+        upsert indexes the new record)."""
+        vectors = self.embedder.embed([video_text(v) for _, v in chunk])
+        with self._content_lock:
+            records = self.table.records
+            ok = [j for j, (r, v) in enumerate(chunk) if records[r] is v]
+            if ok:
+                self.content.upsert(np.array([chunk[j][0] for j in ok]), vectors[ok])
+
+    def _embed_queued(self) -> None:
+        while True:
+            chunk = [self._content_queue.get()]
+            while len(chunk) < CONTENT_CHUNK:
+                try:
+                    chunk.append(self._content_queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._embed_into_index(chunk)
+            except Exception:
+                log.exception(
+                    "embedding %d videos failed; they stay out of the content index", len(chunk)
+                )
+            with self._content_lock:
+                self._content_waiting -= len(chunk)
+
+    @property
+    def content_waiting(self) -> int:
+        """Approved videos queued for a slow embedder."""
+        return self._content_waiting
 
     def _fill_content(self, placed: list[tuple[int, Video]]) -> None:
         """Embed a loaded catalog chunk by chunk. A video upserted meanwhile keeps the
         vector its upsert gave it (its record is no longer the one embedded here)."""
         try:
             for i in range(0, len(placed), CONTENT_CHUNK):
-                chunk = placed[i : i + CONTENT_CHUNK]
-                vectors = self.embedder.embed([video_text(v) for _, v in chunk])
-                with self._content_lock:
-                    records = self.table.records
-                    ok = [j for j, (r, v) in enumerate(chunk) if records[r] is v]
-                    if ok:
-                        rows = np.array([chunk[j][0] for j in ok])
-                        self.content.upsert(rows, vectors[ok])
+                self._embed_into_index(placed[i : i + CONTENT_CHUNK])
             log.info("content index filled: %d videos", len(self.content))
         except Exception:
             log.exception("filling the content index failed")
