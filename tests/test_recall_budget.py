@@ -34,6 +34,42 @@ class Stalled:
         return Recalled.of(np.arange(min(quota, query.size)), "late")
 
 
+class Slow:
+    """A channel that takes 300 ms, then returns the first rows."""
+
+    name = "slow"
+
+    def recall(self, query: Query, quota: int) -> Recalled:
+        time.sleep(0.3)
+        return Recalled.of(np.arange(min(quota, query.size)), "slow")
+
+
+def test_channels_not_started_within_the_budget_are_skipped_and_counted(tmp_path: Path) -> None:
+    eng = Engine(make_settings(tmp_path)).open()
+    sources = [Slow(), TrendingRecall(0.01)]
+    pipe = FeedPipeline(
+        sources=sources,
+        filters=default_filters(),
+        ranker=eng.pipeline.ranker,
+        selector=PolicySelector([s.name for s in sources]),
+        quotas={"slow": 50, "trending": 50},
+        metrics=eng.metrics,
+        budget_ms=100,
+    )
+    try:
+        eng.upsert_videos([video(i) for i in range(40)])
+        cands = pipe.recall(eng.hydrate(FeedRequest("u1", 10, "r1", time.time())))
+        # the slow channel ran (it started in time) and its rows count; trending, due to
+        # start after the budget was spent, was skipped
+        assert {pipe.channel_names[int(s)] for s in cands.source} == {"slow"}
+        reg = eng.metrics.registry
+        assert reg.get_sample_value("reelrank_recall_timeouts_total", {"source": "trending"}) == 1
+        assert reg.get_sample_value("reelrank_recall_timeouts_total", {"source": "slow"}) is None
+    finally:
+        pipe.close()
+        eng.close()
+
+
 def _pipeline(eng: Engine, stalled: Stalled, budget_ms: float) -> FeedPipeline:
     sources = [stalled, TrendingRecall(0.01)]
     return FeedPipeline(
@@ -44,10 +80,13 @@ def _pipeline(eng: Engine, stalled: Stalled, budget_ms: float) -> FeedPipeline:
         quotas={"stalled": 50, "trending": 50},
         metrics=eng.metrics,
         budget_ms=budget_ms,
+        parallel=True,
     )
 
 
-def test_a_channel_that_misses_the_budget_is_left_out_and_counted(tmp_path: Path) -> None:
+def test_in_parallel_a_channel_that_misses_the_budget_is_left_out_and_counted(
+    tmp_path: Path,
+) -> None:
     eng = Engine(make_settings(tmp_path)).open()
     stalled = Stalled()
     pipe = _pipeline(eng, stalled, budget_ms=500)

@@ -95,11 +95,16 @@ class Settings:
         },
     )
     recall_budget_ms: float = _doc(
-        "Time budget of the recall stage per request, in milliseconds: channels run side by "
-        "side and a channel still running when it ends is left out of that page (and "
-        "counted in `reelrank_recall_timeouts_total`). 0 runs channels one after another "
-        "with no budget.",
+        "Time budget of the recall stage per request, in milliseconds (0: none). Channels "
+        "run in priority order; those not started when it is spent are left out of that page "
+        "and counted in `reelrank_recall_timeouts_total`.",
         20.0,
+    )
+    recall_parallel: bool = _doc(
+        "Run the recall channels side by side on a thread pool, leaving out any still running "
+        "when the budget ends. Slower for in-process channels (they hold the GIL); meant for "
+        "channels that wait on I/O.",
+        False,
     )
     content_embedder: str = _doc(
         "Caption and hashtag embeddings: `minilm` (all-MiniLM-L6-v2 from the optional extra "
@@ -117,7 +122,7 @@ class Settings:
     )
     ann_min_vectors: int = _doc(
         "Vectors an index holds before approximate (faiss IVF) search replaces exact search.",
-        50_000,
+        10_000,
     )
     ann_nprobe: int = _doc(
         "Inverted lists the approximate index scans per query (recall against speed); an "

@@ -84,6 +84,7 @@ class Engine:
             quotas=settings.recall_quotas,
             metrics=self.metrics,
             budget_ms=settings.recall_budget_ms,
+            parallel=settings.recall_parallel,
         )
         self.trainer: Any = None  # OnlineTrainer (thread mode) or a Process (process mode)
         self._catalog_lock = threading.Lock()  # serialises catalog writers

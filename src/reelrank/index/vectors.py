@@ -76,7 +76,7 @@ class VectorIndex:
     def __init__(
         self,
         dim: int,
-        ann_min: int = 50_000,
+        ann_min: int = 10_000,
         nprobe: int = 128,
         background: bool = True,
     ) -> None:

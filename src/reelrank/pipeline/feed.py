@@ -45,9 +45,13 @@ class Feed:
 class FeedPipeline:
     """An ordered list of components per stage; each recall source fails open.
 
-    With a recall budget, the channels run side by side on a thread pool and the stage
-    waits for them at most `budget_ms`; a channel that misses it is left out of this page
-    (it finishes in the background and its result is dropped).
+    The recall budget (`budget_ms`, 0 for none) bounds the recall stage. By default the
+    channels run one after another in the request's thread, in priority order, and once
+    the budget is spent the remaining channels are skipped for this page. With
+    `parallel`, they run side by side on a thread pool and the stage waits at most the
+    budget; a channel still running is left out (it finishes in the background and its
+    result is dropped). In-process channels are CPU-bound numpy work, so under the GIL
+    one after another is faster; the pool suits channels that wait on I/O.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class FeedPipeline:
         quotas: dict[str, int],
         metrics: Metrics,
         budget_ms: float = 0.0,
+        parallel: bool = False,
     ) -> None:
         self.sources = sources
         self.filters = filters
@@ -71,7 +76,7 @@ class FeedPipeline:
         self.budget_s = budget_ms / 1000.0
         self._pool = (
             ThreadPoolExecutor(4 * len(sources), thread_name_prefix="reelrank-recall")
-            if budget_ms > 0 and sources
+            if parallel and budget_ms > 0 and sources
             else None
         )
 
@@ -93,13 +98,15 @@ class FeedPipeline:
             if self.quotas.get(s.name, 0) > 0
         ]
         pending: list[Future[Recalled] | None] = [None] * len(active)
+        deadline = time.perf_counter() + self.budget_s
         if self._pool is not None:
-            deadline = time.perf_counter() + self.budget_s
             pending = [self._pool.submit(self._timed, s, query, q) for _, s, q in active]
         parts = []
         for (i, source, quota), future in zip(active, pending, strict=True):
             try:
                 if future is None:
+                    if self.budget_s > 0 and time.perf_counter() > deadline:
+                        raise FutureTimeout
                     got = self._timed(source, query, quota)
                 else:
                     wait = max(deadline - time.perf_counter(), 0.0)

@@ -194,9 +194,10 @@ class OnlineState:
     def load(self) -> None:
         """Rebuild from the store: catalog, follows, the last snapshot, then the log tail.
 
-        A catalog larger than CONTENT_SYNC_MAX is embedded in the background after the
-        rest has loaded, so a restart serves before every caption is embedded again; until
-        `content_filled` is set the content channel sees part of the catalog."""
+        A catalog larger than CONTENT_SYNC_MAX, or any catalog with a slow embedder, is
+        embedded in the background after the rest has loaded, so a restart serves before
+        every caption is embedded again; until `content_filled` is set the content channel
+        sees part of the catalog."""
         with self.lock:
             approved: list[tuple[int, Video]] = []
             for row, video in self.store.catalog.iter_videos():
@@ -204,7 +205,7 @@ class OnlineState:
                 self.table.upsert(row, video)
                 if video.status is ReviewStatus.APPROVED:
                     approved.append((row, video))
-            if len(approved) <= CONTENT_SYNC_MAX:
+            if len(approved) <= CONTENT_SYNC_MAX and not self.embedder.slow:
                 self._fill_content(approved)
             else:
                 threading.Thread(
