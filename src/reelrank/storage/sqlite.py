@@ -79,31 +79,51 @@ class _Db:
         )
         self.lock = threading.RLock()
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self.synchronous = synchronous.upper()
+        self.conn.execute(f"PRAGMA synchronous={self.synchronous}")
         self.conn.execute("PRAGMA busy_timeout=30000")
         self.conn.executescript(SCHEMA)
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(impressions)")}
         if "features" not in columns:  # stores created before features were logged
             self.conn.execute("ALTER TABLE impressions ADD COLUMN features BLOB")
 
-    def write(self) -> _Tx:
-        return _Tx(self)
+    def write(self, synchronous: str | None = None) -> _Tx:
+        return _Tx(self, synchronous)
 
 
 class _Tx:
-    def __init__(self, db: _Db) -> None:
+    """An IMMEDIATE transaction under the connection lock. With `synchronous` (e.g.
+    NORMAL), that pragma holds for this commit only: in WAL mode such a commit skips the
+    fsync and becomes durable with the next fully synchronous one."""
+
+    def __init__(self, db: _Db, synchronous: str | None = None) -> None:
         self.db = db
+        self.synchronous = synchronous
 
     def __enter__(self) -> sqlite3.Connection:
         self.db.lock.acquire()
-        self.db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self.synchronous:
+                self.db.conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            self.db.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._restore()
+            self.db.lock.release()
+            raise
         return self.db.conn
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             self.db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
-            self.db.lock.release()
+            try:
+                self._restore()
+            finally:
+                self.db.lock.release()
+
+    def _restore(self) -> None:
+        if self.synchronous:
+            self.db.conn.execute(f"PRAGMA synchronous={self.db.synchronous}")
 
 
 class SQLiteCatalog:
@@ -278,7 +298,9 @@ class SQLiteEventLog:
     def append_impressions(self, impressions: list[Impression]) -> None:
         if not impressions:
             return
-        with self._db.write() as conn:
+        # Served impressions may lose their last fraction of a second in a crash (they are
+        # rebuilt from nothing else), so their commits skip the fsync events pay for.
+        with self._db.write(synchronous="NORMAL") as conn:
             (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM impressions").fetchone()
             conn.executemany(
                 f"INSERT INTO impressions ({_IMP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
