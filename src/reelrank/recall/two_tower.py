@@ -81,10 +81,8 @@ class RetrievalIndex:
             ]
             dim = vectors[0].shape[1] if vectors else self.model.tt_video_vectors(rows[:0]).shape[1]
             index = self._new_index(dim)
-            if len(rows):
+            if len(rows):  # at ann_min or more, this upsert trains the IVF index once
                 index.upsert(rows, np.concatenate(vectors))
-                if len(index) >= self.ann_min:
-                    index.build_now()
             with self._lock:
                 pending, self._pending = self._pending, []
                 self._building = False
