@@ -83,13 +83,12 @@ class RetrievalIndex:
             index = self._new_index(dim)
             if len(rows):  # at ann_min or more, this upsert trains the IVF index once
                 index.upsert(rows, np.concatenate(vectors))
-            with self._lock:
-                pending, self._pending = self._pending, []
-                self._building = False
-                self._place(index, pending)
+            with self._lock:  # videos placed during the build, in order, then the swap
+                self._place(index, self._pending)
                 self.index = index
         finally:
-            with self._lock:
+            with self._lock:  # on failure too: stale placements are never replayed later
+                self._pending = []
                 self._building = False
         self.version = version
         self.built_at = time.monotonic()
