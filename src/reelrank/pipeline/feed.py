@@ -103,10 +103,11 @@ class FeedPipeline:
             pending = [self._pool.submit(self._timed, s, query, q) for _, s, q in active]
         parts = []
         for (i, source, quota), future in zip(active, pending, strict=True):
+            if future is None and self.budget_s > 0 and time.perf_counter() > deadline:
+                self.metrics.recall_timeouts.labels(source.name).inc()  # not started in time
+                continue
             try:
                 if future is None:
-                    if self.budget_s > 0 and time.perf_counter() > deadline:
-                        raise FutureTimeout
                     got = self._timed(source, query, quota)
                 else:
                     wait = max(deadline - time.perf_counter(), 0.0)
