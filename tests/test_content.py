@@ -120,9 +120,9 @@ def test_a_new_video_reaches_users_whose_history_matches_its_content(
 ) -> None:
     url = "memory://" if store == "memory" else f"sqlite:///{tmp_path / 'c.db'}"
     # Personal channels only (a catalog this small would put every video in the trending,
-    # fresh and explore lists): content alone can find a video nobody has engaged with,
+    # fresh, pool and explore lists): content alone can find a video nobody has engaged with,
     # under a hashtag nobody has engaged with.
-    quotas = {"fresh": 0, "explore": 0, "trending": 0, "content": 8}
+    quotas = {"fresh": 0, "explore": 0, "trending": 0, "pool": 0, "content": 8}
     eng = Engine(make_settings(tmp_path, store=url, recall_quotas=quotas)).open()
     try:
         eng.upsert_videos(_catalog())

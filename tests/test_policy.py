@@ -157,11 +157,32 @@ def test_fatigue_caps_hold_across_a_day_of_feeds(tmp_path: Path) -> None:
 
 def test_exploration_slots_are_labelled_in_the_reasons(tmp_path: Path) -> None:
     catalog = [video(i, creator_id=f"c{i}", hashtags=[f"t{i % 7}"]) for i in range(300)]
-    eng = _engine(tmp_path, catalog, exploration_fraction=0.2, exploration_positions=[2, 5])
+    eng = _engine(
+        tmp_path / "plain",
+        catalog,
+        exploration_fraction=0.2,
+        exploration_positions=[2, 5],
+        recall_quotas={"pool": 0},
+    )
     try:
         items = eng.feed("u1", n=10).items
         labelled = [i for i, it in enumerate(items) if any("exploration" in r for r in it.reasons)]
         assert labelled == [2, 5]
         assert all(items[i].source in ("fresh", "explore") for i in labelled)
+    finally:
+        eng.close()
+
+
+def test_exploration_slots_go_to_videos_owed_pool_impressions_first(tmp_path: Path) -> None:
+    catalog = [video(i, creator_id=f"c{i}", hashtags=[f"t{i % 7}"]) for i in range(300)]
+    eng = _engine(tmp_path, catalog, exploration_fraction=0.2, exploration_positions=[2, 5])
+    try:
+        items = eng.feed("u1", n=10).items
+        assert [items[i].source for i in (2, 5)] == ["pool", "pool"]
+        assert all(
+            "new video being tested with a first audience" in items[i].reasons for i in (2, 5)
+        )
+        # The pool's own reason says why; no generic exploration label is added.
+        assert not any("exploration" in r for it in items for r in it.reasons)
     finally:
         eng.close()

@@ -90,7 +90,8 @@ def loaded(new_engine: Callable[..., Engine], request: pytest.FixtureRequest) ->
         getattr(request.node, "callspec", None)
         and request.node.callspec.params.get("name") == "two_tower"
     )
-    eng = new_engine(banned_terms=["spam"], model_min_examples=1)
+    # Any age gets a traffic pool, so the pool channel has videos to offer.
+    eng = new_engine(banned_terms=["spam"], model_min_examples=1, pool_max_age_h=0)
     results = eng.upsert_videos(catalog())
     assert all("error" not in r for r in results)
     eng.upsert_users([{"id": "u1", "region": "br", "language": "pt", "interests": ["food"]}])
@@ -337,20 +338,31 @@ def test_trending_never_lists_held_videos(new_engine: Callable[..., Engine]) -> 
 
 
 @pytest.mark.parametrize("via", ["profile", "request"])
-def test_trending_region_list_honours_the_users_region(loaded: Engine, via: str) -> None:
+def test_trending_lists_honour_the_users_region_and_language(loaded: Engine, via: str) -> None:
+    """A third of the quota is popular in the user's region, a third in their language
+    (when known), the rest everywhere: the cold-start feed's popular part."""
     user, kw = ("u1", {}) if via == "profile" else ("stranger", {"region": "br"})
     quota = 6
     got = recall(loaded, "trending", quota, user=user, **kw)
     table = loaded.state.table
-    regional = [i for i, r in enumerate(got.reasons) if r == "trending in br"]
-    assert regional == list(range(quota // 2))  # the first half, and only it
+    reasons = list(got.reasons)
+    regional = [i for i, r in enumerate(reasons) if r == "popular in your region (br)"]
+    assert regional == [0, 1]
     br = table.regions.get("br")
     assert all(table.region[got.rows[i]] == br for i in regional)
-    assert set(got.reasons[quota // 2 :]) == {"trending now"}
+    lingual = [i for i, r in enumerate(reasons) if r == "popular in your language (pt)"]
+    if via == "profile":  # u1's profile says pt; the stranger's request names no language
+        assert lingual == [2, 3]
+        pt = table.languages.get("pt")
+        assert all(table.language[got.rows[i]] == pt for i in lingual)
+    else:
+        assert lingual == []
+    rest = len(regional) + len(lingual)
+    assert set(reasons[rest:]) == {"trending now"}
     assert len(got.rows) == quota
     # The regional part is the hottest br videos: v12 (4 shares) leads it.
     assert ids(loaded, got.rows[:1]) == ["v12"]
-    hot = loaded.state.counters.hotness[got.rows[: quota // 2]]
+    hot = loaded.state.counters.hotness[got.rows[:2]]
     assert (np.diff(hot) <= 0).all()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from reelrank.errors import StorageError
-from reelrank.schema import Event, Follow, Impression, User, Video
+from reelrank.schema import AuditEntry, Event, Follow, Impression, User, Video
 from reelrank.storage import Store, open_store
 
 from .conftest import video
@@ -182,6 +182,50 @@ def test_remove_follow(store: Store) -> None:
 
 def test_iter_follows_empty(store: Store) -> None:
     assert list(store.catalog.iter_follows()) == []
+
+
+# -- catalog: controls and the audit log ---------------------------------------------------
+
+
+def test_controls_replace_by_kind_and_key(store: Store) -> None:
+    store.catalog.put_control("creator", "c1", {"strikes": 1})
+    store.catalog.put_control("creator", "c2", {"strikes": 2})
+    store.catalog.put_control("user", "c1", {"reset_at": 5.0})
+    store.catalog.put_control("creator", "c1", {"strikes": 3, "suspended": True})
+    assert list(store.catalog.iter_controls("creator")) == [
+        ("c1", {"strikes": 3, "suspended": True}),
+        ("c2", {"strikes": 2}),
+    ]
+    assert list(store.catalog.iter_controls("user")) == [("c1", {"reset_at": 5.0})]
+    assert list(store.catalog.iter_controls("video")) == []
+
+
+def _audit(i: int, target: str = "v1", kind: str = "video") -> AuditEntry:
+    return AuditEntry(
+        ts=1_700_000_000.0 + i,
+        actor="alice" if i % 2 else "machine",
+        action="review.hold",
+        target_kind=kind,
+        target_id=target,
+        reason=f"reason {i}",
+        detail={"i": i} if i % 2 else None,
+    )
+
+
+def test_audit_appends_in_order_and_reads_newest_first(store: Store) -> None:
+    seqs = store.catalog.append_audit([_audit(0), _audit(1, "v2"), _audit(2, "c1", "creator")])
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    everything = store.catalog.read_audit(None, None, None, 10)
+    assert [e.reason for e in everything] == ["reason 2", "reason 1", "reason 0"]
+    assert everything[1].actor == "alice" and everything[1].detail == {"i": 1}
+    assert everything[2].detail is None and everything[2].seq == seqs[0]
+    only = store.catalog.read_audit("video", "v2", None, 10)
+    assert [e.target_id for e in only] == ["v2"]
+    assert [e.target_kind for e in store.catalog.read_audit("creator", None, None, 10)] == [
+        "creator"
+    ]
+    page = store.catalog.read_audit(None, None, everything[0].seq, 1)
+    assert [e.reason for e in page] == ["reason 1"]
 
 
 # -- event log -----------------------------------------------------------------------------

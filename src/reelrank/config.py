@@ -56,9 +56,86 @@ class Settings:
     feed_default_n: int = _doc("Page size when a feed request gives no `n`.", 10)
     feed_max_n: int = _doc("Largest page size a feed request may ask for.", 100)
     banned_terms: list[str] = _doc(
-        "Words that hold a video for human review when its caption or hashtags contain them.",
+        "Words that send a video to human review when its caption or hashtags contain them.",
         factory=list,
     )
+    rejected_terms: list[str] = _doc(
+        "Words that reject a video outright when its caption or hashtags contain them.",
+        factory=list,
+    )
+    review_max_hashtags: int = _doc(
+        "A video with more hashtags than this goes to human review (hashtag stuffing).", 20
+    )
+    review_max_duration_ms: int = _doc(
+        "A video longer than this, in milliseconds, goes to human review.", 600_000
+    )
+    review_classifier: str = _doc(
+        "Optional review model, `module:function`: called with each uploaded video, it "
+        "returns the probability that the video breaks policy. Empty: none.",
+        "",
+    )
+    review_classifier_hold: float = _doc(
+        "Classifier probability at or above which a video goes to human review.", 0.5
+    )
+    review_classifier_reject: float = _doc(
+        "Classifier probability at or above which a video is rejected.", 0.9
+    )
+    report_review_threshold: int = _doc(
+        "Distinct users reporting an approved video that send it back to human review.", 3
+    )
+    duplicate_cosine: float = _doc(
+        "Content similarity (caption and hashtag embeddings) at or above which a new video "
+        "with a duration within `duplicate_duration_ms` of an older one is a re-upload; "
+        "0 turns the embedding check off (media hash and caption checks stay).",
+        0.97,
+    )
+    duplicate_duration_ms: int = _doc(
+        "Largest duration difference, in milliseconds, between a video and its re-upload.", 1000
+    )
+    pool_sizes: list[int] = _doc(
+        "Impressions of each traffic-pool tier, smallest first: a new video gets the first "
+        "and climbs while its engagement passes the tier's threshold.",
+        factory=lambda: [300, 3000, 30000],
+    )
+    pool_thresholds: list[float] = _doc(
+        "Quality a video needs at the end of each tier to be promoted (one per tier): the "
+        "weighted mean of its smoothed rates' lifts over the catalog's rates, less the "
+        "skip lift's excess.",
+        factory=lambda: [1.0, 1.1, 1.2],
+    )
+    pool_weights: dict[str, float] = _doc(
+        "Weights of the rates in a pool's quality: finish, like, share, comment, follow "
+        "(positive lifts, averaged) and skip (penalty per unit of skip lift above 1).",
+        factory=lambda: {
+            "finish": 1.0,
+            "like": 1.0,
+            "share": 1.0,
+            "comment": 0.5,
+            "follow": 0.5,
+            "skip": 0.5,
+        },
+    )
+    pool_settle_s: float = _doc(
+        "Seconds a pool waits after its last impression for the engagement to arrive "
+        "before it is judged.",
+        30.0,
+    )
+    pool_max_age_h: float = _doc(
+        "Only videos created within this many hours of their approval get a first pool "
+        "(an imported back catalog does not); 0 means any age.",
+        72.0,
+    )
+    pool_cool_heat: float = _doc(
+        "A graduated video whose decayed heat (hotness) falls below this is cooled.", 1.0
+    )
+    pool_revive_heat: float = _doc(
+        "Heat earned since a video was stopped or cooled that sends it back to testing.", 20.0
+    )
+    boost_budget: int = _doc(
+        "Most boosted impressions outstanding at once across all videos (operator heating).",
+        10_000,
+    )
+    strikes_to_suspend: int = _doc("Strikes at which a creator's videos stop being distributed.", 3)
     seen_max: int = _doc("Videos remembered per user as seen (never served again).", 5000)
     session_len: int = _doc("Engagements kept per user as the short-term session.", 20)
     affinity_half_life_h: float = _doc("Half-life, in hours, of user interest affinities.", 48.0)
@@ -84,6 +161,7 @@ class Settings:
         "Most candidates each recall channel contributes per request.",
         factory=lambda: {
             "following": 100,
+            "pool": 50,
             "session": 100,
             "item2item": 150,
             "two_tower": 200,
@@ -362,6 +440,36 @@ def _validate(s: Settings) -> None:
         (s.affinity_half_life_h > 0, "affinity_half_life_h", "must be positive"),
         (s.hotness_half_life_h > 0, "hotness_half_life_h", "must be positive"),
         (s.smoothing_strength >= 0, "smoothing_strength", "must not be negative"),
+        (s.review_max_hashtags >= 0, "review_max_hashtags", "must not be negative"),
+        (s.review_max_duration_ms > 0, "review_max_duration_ms", "must be positive"),
+        (
+            0 <= s.review_classifier_hold <= s.review_classifier_reject <= 1,
+            "review_classifier_hold",
+            "must satisfy 0 <= review_classifier_hold <= review_classifier_reject <= 1",
+        ),
+        (s.report_review_threshold >= 1, "report_review_threshold", "must be at least 1"),
+        (0 <= s.duplicate_cosine <= 1, "duplicate_cosine", "must be 0..1"),
+        (s.duplicate_duration_ms >= 0, "duplicate_duration_ms", "must not be negative"),
+        (
+            len(s.pool_sizes) >= 1 and all(x >= 1 for x in s.pool_sizes),
+            "pool_sizes",
+            "must list at least one tier, each of at least 1 impression",
+        ),
+        (
+            len(s.pool_thresholds) == len(s.pool_sizes),
+            "pool_thresholds",
+            "must have one threshold per pool_sizes tier",
+        ),
+        (
+            set(s.pool_weights) <= {"finish", "like", "share", "comment", "follow", "skip"}
+            and all(w >= 0 for w in s.pool_weights.values()),
+            "pool_weights",
+            "keys are finish, like, share, comment, follow, skip; weights not negative",
+        ),
+        (s.pool_settle_s >= 0, "pool_settle_s", "must not be negative"),
+        (s.pool_max_age_h >= 0, "pool_max_age_h", "must not be negative"),
+        (s.boost_budget >= 0, "boost_budget", "must not be negative"),
+        (s.strikes_to_suspend >= 1, "strikes_to_suspend", "must be at least 1"),
         (s.trending_refresh_s > 0, "trending_refresh_s", "must be positive"),
         (s.coengagement_window_s > 0, "coengagement_window_s", "must be positive"),
         (s.diversity_lambda >= 0, "diversity_lambda", "must not be negative"),

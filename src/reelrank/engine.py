@@ -15,7 +15,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .config import Settings
-from .content.review import Reviewer
+from .content.lifecycle import Lifecycle
 from .errors import InvalidInput, NotFound, ReelrankError
 from .ingest.events import EventIngestor, IngestResult
 from .metrics import Metrics
@@ -27,7 +27,7 @@ from .rank.learned import ModelServer
 from .recall import RetrievalIndex, default_sources
 from .rerank.filters import default_filters
 from .rerank.policy import PolicySelector
-from .schema import Follow, Impression, User, VideoIn, parse
+from .schema import EventType, Follow, Impression, User, UserControls, VideoIn, parse
 from .state.online import ENGAGEMENTS, OnlineState
 from .storage import Store, open_store
 from .storage.params import ParamChannel, open_params
@@ -50,7 +50,6 @@ class Engine:
         self.store = store or open_store(settings.store_url(), settings.sqlite_synchronous)
         self.metrics = Metrics()
         self.state = OnlineState(settings, self.store)
-        self.reviewer = Reviewer(settings.banned_terms)
         self.ingestor = EventIngestor(self.state, self.metrics, settings.max_future_skew_s)
         self.params: ParamChannel = open_params(settings.params_channel_url())
         self.model = ModelServer(self.params, self.state.table, settings.model_min_examples)
@@ -60,6 +59,10 @@ class Engine:
             settings.two_tower_refresh_s,
             settings.ann_min_vectors,
             settings.ann_nprobe,
+        )
+        self._catalog_lock = threading.RLock()  # serialises catalog writers
+        self.lifecycle = Lifecycle(
+            settings, self.state, self.retrieval, self.metrics, self._catalog_lock
         )
         sources = default_sources(settings.trending_refresh_s)
         self.pipeline = FeedPipeline(
@@ -87,7 +90,6 @@ class Engine:
             parallel=settings.recall_parallel,
         )
         self.trainer: Any = None  # OnlineTrainer (thread mode) or a Process (process mode)
-        self._catalog_lock = threading.Lock()  # serialises catalog writers
         self._served: queue.SimpleQueue[Impression] = queue.SimpleQueue()
         # (request id, video id) -> [source, engaged], for each channel's engagement rate
         self._slots: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
@@ -100,6 +102,7 @@ class Engine:
     def open(self) -> Engine:
         """Load state from the store and start the background workers."""
         self.state.load()
+        self.lifecycle.load()
         # Long-lived catalog and profile objects need no scanning by the cyclic collector;
         # freezing them keeps full collections from stalling requests.
         gc.collect()
@@ -113,6 +116,7 @@ class Engine:
             ("log-follower", 0.5, self.state.catch_up),
             ("model-sync", s.model_poll_s, self.sync_model),
             ("retrieval", 1.0, self.retrieval.refresh),
+            ("lifecycle", 1.0, self.lifecycle_tick),
         ):
             t = threading.Thread(
                 target=self._every, args=(interval, job), name=f"reelrank-{name}", daemon=True
@@ -127,6 +131,12 @@ class Engine:
                 job()
             except Exception:
                 log.exception("background job %s failed", getattr(job, "__name__", job))
+
+    def lifecycle_tick(self) -> None:
+        """Reports that call for review (also from events other processes logged), then
+        traffic pools: judge, cool, revive."""
+        self.lifecycle.process_reports()
+        self.lifecycle.evaluate_pools()
 
     def _start_trainer(self) -> None:
         mode = self.settings.trainer_mode()
@@ -241,7 +251,7 @@ class Engine:
         """Review and upsert videos; one result per item, errors included."""
         raws = self._check_batch(raws, "videos")
         results: list[dict[str, Any]] = [{} for _ in raws]
-        reviewed = []
+        valid: list[tuple[int, VideoIn]] = []
         for i, raw in enumerate(raws):
             try:
                 video_in: VideoIn = parse(VideoIn, raw, f"videos[{i}]")
@@ -250,14 +260,29 @@ class Engine:
             except InvalidInput as exc:
                 results[i] = {"index": i, "error": str(exc)}
                 continue
-            reviewed.append((i, self.reviewer.review(video_in)))
+            valid.append((i, video_in))
+        last: dict[str, int] = {v.id: j for j, (_, v) in enumerate(valid)}
         with self._catalog_lock:
-            rows = self.store.catalog.upsert_videos([v for _, v in reviewed])
+            # A video repeated in one batch: its last record is the one reviewed and kept.
+            reviews = [
+                self.lifecycle.review(v) for j, (_, v) in enumerate(valid) if last[v.id] == j
+            ]
+            rows = self.store.catalog.upsert_videos([r.video for r in reviews])
             if rows:
                 with self.state.lock:  # counters grow in place of arrays events write to
                     self.state.counters.ensure(max(r for r, _ in rows) + 1)
-            for (i, video), (row, created) in zip(reviewed, rows, strict=True):
-                self.state.table.upsert(row, video)
+                    self.state.pools.ensure(max(r for r, _ in rows) + 1)
+            placed = []
+            for review, (row, _) in zip(reviews, rows, strict=True):
+                self.state.table.upsert(row, review.video)
+                placed.append((row, review.video))
+            self.lifecycle.placed(placed, reviews, [created for _, created in rows])
+            outcome = {
+                r.video.id: (row, created) for r, (row, created) in zip(reviews, rows, strict=True)
+            }
+            for i, video_in in valid:
+                row, created = outcome[video_in.id]
+                video = self.state.table.video(row)  # as placed (near-duplicates marked)
                 results[i] = {
                     "index": i,
                     "id": video.id,
@@ -266,10 +291,9 @@ class Engine:
                 }
                 if video.status_reason:
                     results[i]["status_reason"] = video.status_reason
-            placed = [(row, v) for (_, v), (row, _) in zip(reviewed, rows, strict=True)]
-            self.state.index_content(placed)
-            self.retrieval.place(placed)
-        self.metrics.upserts.labels("video").inc(len(reviewed))
+                if video.duplicate_of:
+                    results[i]["duplicate_of"] = video.duplicate_of
+        self.metrics.upserts.labels("video").inc(len(valid))
         self.metrics.videos.set(self.state.table.size)
         return results
 
@@ -312,11 +336,52 @@ class Engine:
         self.metrics.upserts.labels("follow").inc(len(valid))
         return results
 
+    # -- user controls -------------------------------------------------------------------
+    def _user_controls(self, user_id: str) -> dict[str, Any]:
+        mutes = self.state.mutes.get(user_id)
+        at, generation = self.state.resets.get(user_id, (0.0, 0))
+        return {
+            "muted_keywords": mutes.keywords if mutes else [],
+            "muted_hashtags": mutes.hashtags if mutes else [],
+            "reset_at": at,
+            "generation": generation,
+        }
+
+    def set_user_controls(self, user_id: str, raw: Any) -> dict[str, Any]:
+        """Replace the user's muted keywords and hashtags."""
+        controls: UserControls = parse(UserControls, raw, "body")
+        with self._catalog_lock:
+            body = self._user_controls(user_id)
+            with self.state.lock:
+                self.state.set_mutes(user_id, controls.muted_keywords, controls.muted_hashtags)
+            body.update(self._user_controls(user_id))
+            self.store.catalog.put_control("user", user_id, body)
+        return body
+
+    def reset_user(self, user_id: str) -> dict[str, Any]:
+        """ "Reset my feed": forget the learned profile (affinities, session, recent likes,
+        the model's embedding of the user); keep follows, hides and mutes."""
+        if not self.state.knows_user(user_id):
+            raise NotFound(f"unknown user {user_id!r}")
+        with self._catalog_lock:
+            at = time.time()
+            body = self._user_controls(user_id)
+            body["reset_at"], body["generation"] = at, body["generation"] + 1
+            self.store.catalog.put_control("user", user_id, body)
+            with self.state.lock:
+                self.state.resets[user_id] = (at, body["generation"])
+                user = self.state.user(user_id)
+                user.reset(at)
+                user.generation = body["generation"]
+        return body
+
     # -- events --------------------------------------------------------------------------
     def ingest(self, raws: Any) -> IngestResult:
         """Validate, durably log and apply a batch of events."""
         raws = self._check_batch(raws, "events")
         result = self.ingestor.ingest(raws)
+        if any(e.type is EventType.REPORT for e in result.logged):
+            self.lifecycle.process_reports()
         self._count_engaged_slots(result.logged)
         self.metrics.state_lag.set(self.store.events.last_offset() - self.state.offset)
         return result
@@ -397,6 +462,8 @@ class Engine:
             coengagement=self.state.coengagement,
             content=self.state.content,
             retrieval=self.retrieval,
+            pools=self.state.pools,
+            mutes=self.state.mutes.get(request.user_id),
         )
         if user is not None:
             now = user.last_ts or request.now
@@ -444,6 +511,7 @@ class Engine:
             "counters": counters.totals_of(row),
             "decayed": counters.decayed_of(row, time.time()),
             "hotness": round(float(counters.hotness[row]) * counters.decay_factor(time.time()), 4),
+            "lifecycle": self.lifecycle.video_state(video_id),
         }
 
     def user_profile(self, user_id: str) -> dict[str, Any]:
@@ -454,6 +522,7 @@ class Engine:
         out: dict[str, Any] = {
             "user": profile.model_dump(mode="json") if profile else {"id": user_id},
             "follows": sorted(self.state.follows.get(user_id, ())),
+            "controls": self._user_controls(user_id),
         }
         if user is None:
             out.update(

@@ -24,6 +24,10 @@ class NotFound(ReelrankError):
     """The named record does not exist."""
 
 
+class Conflict(ReelrankError):
+    """The request is valid but the record's state does not allow it (a budget spent)."""
+
+
 class ConfigError(ReelrankError):
     """A setting is unknown or has an invalid value."""
 

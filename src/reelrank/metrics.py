@@ -17,6 +17,18 @@ class Metrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+        self.review_decisions = Counter(
+            "reelrank_review_decisions",
+            "Review decisions, by who decided (machine, reports, person) and the outcome",
+            ["actor", "status"],
+            registry=r,
+        )
+        self.pool_transitions = Counter(
+            "reelrank_pool_transitions",
+            "Traffic-pool transitions, by the stage entered",
+            ["stage"],
+            registry=r,
+        )
         self.feed_items = Counter(
             "reelrank_feed_items", "Items served, by source channel", ["source"], registry=r
         )

@@ -53,8 +53,9 @@ class ReviewStatus(StrEnum):
     """Where a video stands in review; only `approved` videos are ever served."""
 
     APPROVED = "approved"
-    PENDING_REVIEW = "pending_review"
+    PENDING_REVIEW = "pending_review"  # held by machine review or reports for a person
     REJECTED = "rejected"
+    HIDDEN = "hidden"  # taken down by an operator
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -118,13 +119,18 @@ class VideoIn(BaseModel):
     language: Code | None = None
     region: Code | None = None
     created_at: Epoch = Field(default_factory=time.time)
+    media_hash: Id | None = None  # the app's hash of the media file, for re-upload checks
 
 
 class Video(VideoIn):
-    """A catalog video with its review status (set by review, never by the client)."""
+    """A catalog video with its review state, set by review and operators, never by the
+    client: an upsert of an existing video keeps it (see content.review.Reviewer)."""
 
     status: ReviewStatus = ReviewStatus.APPROVED
     status_reason: str | None = None
+    reviewed_by: str | None = None  # who decided the status: "machine", or a person
+    duplicate_of: str | None = None  # the original this video re-uploads (no fresh pool)
+    report_baseline: int = 0  # distinct reporters already seen by the last human review
 
     @classmethod
     def stored(cls, raw: dict[str, Any]) -> Video:
@@ -149,6 +155,19 @@ class User(BaseModel):
     def stored(cls, raw: dict[str, Any]) -> User:
         """A record the store wrote from a validated User, rebuilt without validation."""
         return cls.model_construct(**raw)
+
+
+Keyword = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class UserControls(BaseModel):
+    """What a user chose not to see: whole words in captions or hashtags, and hashtags.
+    Each call replaces the previous lists."""
+
+    model_config = _STRICT
+
+    muted_keywords: list[Keyword] = Field(default_factory=list, max_length=200)
+    muted_hashtags: list[Tag] = Field(default_factory=list, max_length=200)
 
 
 class Follow(BaseModel):
@@ -194,6 +213,19 @@ class Impression(BaseModel):
     model_version: str
     ts: float
     features: dict[str, Any] | None = None  # what the ranker saw, for training
+
+
+class AuditEntry(BaseModel):
+    """One decision about a video or creator: who made it, what, and why."""
+
+    seq: int = 0  # assigned by the store, increasing
+    ts: float
+    actor: str  # "machine", "reports", or the person named in an admin call
+    action: str  # e.g. review.hold, review.approve, review.reject, video.hide, creator.strike
+    target_kind: str  # "video" or "creator"
+    target_id: str
+    reason: str
+    detail: dict[str, Any] | None = None
 
 
 def describe_errors(exc: ValidationError, where: str) -> list[tuple[str, str]]:

@@ -232,6 +232,41 @@ class VectorIndex:
         top = top[np.isfinite(scores[top])]
         return top.astype(np.int64), scores[top].astype(np.float32)
 
+    def search_many(
+        self, queries: np.ndarray, k: int, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top k for each of m queries: keys (m, k), -1 padded, and scores (m, k), -inf
+        padded. `nprobe` overrides the cells scanned (few suffice for near-duplicates)."""
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        m = len(q)
+        keys = np.full((m, k), -1, dtype=np.int64)
+        scores = np.full((m, k), -np.inf, dtype=np.float32)
+        if k <= 0 or m == 0:
+            return keys, scores
+        with self._lock.read():
+            ivf = self._ivf
+            if ivf is not None:
+                params = faiss.SearchParametersIVF(nprobe=nprobe or self.nprobe)  # type: ignore[call-arg]
+                got_s, got_k = ivf.search(q, k, params=params)
+                ok = got_k >= 0
+                keys[ok], scores[ok] = got_k[ok], got_s[ok]
+                return keys, scores
+            n = len(self.live)
+            live = self.live[:n]
+            take = min(k, int(live.sum()))
+            if take == 0:
+                return keys, scores
+            block = max(1, 16_000_000 // max(n, 1))  # bounds the (block, n) score matrix
+            for start in range(0, m, block):
+                part = q[start : start + block] @ self.vectors[:n].T
+                part[:, ~live] = -np.inf
+                top = np.argpartition(-part, take - 1, axis=1)[:, :take]
+                top_s = np.take_along_axis(part, top, axis=1)
+                order = np.argsort(-top_s, axis=1, kind="stable")
+                keys[start : start + block, :take] = np.take_along_axis(top, order, axis=1)
+                scores[start : start + block, :take] = np.take_along_axis(top_s, order, axis=1)
+        return keys, scores
+
     def vector(self, key: int) -> np.ndarray | None:
         """A copy of the stored unit vector of a key, or None."""
         if 0 <= key < len(self.live) and self.live[key]:

@@ -143,7 +143,7 @@ class FeedPipeline:
         picked = selection.picked
         items = [self._item(query, cands, scores, int(i)) for i in picked]
         for item, explored in zip(items, selection.exploration, strict=True):
-            if explored:
+            if explored and item.source != "pool":  # the pool's own reason says why
                 item.reasons.append("exploration slot: a new or unusual pick for you")
         for item in items:
             self.metrics.feed_items.labels(item.source).inc()
@@ -180,9 +180,20 @@ class FeedPipeline:
         """Why the scorer liked it, in words, for the few items on the page."""
         out = []
         table = query.table
-        liked = [t for t in table.tag_names(row) if query.tag_affinity.get(t, 0.0) >= 2.0]
-        if liked:
-            out.append(f"you like #{liked[0]}")
+        tags = table.tag_names(row)
+        user = query.user
+        said = False
+        if user is not None and user.recent_likes and tags:
+            liked_tags = table.tag_ids[np.fromiter(user.recent_likes, np.int64)]
+            counts = [(int((liked_tags == table.tags.get(t)).any(axis=1).sum()), t) for t in tags]
+            n, tag = max(counts, key=lambda c: c[0])
+            if n >= 1:
+                out.append(f"you liked {n} video{'s' if n > 1 else ''} with #{tag}")
+                said = True
+        if not said:
+            strong = [t for t in tags if query.tag_affinity.get(t, 0.0) >= 2.0]
+            if strong:
+                out.append(f"you often watch #{strong[0]}")
         rows = np.array([row])
         views = float(self.scorer.views(query, rows)[0])
         if views >= 20:

@@ -15,7 +15,9 @@ from ..state.counters import VideoCounters
 from ..state.profiles import UserState
 
 if TYPE_CHECKING:
+    from ..content.pools import PoolBook
     from ..recall.two_tower import RetrievalIndex
+    from ..state.online import UserMutes
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,17 @@ class Query:
     coengagement: CoEngagement | None = None
     content: VectorIndex | None = None  # caption and hashtag embeddings by video row
     retrieval: RetrievalIndex | None = None  # the two-tower model's video index
+    pools: PoolBook | None = None  # traffic pools and operator boosts
+    mutes: UserMutes | None = None  # the user's muted keywords and hashtags
     tag_affinity: dict[str, float] = field(default_factory=dict)
     sound_affinity: dict[str, float] = field(default_factory=dict)
     creator_affinity: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model_user_id(self) -> str:
+        """The user's id for the model: a fresh one after each "reset my feed"."""
+        key = self.user.model_key if self.user is not None else None
+        return self.request.user_id + key if key else self.request.user_id
 
     @property
     def is_cold(self) -> bool:

@@ -73,7 +73,7 @@ def context_of(query: Query) -> dict[str, str | None]:
     req = query.request
     hour = time.gmtime(req.now).tm_hour
     return {
-        "user": req.user_id,
+        "user": query.model_user_id,
         "region": query.region,
         "language": query.language,
         "device": req.device,

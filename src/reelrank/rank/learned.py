@@ -288,7 +288,7 @@ class ModelServer:
         live = self.live
         assert live is not None
         user = live.tables["user"]
-        u = user.weight[user.lookup([query.request.user_id])[0]]
+        u = user.weight[user.lookup([query.model_user_id])[0]]
         video_rows = self._video_side(live, rows)["video"]
         return np.asarray(live.tables["video"].weight[video_rows] @ u)
 

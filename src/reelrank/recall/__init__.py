@@ -7,6 +7,7 @@ from .following import FollowingRecall
 from .fresh import FreshRecall
 from .interest import InterestRecall
 from .item2item import ItemToItemRecall
+from .pool import PoolRecall
 from .session import SessionRecall
 from .trending import TrendingRecall
 from .two_tower import RetrievalIndex, TwoTowerRecall
@@ -18,6 +19,7 @@ __all__ = [
     "FreshRecall",
     "InterestRecall",
     "ItemToItemRecall",
+    "PoolRecall",
     "RecallSource",
     "RetrievalIndex",
     "SessionRecall",
@@ -32,6 +34,7 @@ def default_sources(trending_refresh_s: float) -> list[RecallSource]:
     """The embedded default channel list, in merge priority order."""
     return [
         FollowingRecall(),
+        PoolRecall(),
         SessionRecall(trending_refresh_s),
         ItemToItemRecall(),
         TwoTowerRecall(),

@@ -1,4 +1,5 @@
-"""Trending: the hottest approved videos, in the user's region and globally."""
+"""Trending: the hottest approved videos in the user's region, in their language, and
+globally: with onboarding interests (the interest channel), the cold-start feed."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ from .base import Cached, top_by
 LIST_LEN = 1000
 
 
-def _hot_lists(query: Query) -> dict[int, np.ndarray]:
-    """region int -> its hottest rows; -1 -> global."""
+def _hot_lists(query: Query) -> dict[tuple[str, int], np.ndarray]:
+    """("region" | "language", int) -> the hottest rows there; ("global", -1) -> all."""
     size = query.size
     table = query.table
     rows = np.flatnonzero(table.approved[:size])
     hot = query.counters.hotness[rows]
-    lists = {-1: top_by(rows, hot, LIST_LEN)}
-    regions = table.region[rows]
-    for r in np.unique(regions):
-        if r >= 0:
-            mask = regions == r
-            lists[int(r)] = top_by(rows[mask], hot[mask], LIST_LEN)
+    lists = {("global", -1): top_by(rows, hot, LIST_LEN)}
+    for kind, column in (("region", table.region), ("language", table.language)):
+        keys = column[rows]
+        for k in np.unique(keys):
+            if k >= 0:
+                mask = keys == k
+                lists[(kind, int(k))] = top_by(rows[mask], hot[mask], LIST_LEN)
     return lists
 
 
@@ -32,13 +34,24 @@ class TrendingRecall:
         self._lists = Cached(refresh_s, _hot_lists)
 
     def recall(self, query: Query, quota: int) -> Recalled:
-        lists: dict[int, np.ndarray] = self._lists.get(query)  # type: ignore[assignment]
-        # The shared lists may come from a request that saw a larger catalog.
-        lists = {k: v[v < query.size] for k, v in lists.items()}
+        lists: dict[tuple[str, int], np.ndarray] = self._lists.get(query)  # type: ignore[assignment]
+        table = query.table
         parts = []
-        region = query.table.regions.get(query.region) if query.region else -1
-        if region >= 0 and region in lists:
-            parts.append(Recalled.of(lists[region][: quota // 2], f"trending in {query.region}"))
-        rest = quota - (len(parts[0].rows) if parts else 0)
-        parts.append(Recalled.of(lists[-1][:rest], "trending now"))
+        used = 0
+        local = [
+            ("region", table.regions.get(query.region) if query.region else -1, quota // 3,
+             f"popular in your region ({query.region})"),
+            ("language", table.languages.get(query.language) if query.language else -1,
+             quota // 3, f"popular in your language ({query.language})"),
+        ]  # fmt: skip
+        for kind, key, share, reason in local:
+            found = lists.get((kind, key)) if key >= 0 else None
+            if found is not None:
+                found = found[found < query.size]  # lists may come from a larger catalog
+                parts.append(Recalled.of(found[:share], reason))
+                used += len(parts[-1].rows)
+        everywhere = lists[("global", -1)]
+        parts.append(
+            Recalled.of(everywhere[everywhere < query.size][: quota - used], "trending now")
+        )
         return Recalled.join(parts)

@@ -96,6 +96,32 @@ class HiddenFilter:
         return mask
 
 
+class MutedFilter:
+    """Videos whose caption or hashtags hold a keyword the user muted, or that carry a
+    muted hashtag."""
+
+    name = "muted"
+
+    def keep(self, query: Query, cands: Candidates) -> np.ndarray:
+        mutes = query.mutes
+        if mutes is None:
+            return np.ones(len(cands), dtype=bool)
+        table = query.table
+        mask = np.ones(len(cands), dtype=bool)
+        if mutes.hashtags:
+            ids = [t for t in (table.tags.get(h) for h in mutes.hashtags) if t >= 0]
+            if ids:
+                mask &= ~np.isin(table.tag_ids[cands.rows], ids).any(axis=1)
+        if mutes.pattern is not None:
+            pattern = mutes.pattern
+            for i, row in enumerate(cands.rows.tolist()):
+                if mask[i]:
+                    video = table.video(row)
+                    text = video.caption + " " + " ".join(video.hashtags)
+                    mask[i] = pattern.search(text) is None
+        return mask
+
+
 def default_filters() -> list[Filter]:
     return [
         DuplicateFilter(),
@@ -103,4 +129,5 @@ def default_filters() -> list[Filter]:
         SeenFilter(),
         NotInterestedFilter(),
         HiddenFilter(),
+        MutedFilter(),
     ]

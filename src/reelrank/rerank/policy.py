@@ -12,8 +12,9 @@ share words, so raw cosines would penalise staying on a topic the viewer loves; 
 near-duplicate content should weigh much.
 A creator or hashtag the user has already been served `fatigue_*_per_day` times today
 (UTC) is skipped. The page positions in `exploration_positions` (as many as
-`exploration_fraction` of the page) go to candidates from the exploration channels (new
-and out-of-profile videos), labelled as exploration in their reasons.
+`exploration_fraction` of the page) go to candidates from the exploration channels:
+videos owed traffic-pool or boost impressions first, else new and out-of-profile videos,
+labelled as exploration in their reasons.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import numpy as np
 
 from ..pipeline.query import Candidates, Query
 
-EXPLORATION_SOURCES = ("explore", "fresh")
+EXPLORATION_SOURCES = ("pool", "explore", "fresh")
+POOL_SOURCE = "pool"  # owed impressions: first in line for an exploration slot
 CONTENT_SIM_FLOOR = 0.6
 POOL = 120  # best-scored candidates considered for a page (pages are tens of videos)
 
@@ -55,6 +57,7 @@ class PolicySelector:
         exploration_positions: list[int] | None = None,
     ) -> None:
         self.explore_ids = [i for i, n in enumerate(channel_names) if n in EXPLORATION_SOURCES]
+        self.pool_ids = [i for i, n in enumerate(channel_names) if n == POOL_SOURCE]
         self.lam = diversity_lambda
         self.window = diversity_window
         self.creator_cap = fatigue_creator_per_day
@@ -81,6 +84,7 @@ class PolicySelector:
             vecs = query.content.vectors_of(rows) if query.content is not None else None
             sim = self._similarity(creator, tags, vecs)
         explorable = np.isin(cands.source[order], self.explore_ids)
+        owed = np.isin(cands.source[order], self.pool_ids)
         available = self._under_caps(query, creator, tags)
         k_explore = min(math.floor(n * self.fraction + 0.5), len(self.positions))
         explore_at = set([p for p in self.positions if p < n][:k_explore])
@@ -102,7 +106,10 @@ class PolicySelector:
             if self.lam > 0 and recent:
                 value -= self.lam * np.max(recent[-self.window :], axis=0)
             want = pos in explore_at and (ok & explorable).any()
-            choice = int(np.argmax(np.where(ok & explorable if want else ok, value, -np.inf)))
+            among = ok
+            if want:
+                among = ok & owed if (ok & owed).any() else ok & explorable
+            choice = int(np.argmax(np.where(among, value, -np.inf)))
             picked.append(choice)
             explored.append(bool(want))
             if sim is not None:

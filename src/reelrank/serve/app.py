@@ -5,21 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..engine import Engine
-from ..errors import InvalidInput, NotFound, ReelrankError, TooLarge
-from ..schema import MAX_ID_LEN, Event, Follow, User, VideoIn
+from ..errors import Conflict, InvalidInput, NotFound, ReelrankError, TooLarge
+from ..schema import MAX_ID_LEN, Event, Follow, User, UserControls, VideoIn
 from .auth import KeyRing
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,33 @@ async def _read_batch(request: Request, field: str, max_items: int) -> list[Any]
     return items
 
 
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReviewDecision(_Body):
+    """A person's review decision."""
+
+    decision: Literal["approve", "reject"]
+    reason: str = Field(min_length=1, max_length=2000)
+    reviewer: str = Field(min_length=1, max_length=128, description="Who decides")
+
+
+class OperatorAction(_Body):
+    """An operator's action on a video or creator."""
+
+    reason: str = Field(min_length=1, max_length=2000)
+    operator: str = Field(min_length=1, max_length=128, description="Who acts")
+
+
+class Boost(OperatorAction):
+    impressions: int = Field(ge=1, description="Extra impressions through exploration slots")
+
+
 _ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # the same rule as schema.Id: no control characters
 UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
 VideoId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
+CreatorId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
 Code = Annotated[str | None, Query(min_length=1, max_length=32)]
 
 
@@ -125,6 +149,10 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
     async def _not_found(request: Request, exc: NotFound) -> Response:
         return _error(404, str(exc))
 
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> Response:
+        return _error(409, str(exc))
+
     @app.exception_handler(ReelrankError)
     async def _domain(request: Request, exc: ReelrankError) -> Response:
         return _error(400, str(exc))
@@ -149,6 +177,14 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
 
     def guard(request: Request, scope: str) -> None:
         keys.check(request, scope)
+
+    def scoped(scope: str) -> Callable[[Request], None]:
+        """A dependency checking the key before the body is validated (401/403 first)."""
+
+        def check(request: Request) -> None:
+            guard(request, scope)
+
+        return check
 
     async def batch_call(request: Request, field: str, call: Callable[[list[Any]], Any]) -> Any:
         guard(request, "ingest")
@@ -260,6 +296,128 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
     def get_channels(request: Request) -> Any:
         guard(request, "feed")
         return {"channels": engine.channel_figures()}
+
+    # -- user controls ---------------------------------------------------------------------
+    @app.put(
+        "/v1/users/{user_id}/controls",
+        tags=["users"],
+        summary="Replace a user's muted keywords and hashtags",
+        dependencies=[Depends(scoped("ingest"))],
+    )
+    def put_user_controls(request: Request, user_id: UserId, body: UserControls) -> Any:
+        return engine.set_user_controls(user_id, body.model_dump())
+
+    @app.post(
+        "/v1/users/{user_id}/reset",
+        tags=["users"],
+        summary='"Reset my feed": forget the learned profile, keep follows and controls',
+        dependencies=[Depends(scoped("ingest"))],
+    )
+    def post_user_reset(request: Request, user_id: UserId) -> Any:
+        return engine.reset_user(user_id)
+
+    # -- content lifecycle -------------------------------------------------------------------
+    lifecycle = engine.lifecycle
+
+    @app.get(
+        "/v1/pools",
+        tags=["lifecycle"],
+        summary="The traffic-pool funnel: videos per tier and stage, promotions, stops",
+        dependencies=[Depends(scoped("feed"))],
+    )
+    def get_pools(request: Request) -> Any:
+        return lifecycle.pools_summary()
+
+    @app.get(
+        "/v1/admin/review",
+        tags=["admin"],
+        summary="The human review queue, oldest hold first (admin)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def get_review_queue(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> Any:
+        return lifecycle.review_queue(limit, offset)
+
+    @app.post(
+        "/v1/admin/review/{video_id}",
+        tags=["admin"],
+        summary="Approve or reject a video, with a reason (admin; audited)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def post_review(request: Request, video_id: VideoId, body: ReviewDecision) -> Any:
+        return lifecycle.decide(video_id, body.decision, body.reason, body.reviewer)
+
+    @app.get(
+        "/v1/admin/audit",
+        tags=["admin"],
+        summary="The audit log, newest first (admin)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def get_audit(
+        request: Request,
+        target_kind: Annotated[Literal["video", "creator"] | None, Query()] = None,
+        target_id: Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LEN)] = None,
+        before: Annotated[int | None, Query(ge=1, description="Entries with seq < before")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Any:
+        return lifecycle.audit(target_kind, target_id, before, limit)
+
+    @app.post(
+        "/v1/admin/videos/{video_id}/hide",
+        tags=["admin"],
+        summary="Take a video down (admin; audited)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def post_hide(request: Request, video_id: VideoId, body: OperatorAction) -> Any:
+        return lifecycle.hide(video_id, True, body.reason, body.operator)
+
+    @app.post(
+        "/v1/admin/videos/{video_id}/unhide",
+        tags=["admin"],
+        summary="Put a taken-down video back (admin; audited)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def post_unhide(request: Request, video_id: VideoId, body: OperatorAction) -> Any:
+        return lifecycle.hide(video_id, False, body.reason, body.operator)
+
+    @app.post(
+        "/v1/admin/videos/{video_id}/boost",
+        tags=["admin"],
+        summary="Heat a video: extra impressions within the boost budget (admin; audited)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def post_boost(request: Request, video_id: VideoId, body: Boost) -> Any:
+        return lifecycle.boost(video_id, body.impressions, body.reason, body.operator)
+
+    @app.get(
+        "/v1/admin/creators/{creator_id}",
+        tags=["admin"],
+        summary="A creator's standing",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def get_creator(request: Request, creator_id: CreatorId) -> Any:
+        return lifecycle.creator_state(creator_id)
+
+    @app.post(
+        "/v1/admin/creators/{creator_id}/strikes",
+        tags=["admin"],
+        summary="Add a strike; at strikes_to_suspend the creator is suspended (admin; audited)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def post_strike(request: Request, creator_id: CreatorId, body: OperatorAction) -> Any:
+        return lifecycle.strike(creator_id, True, body.reason, body.operator)
+
+    @app.post(
+        "/v1/admin/creators/{creator_id}/reinstate",
+        tags=["admin"],
+        summary="Clear a creator's strikes and lift a suspension (admin; audited)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def post_reinstate(request: Request, creator_id: CreatorId, body: OperatorAction) -> Any:
+        return lifecycle.strike(creator_id, False, body.reason, body.operator)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and basic figures")
     def healthz() -> Any:

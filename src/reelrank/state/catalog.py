@@ -81,6 +81,7 @@ class VideoTable:
         self.by_creator = Postings()
         self.by_sound = Postings()
         self.by_tag = Postings()
+        self.suspended: set[int] = set()  # creator ints whose videos are not distributed
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
@@ -100,6 +101,7 @@ class VideoTable:
         self.language = grow(g(self, "language", None), (capacity,), np.int32, -1)
         self.created_at = grow(g(self, "created_at", None), (capacity,), np.float64, 0.0)
         self.duration_ms = grow(g(self, "duration_ms", None), (capacity,), np.float64, 1.0)
+        # Servable: approved by review and the creator is in good standing.
         self.approved = grow(g(self, "approved", None), (capacity,), np.bool_, False)
         self.tag_ids = grow(g(self, "tag_ids", None), (capacity, MAX_TAGS), np.int32, -1)
 
@@ -124,7 +126,9 @@ class VideoTable:
             self.duration_ms[row] = float(video.duration_ms)
             self.tag_ids[row] = -1
             self.tag_ids[row, : len(tags)] = tags
-            self.approved[row] = video.status is ReviewStatus.APPROVED
+            self.approved[row] = (
+                video.status is ReviewStatus.APPROVED and creator not in self.suspended
+            )
             self.records[row] = video
             self.rows[video.id] = row
             self.by_creator.add(creator, row)
@@ -133,6 +137,26 @@ class VideoTable:
             for t in tags:
                 self.by_tag.add(t, row)
             self.size = max(self.size, row + 1)
+
+    def suspend(self, creator_id: str, suspended: bool) -> list[int]:
+        """Stop (or resume) distributing a creator's videos; the rows whose eligibility
+        changed."""
+        with self.lock:
+            creator = self.creators.add(creator_id)
+            if suspended:
+                self.suspended.add(creator)
+            else:
+                self.suspended.discard(creator)
+            changed = []
+            for row in self.by_creator.rows(creator).tolist():
+                video = self.records[row]
+                eligible = (
+                    video is not None and video.status is ReviewStatus.APPROVED and not suspended
+                )
+                if bool(self.approved[row]) != eligible:
+                    self.approved[row] = eligible
+                    changed.append(row)
+            return changed
 
     def _unindex(self, row: int, old: Video) -> None:
         self.by_creator.remove(self.creators.get(old.creator_id), row)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import io
 import logging
 import queue
+import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
 
 from ..config import Settings
+from ..content.duplicates import near_duplicates
 from ..content.embed import Embedder, make_embedder, video_text
+from ..content.pools import PoolBook, max_age_seconds
 from ..index.vectors import VectorIndex
 from ..schema import Event, EventType, Follow, Impression, ReviewStatus, User, Video
 from ..storage import Store
@@ -67,6 +71,26 @@ _COUNTER_OF = {
 }
 
 
+class UserMutes:
+    """A user's muted keywords (whole words in captions and hashtags) and hashtags."""
+
+    def __init__(self, keywords: list[str], hashtags: list[str], pattern: re.Pattern[str] | None):
+        self.keywords = keywords
+        self.hashtags = hashtags
+        self.pattern = pattern
+
+    @classmethod
+    def of(cls, keywords: list[str], hashtags: list[str]) -> UserMutes:
+        words = sorted({k.strip().lower() for k in keywords if k.strip()})
+        pattern = (
+            re.compile(r"(?<!\w)(" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE)
+            if words
+            else None
+        )
+        tags = sorted({h.strip().lstrip("#").lower() for h in hashtags if h.strip()})
+        return cls(words, tags, pattern)
+
+
 class OnlineState:
     """Catalog columns, video counters, user profiles and follows, kept in memory.
 
@@ -95,6 +119,23 @@ class OnlineState:
         self._content_waiting = 0
         self._content_worker: threading.Thread | None = None
         self.content_filled = threading.Event()  # the loaded catalog is fully embedded
+        # Called with (row, original row, cosine) for embedding near-duplicates found
+        # while embedding new videos (the engine marks them).
+        self.on_near_duplicates: Callable[[list[tuple[int, int, float]]], None] | None = None
+        self.pools = PoolBook(
+            settings.pool_sizes,
+            settings.pool_thresholds,
+            settings.pool_weights,
+            settings.pool_settle_s,
+            settings.smoothing_strength,
+            max_age_seconds(settings.pool_max_age_h),
+            settings.pool_cool_heat,
+            settings.pool_revive_heat,
+        )
+        self.reporters: dict[int, set[str]] = {}  # video row -> distinct reporting users
+        self.report_crossings: list[int] = []  # rows whose reports call for review
+        self.mutes: dict[str, UserMutes] = {}  # user id -> muted keywords and hashtags
+        self.resets: dict[str, tuple[float, int]] = {}  # user id -> (reset_at, generation)
         self.users: dict[str, UserState] = {}
         self.profiles: dict[str, User] = {}
         self.follows: dict[str, set[str]] = {}
@@ -126,15 +167,16 @@ class OnlineState:
         A slow embedder (MiniLM) embeds on a background worker instead, so a catalog
         upsert never waits for the model: the video reaches the content index a moment
         later (every other channel sees it at once)."""
-        keep = [(r, v) for r, v in placed if v.status is ReviewStatus.APPROVED]
-        drop = [r for r, v in placed if v.status is not ReviewStatus.APPROVED]
+        approved = self.table.approved  # servable: approved and the creator in good standing
+        keep = [(r, v) for r, v in placed if approved[r]]
+        drop = [r for r, v in placed if not approved[r]]
         if drop:
             with self._content_lock:
                 self.content.remove(np.array(drop))
         if not keep:
             return
         if not self.embedder.slow:
-            self._embed_into_index(keep)
+            self._embed_into_index(keep, check=True)
             return
         with self._content_lock:
             self._content_waiting += len(keep)
@@ -146,15 +188,30 @@ class OnlineState:
         for item in keep:
             self._content_queue.put(item)
 
-    def _embed_into_index(self, chunk: list[tuple[int, Video]]) -> None:
-        """Embed and upsert; a video whose record changed meanwhile is skipped (its own
-        upsert indexes the new record)."""
+    def _embed_into_index(self, chunk: list[tuple[int, Video]], check: bool = False) -> None:
+        """Embed and upsert; a video whose record changed meanwhile, or that stopped being
+        servable, is skipped (its own upsert indexes the new record). With `check`, new
+        videos are compared with the index first (embedding near-duplicates)."""
         vectors = self.embedder.embed([video_text(v) for _, v in chunk])
+        found: list[tuple[int, int, float]] = []
         with self._content_lock:
-            records = self.table.records
-            ok = [j for j, (r, v) in enumerate(chunk) if records[r] is v]
+            records, approved = self.table.records, self.table.approved
+            ok = [j for j, (r, v) in enumerate(chunk) if records[r] is v and approved[r]]
             if ok:
-                self.content.upsert(np.array([chunk[j][0] for j in ok]), vectors[ok])
+                rows = np.array([chunk[j][0] for j in ok])
+                s = self.settings
+                if check and s.duplicate_cosine > 0 and self.on_near_duplicates is not None:
+                    found = near_duplicates(
+                        self.content,
+                        self.table,
+                        rows,
+                        vectors[ok],
+                        s.duplicate_cosine,
+                        s.duplicate_duration_ms,
+                    )
+                self.content.upsert(rows, vectors[ok])
+        if found and self.on_near_duplicates is not None:
+            self.on_near_duplicates(found)
 
     def _embed_queued(self) -> None:
         while True:
@@ -165,7 +222,7 @@ class OnlineState:
                 except queue.Empty:
                     break
             try:
-                self._embed_into_index(chunk)
+                self._embed_into_index(chunk, check=True)
             except Exception:
                 log.exception(
                     "embedding %d videos failed; they stay out of the content index", len(chunk)
@@ -200,10 +257,14 @@ class OnlineState:
         sees part of the catalog."""
         with self.lock:
             approved: list[tuple[int, Video]] = []
+            for key, body in self.store.catalog.iter_controls("creator"):
+                if body.get("suspended"):
+                    self.table.suspend(key, True)
             for row, video in self.store.catalog.iter_videos():
                 self.counters.ensure(row + 1)
+                self.pools.ensure(row + 1)
                 self.table.upsert(row, video)
-                if video.status is ReviewStatus.APPROVED:
+                if self.table.approved[row]:
                     approved.append((row, video))
             if len(approved) <= CONTENT_SYNC_MAX and not self.embedder.slow:
                 self._fill_content(approved)
@@ -218,9 +279,18 @@ class OnlineState:
                 self.profiles[user.id] = user
             for f in self.store.catalog.iter_follows():
                 self.follows.setdefault(f.user_id, set()).add(f.creator_id)
+            for key, body in self.store.catalog.iter_controls("user"):
+                self.set_mutes(key, body.get("muted_keywords", []), body.get("muted_hashtags", []))
+                if body.get("generation"):
+                    self.resets[key] = (float(body["reset_at"]), int(body["generation"]))
             blob = self.store.state.load_snapshot(SNAPSHOT)
             if blob is not None:
                 self._restore(blob)
+            for key, (at, generation) in self.resets.items():  # resets after the snapshot
+                state = self.user(key)
+                if state.generation < generation:
+                    state.reset(at)
+                    state.generation = generation
         replayed = self.catch_up()
         self.catch_up_impressions()
         log.info(
@@ -279,6 +349,7 @@ class OnlineState:
         row = self.table.row_of(imp.video_id)
         if row < 0:
             return
+        self.pools.on_served(row, imp.ts)
         user = self.user(imp.user_id)
         user.seen.add(row)
         day = int(imp.ts // 86400)
@@ -304,6 +375,7 @@ class OnlineState:
         user = self.user(event.user_id)
         user.last_ts = max(user.last_ts, ts)
         user.seen.add(row)  # any interaction means the user has seen the video
+        shapes_profile = ts > user.reset_at  # "reset my feed" forgets what came before
         counters = self.counters
         counter = _COUNTER_OF.get(t)
         delta = AFFINITY_DELTAS.get(t, 0.0)
@@ -317,11 +389,15 @@ class OnlineState:
             if row in user.liked:
                 return  # a second like of the same video changes nothing
             user.liked.add(row)
+            if shapes_profile:
+                user.recent_likes.append(row)
             counters.add(row, "likes", 1, ts)
         elif t is EventType.UNLIKE:
             if row not in user.liked:
                 return
             user.liked.discard(row)
+            if row in user.recent_likes:
+                user.recent_likes.remove(row)
             counters.add(row, "likes", -1, ts)
         elif t is EventType.FOLLOW:
             # The follow graph lives in the catalog; replays write the same edge again.
@@ -335,10 +411,15 @@ class OnlineState:
             user.hidden_sounds.add(video.sound_id)
         elif t in (EventType.NOT_INTERESTED, EventType.REPORT):
             user.not_interested.add(row)
+            if t is EventType.REPORT:
+                self._reported(row, video, event.user_id)
 
         if counter is not None:
             counters.add(row, counter, 1, ts)
         counters.heat(row, t, ts)
+        if not shapes_profile:
+            self.applied += 1
+            return
         if delta:
             self._move_affinity(user, row, delta, ts, creator_boost=t is EventType.FOLLOW)
         if t in ENGAGEMENTS or (t is EventType.WATCH and delta > 0.2):
@@ -347,6 +428,25 @@ class OnlineState:
             self.coengagement.add(history, row, ts)
             user.session.append((event.video_id, t.value, ts))
         self.applied += 1
+
+    def _reported(self, row: int, video: Video, user_id: str) -> None:
+        reporters = self.reporters.setdefault(row, set())
+        reporters.add(user_id)
+        over = len(reporters) - video.report_baseline >= self.settings.report_review_threshold
+        if over and video.status is ReviewStatus.APPROVED and row not in self.report_crossings:
+            self.report_crossings.append(row)
+
+    def take_report_crossings(self) -> list[int]:
+        """Rows whose reports call for human review since the last call."""
+        with self.lock:
+            rows, self.report_crossings = self.report_crossings, []
+        return rows
+
+    def set_mutes(self, user_id: str, keywords: list[str], hashtags: list[str]) -> None:
+        if keywords or hashtags:
+            self.mutes[user_id] = UserMutes.of(keywords, hashtags)
+        else:
+            self.mutes.pop(user_id, None)
 
     def _move_affinity(
         self, user: UserState, row: int, delta: float, ts: float, creator_boost: bool
@@ -368,9 +468,11 @@ class OnlineState:
                 "size": self.table.size,
                 "users": {uid: u.to_json() for uid, u in self.users.items()},
                 "coengagement": self.coengagement.to_json(),
+                "reporters": {str(r): sorted(u) for r, u in self.reporters.items()},
                 "saved_at": time.time(),
             }
             arrays = self.counters.to_arrays(self.table.size)
+            arrays.update(self.pools.to_arrays(self.table.size))
         buf = io.BytesIO()
         arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
         np.savez(buf, **arrays)  # type: ignore[arg-type]
@@ -381,6 +483,8 @@ class OnlineState:
             meta: dict[str, Any] = orjson.loads(z["meta"].tobytes())
             arrays = {k: z[k] for k in z.files if k != "meta"}
         self.counters.load_arrays(arrays)
+        self.pools.load_arrays(arrays)
+        self.reporters = {int(r): set(u) for r, u in meta.get("reporters", {}).items()}
         s = self.settings
         for uid, raw in meta["users"].items():
             self.users[uid] = UserState.from_json(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 AFFINITY_CAP = 200  # keys kept per kind; the weakest go first
+RECENT_LIKES = 50  # liked video rows kept as profile signals (cleared by a reset)
 
 
 @dataclass
@@ -84,7 +85,8 @@ class UserState:
     creators: Affinities = field(init=False)
     session: deque[tuple[str, str, float]] = field(init=False)
     seen: BoundedSet = field(init=False)
-    liked: BoundedSet = field(init=False)
+    liked: BoundedSet = field(init=False)  # every like, so a repeated like counts once
+    recent_likes: deque[int] = field(init=False)  # newest last; a profile signal
     hidden_creators: set[str] = field(default_factory=set)
     hidden_sounds: set[str] = field(default_factory=set)
     not_interested: set[int] = field(default_factory=set)  # video rows
@@ -93,6 +95,8 @@ class UserState:
     fatigue_day: int = -1  # the UTC day the served counts below belong to
     served_creators: dict[str, int] = field(default_factory=dict)
     served_tags: dict[str, int] = field(default_factory=dict)
+    reset_at: float = 0.0  # "reset my feed": events up to this time no longer shape it
+    generation: int = 0  # resets so far; the model knows the user afresh after each
 
     def __post_init__(self) -> None:
         self.tags = Affinities(self.half_life_s)
@@ -101,6 +105,24 @@ class UserState:
         self.session = deque(maxlen=self.session_len)
         self.seen = BoundedSet(self.seen_max)
         self.liked = BoundedSet(self.seen_max)
+        self.recent_likes = deque(maxlen=RECENT_LIKES)
+
+    def reset(self, at: float) -> None:
+        """Forget the learned profile (affinities, session, recent likes); keep the seen
+        set and the user's own controls (hides, not interested)."""
+        self.tags.values.clear()
+        self.sounds.values.clear()
+        self.creators.values.clear()
+        self.session.clear()
+        self.recent_likes.clear()
+        self.engagements = 0
+        self.reset_at = max(self.reset_at, at)
+        self.generation += 1
+
+    @property
+    def model_key(self) -> str | None:
+        """The suffix the model's user id carries after a reset, or None."""
+        return f"#reset{self.generation}" if self.generation else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +140,9 @@ class UserState:
             "fatigue_day": self.fatigue_day,
             "served_creators": self.served_creators,
             "served_tags": self.served_tags,
+            "recent_likes": list(self.recent_likes),
+            "reset_at": self.reset_at,
+            "generation": self.generation,
         }
 
     @classmethod
@@ -138,4 +163,7 @@ class UserState:
         user.fatigue_day = raw.get("fatigue_day", -1)
         user.served_creators = dict(raw.get("served_creators", {}))
         user.served_tags = dict(raw.get("served_tags", {}))
+        user.recent_likes.extend(raw.get("recent_likes", reversed(user.liked.recent(RECENT_LIKES))))
+        user.reset_at = raw.get("reset_at", 0.0)
+        user.generation = raw.get("generation", 0)
         return user

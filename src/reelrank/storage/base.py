@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
-from ..schema import Event, Follow, Impression, User, Video
+from ..schema import AuditEntry, Event, Follow, Impression, User, Video
 
 
 class CatalogStore(Protocol):
@@ -37,6 +37,21 @@ class CatalogStore(Protocol):
 
     def iter_follows(self) -> Iterator[Follow]:
         """Every follow edge."""
+
+    def put_control(self, kind: str, key: str, body: dict[str, Any]) -> None:
+        """Replace the server-side control record of a user, creator or video (strikes,
+        boosts, mutes, resets): state the app does not send, kept durably."""
+
+    def iter_controls(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every (key, body) control record of a kind."""
+
+    def append_audit(self, entries: list[AuditEntry]) -> list[int]:
+        """Durably append audit entries; their sequence numbers."""
+
+    def read_audit(
+        self, target_kind: str | None, target_id: str | None, before: int | None, limit: int
+    ) -> list[AuditEntry]:
+        """Audit entries, newest first, optionally for one target, with seq < before."""
 
 
 class EventLog(Protocol):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
-from ..schema import Event, Follow, Impression, User, Video
+from ..schema import AuditEntry, Event, Follow, Impression, User, Video
 from .base import CatalogStore, EventLog, StateStore
 
 
@@ -16,6 +17,8 @@ class MemoryCatalog:
         self._video_rows: dict[str, int] = {}
         self._users: dict[str, User] = {}
         self._follows: set[tuple[str, str]] = set()
+        self._controls: dict[tuple[str, str], dict[str, Any]] = {}
+        self._audit: list[AuditEntry] = []
 
     def upsert_videos(self, videos: list[Video]) -> list[tuple[int, bool]]:
         out = []
@@ -78,6 +81,37 @@ class MemoryCatalog:
             edges = sorted(self._follows)
         for user_id, creator_id in edges:
             yield Follow(user_id=user_id, creator_id=creator_id)
+
+    def put_control(self, kind: str, key: str, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._controls[(kind, key)] = dict(body)
+
+    def iter_controls(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            found = sorted((k, dict(b)) for (c, k), b in self._controls.items() if c == kind)
+        yield from found
+
+    def append_audit(self, entries: list[AuditEntry]) -> list[int]:
+        out = []
+        with self._lock:
+            for e in entries:
+                seq = len(self._audit) + 1
+                self._audit.append(e.model_copy(update={"seq": seq}))
+                out.append(seq)
+        return out
+
+    def read_audit(
+        self, target_kind: str | None, target_id: str | None, before: int | None, limit: int
+    ) -> list[AuditEntry]:
+        with self._lock:
+            found = [
+                e
+                for e in reversed(self._audit)
+                if (target_kind is None or e.target_kind == target_kind)
+                and (target_id is None or e.target_id == target_id)
+                and (before is None or e.seq < before)
+            ]
+        return found[:limit]
 
 
 class MemoryEventLog:

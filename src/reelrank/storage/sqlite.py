@@ -6,11 +6,12 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from ..errors import StorageError
-from ..schema import Event, EventType, Follow, Impression, User, Video
+from ..schema import AuditEntry, Event, EventType, Follow, Impression, User, Video
 from .base import CatalogStore, EventLog, StateStore
 
 SCHEMA = """
@@ -53,6 +54,23 @@ CREATE TABLE IF NOT EXISTS impressions (
     ts REAL NOT NULL,
     features BLOB
 );
+CREATE TABLE IF NOT EXISTS controls (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target_kind TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail BLOB
+);
+CREATE INDEX IF NOT EXISTS audit_target ON audit (target_kind, target_id, seq);
 CREATE TABLE IF NOT EXISTS snapshots (
     name TEXT PRIMARY KEY,
     blob BLOB NOT NULL
@@ -212,6 +230,76 @@ class SQLiteCatalog:
             rows = self._db.conn.execute("SELECT user_id, creator_id FROM follows").fetchall()
         for user_id, creator_id in rows:
             yield Follow(user_id=user_id, creator_id=creator_id)
+
+    def put_control(self, kind: str, key: str, body: dict[str, Any]) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO controls (kind, key, body) VALUES (?, ?, ?) "
+                "ON CONFLICT(kind, key) DO UPDATE SET body = excluded.body",
+                (kind, key, orjson.dumps(body)),
+            )
+
+    def iter_controls(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        with self._db.lock:
+            rows = self._db.conn.execute(
+                "SELECT key, body FROM controls WHERE kind = ? ORDER BY key", (kind,)
+            ).fetchall()
+        for key, body in rows:
+            yield key, orjson.loads(body)
+
+    def append_audit(self, entries: list[AuditEntry]) -> list[int]:
+        out = []
+        with self._db.write() as conn:
+            for e in entries:
+                cur = conn.execute(
+                    "INSERT INTO audit (ts, actor, action, target_kind, target_id, reason, "
+                    "detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        e.ts,
+                        e.actor,
+                        e.action,
+                        e.target_kind,
+                        e.target_id,
+                        e.reason,
+                        None if e.detail is None else orjson.dumps(e.detail),
+                    ),
+                )
+                out.append(int(cur.lastrowid or 0))
+        return out
+
+    def read_audit(
+        self, target_kind: str | None, target_id: str | None, before: int | None, limit: int
+    ) -> list[AuditEntry]:
+        where: list[str] = []
+        args: list[Any] = []
+        if target_kind is not None:
+            where.append("target_kind = ?")
+            args.append(target_kind)
+        if target_id is not None:
+            where.append("target_id = ?")
+            args.append(target_id)
+        if before is not None:
+            where.append("seq < ?")
+            args.append(before)
+        sql = "SELECT seq, ts, actor, action, target_kind, target_id, reason, detail FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        with self._db.lock:
+            rows = self._db.conn.execute(sql, (*args, limit)).fetchall()
+        return [
+            AuditEntry(
+                seq=r[0],
+                ts=r[1],
+                actor=r[2],
+                action=r[3],
+                target_kind=r[4],
+                target_id=r[5],
+                reason=r[6],
+                detail=None if r[7] is None else orjson.loads(r[7]),
+            )
+            for r in rows
+        ]
 
 
 class SQLiteEventLog:

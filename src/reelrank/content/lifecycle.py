@@ -1,0 +1,499 @@
+"""The content lifecycle: review on upload, the human review queue, reports, duplicates,
+traffic pools and operator controls, every decision written to the audit log.
+
+A change of a video's review state is one path (`_change`): the record is written to the
+catalog, the in-memory table updated, the video placed in or dropped from the content
+and two-tower indexes, and the audit entry appended; the feed's approved filter reads the
+table, so an unapproved video leaves every channel, cache and pool at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..config import Settings
+from ..errors import Conflict, InvalidInput, NotFound
+from ..metrics import Metrics
+from ..schema import AuditEntry, ReviewStatus, Video, VideoIn
+from ..state.online import OnlineState
+from .duplicates import DuplicateIndex, duplicate_finding
+from .pools import Stage
+from .review import MACHINE, Outcome, Review, Reviewer, default_checks
+
+if TYPE_CHECKING:
+    from ..recall.two_tower import RetrievalIndex
+
+log = logging.getLogger(__name__)
+
+REPORTS = "reports"
+EXCLUDED = -2  # pool tier of a video that never gets a pool (a re-upload)
+
+
+def _actor(name: str | None) -> str:
+    """A person's name as given to an admin call; the metric label is 'person'."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("reviewer", "name the person making the decision")
+    if name in (MACHINE, REPORTS):
+        raise InvalidInput("reviewer", f"{name!r} is reserved for automatic decisions")
+    return name
+
+
+def _reason(reason: Any) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInput("reason", "give a reason (it goes to the audit log)")
+    if len(reason) > 2000:
+        raise InvalidInput("reason", "at most 2000 characters")
+    return reason.strip()
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        settings: Settings,
+        state: OnlineState,
+        retrieval: RetrievalIndex,
+        metrics: Metrics,
+        catalog_lock: threading.RLock,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.store = state.store
+        self.table = state.table
+        self.pools = state.pools
+        self.retrieval = retrieval
+        self.metrics = metrics
+        self.lock = catalog_lock
+        s = settings
+        self.reviewer = Reviewer(
+            default_checks(
+                s.banned_terms,
+                s.rejected_terms,
+                s.review_max_hashtags,
+                s.review_max_duration_ms,
+                s.review_classifier,
+                s.review_classifier_hold,
+                s.review_classifier_reject,
+            )
+        )
+        self.duplicates = DuplicateIndex(self.table, s.duplicate_duration_ms)
+        self.pending: dict[int, None] = {}  # rows awaiting human review, oldest first
+        self.creators: dict[str, dict[str, Any]] = {}  # creator id -> strikes, suspended
+        self.boosts: dict[str, int] = {}  # video id -> impressions granted in all
+        state.on_near_duplicates = self.mark_near_duplicates
+
+    # -- start-up --------------------------------------------------------------------------
+    def load(self) -> None:
+        """Index the loaded catalog; put young approved videos without pool state in
+        their first pool; restore boosts the snapshot has not seen."""
+        now = time.time()
+        for key, body in self.store.catalog.iter_controls("creator"):
+            self.creators[key] = body
+        with self.lock, self.state.lock:
+            table = self.table
+            for row in range(table.size):
+                video = table.records[row]
+                if video is None:
+                    continue
+                self.duplicates.add(row, video)
+                if video.status is ReviewStatus.PENDING_REVIEW:
+                    self.pending[row] = None
+                self._maybe_enter_pool(row, video, now)
+            for key, body in self.store.catalog.iter_controls("video"):
+                row = table.row_of(key)
+                granted = int(body.get("boost_granted", 0))
+                if row >= 0 and granted:
+                    self.boosts[key] = granted
+                    self.pools.ensure(row + 1)
+                    left = granted - int(self.pools.boost_used[row])
+                    self.pools.boost_left[row] = max(left, 0)
+            self.pools.version += 1
+
+    # -- upload ------------------------------------------------------------------------------
+    def review(self, video: VideoIn) -> Review:
+        """Machine review of one upload (call under the catalog lock)."""
+        row = self.table.row_of(video.id)
+        previous = self.table.video(row) if row >= 0 else None
+        extra = []
+        duplicate_of = None
+        found = self.duplicates.find(video)
+        if found is not None and (previous is None or previous.duplicate_of is None):
+            original, how = found
+            extra.append(duplicate_finding(original, how))
+            duplicate_of = original.id
+        return self.reviewer.review(video, previous, extra, duplicate_of)
+
+    def placed(
+        self, placed: list[tuple[int, Video]], reviews: list[Review], new: list[bool]
+    ) -> None:
+        """After the catalog write and table upsert of reviewed uploads (catalog lock)."""
+        now = time.time()
+        entries = []
+        for (row, video), review, created in zip(placed, reviews, new, strict=True):
+            self.duplicates.add(row, video)
+            self._track_pending(row, video)
+            if created or (not review.kept and self._decision_changed(review)):
+                entries.append(self._machine_entry(video, review))
+        self.state.index_content(placed)  # may mark embedding near-duplicates
+        self.retrieval.place(placed)
+        with self.state.lock:
+            for row, _ in placed:
+                self._maybe_enter_pool(row, self.table.video(row), now)
+        if entries:
+            self.store.catalog.append_audit(entries)
+            for e in entries:
+                self.metrics.review_decisions.labels(MACHINE, e.detail["status"]).inc()  # type: ignore[index]
+
+    @staticmethod
+    def _decision_changed(review: Review) -> bool:
+        return bool(review.findings) or review.video.status is not ReviewStatus.APPROVED
+
+    def _machine_entry(self, video: Video, review: Review) -> AuditEntry:
+        action = {
+            ReviewStatus.APPROVED: "review.approve",
+            ReviewStatus.PENDING_REVIEW: "review.hold",
+            ReviewStatus.REJECTED: "review.reject",
+            ReviewStatus.HIDDEN: "review.keep",
+        }[video.status]
+        if review.kept:
+            action = "review.keep"
+        return AuditEntry(
+            ts=time.time(),
+            actor=video.reviewed_by or MACHINE,
+            action=action,
+            target_kind="video",
+            target_id=video.id,
+            reason=video.status_reason or "no findings",
+            detail={
+                "status": video.status.value,
+                "findings": [
+                    {"check": f.check, "outcome": f.outcome.name.lower(), "reason": f.reason}
+                    for f in review.findings
+                ],
+                **({"duplicate_of": video.duplicate_of} if video.duplicate_of else {}),
+            },
+        )
+
+    def _track_pending(self, row: int, video: Video) -> None:
+        if video.status is ReviewStatus.PENDING_REVIEW:
+            self.pending.setdefault(row, None)
+        else:
+            self.pending.pop(row, None)
+
+    def _maybe_enter_pool(self, row: int, video: Video, now: float) -> None:
+        """A servable video that never had a pool gets its first (state lock held)."""
+        pools = self.pools
+        pools.ensure(row + 1)
+        if video.duplicate_of is not None:
+            if pools.tier[row] == -1:
+                pools.tier[row] = EXCLUDED
+            elif pools.stage[row] in (Stage.TESTING, Stage.JUDGING):
+                pools.stage[row] = Stage.NONE  # found a re-upload after it entered
+                pools.window.pop(row, None)
+                pools.version += 1
+            return
+        if self.table.approved[row] and pools.eligible(row, video.created_at, now):
+            self.state.counters.ensure(row + 1)
+            pools.enter(row, self.state.counters.totals[row])
+            self.metrics.pool_transitions.labels("testing").inc()
+
+    # -- one path for every state change -----------------------------------------------------
+    def _change(self, row: int, video: Video, entry: AuditEntry) -> None:
+        """Write a changed record, apply it everywhere, and audit it (catalog lock held)."""
+        self.store.catalog.upsert_videos([video])
+        self.table.upsert(row, video)
+        self._track_pending(row, video)
+        self.state.index_content([(row, video)])
+        self.retrieval.place([(row, video)])
+        with self.state.lock:
+            self._maybe_enter_pool(row, video, time.time())
+        self.store.catalog.append_audit([entry])
+        label = entry.actor if entry.actor in (MACHINE, REPORTS) else "person"
+        self.metrics.review_decisions.labels(label, video.status.value).inc()
+
+    def _video(self, video_id: str) -> tuple[int, Video]:
+        row = self.table.row_of(video_id)
+        if row < 0:
+            raise NotFound(f"unknown video {video_id!r}")
+        return row, self.table.video(row)
+
+    def _entry(
+        self, actor: str, action: str, kind: str, target: str, reason: str, **detail: Any
+    ) -> AuditEntry:
+        return AuditEntry(
+            ts=time.time(),
+            actor=actor,
+            action=action,
+            target_kind=kind,
+            target_id=target,
+            reason=reason,
+            detail=detail or None,
+        )
+
+    # -- human review ------------------------------------------------------------------------
+    def review_queue(self, limit: int, offset: int) -> dict[str, Any]:
+        """Videos awaiting a person, oldest hold first."""
+        rows = list(self.pending)
+        out = []
+        for row in rows[offset : offset + limit]:
+            video = self.table.records[row]
+            if video is None or video.status is not ReviewStatus.PENDING_REVIEW:
+                continue
+            out.append(
+                {
+                    "video": video.model_dump(mode="json"),
+                    "reason": video.status_reason,
+                    "held_by": video.reviewed_by,
+                    "reports": len(self.state.reporters.get(row, ())),
+                }
+            )
+        return {"pending": len(rows), "offset": offset, "items": out}
+
+    def decide(self, video_id: str, decision: Any, reason: Any, reviewer: Any) -> dict[str, Any]:
+        """A person approves or rejects a video (from any state)."""
+        if decision not in ("approve", "reject"):
+            raise InvalidInput("decision", "must be 'approve' or 'reject'")
+        actor, why = _actor(reviewer), _reason(reason)
+        with self.lock:
+            row, video = self._video(video_id)
+            status = ReviewStatus.APPROVED if decision == "approve" else ReviewStatus.REJECTED
+            reporters = len(self.state.reporters.get(row, ()))
+            changed = video.model_copy(
+                update={
+                    "status": status,
+                    "status_reason": why,
+                    "reviewed_by": actor,
+                    "report_baseline": reporters,
+                }
+            )
+            self._change(
+                row,
+                changed,
+                self._entry(
+                    actor,
+                    f"review.{decision}",
+                    "video",
+                    video_id,
+                    why,
+                    status=status.value,
+                    previous=video.status.value,
+                ),
+            )
+        return self.video_state(video_id)
+
+    def process_reports(self) -> int:
+        """Send videos whose distinct reporters passed the threshold back to review."""
+        held = 0
+        for row in self.state.take_report_crossings():
+            with self.lock:
+                video = self.table.records[row]
+                if video is None or video.status is not ReviewStatus.APPROVED:
+                    continue
+                count = len(self.state.reporters.get(row, ()))
+                if count - video.report_baseline < self.settings.report_review_threshold:
+                    continue
+                why = f"reported by {count} users"
+                changed = video.model_copy(
+                    update={
+                        "status": ReviewStatus.PENDING_REVIEW,
+                        "status_reason": why,
+                        "reviewed_by": REPORTS,
+                    }
+                )
+                self._change(
+                    row,
+                    changed,
+                    self._entry(REPORTS, "review.hold", "video", video.id, why, reporters=count),
+                )
+                held += 1
+        return held
+
+    def mark_near_duplicates(self, found: list[tuple[int, int, float]]) -> None:
+        """Embedding near-duplicates found while indexing new videos."""
+        for row, original_row, cosine in found:
+            with self.lock:
+                video = self.table.records[row]
+                original = self.table.records[original_row]
+                if video is None or original is None or video.duplicate_of is not None:
+                    continue
+                original = self.duplicates._root(original)
+                finding = duplicate_finding(original, f"content similarity {cosine:.2f}")
+                update: dict[str, Any] = {
+                    "duplicate_of": original.id,
+                    "status_reason": finding.describe(),
+                }
+                if finding.outcome is not Outcome.APPROVE and video.reviewed_by == MACHINE:
+                    update["status"] = (
+                        ReviewStatus.REJECTED
+                        if finding.outcome is Outcome.REJECT
+                        else ReviewStatus.PENDING_REVIEW
+                    )
+                elif video.status is not ReviewStatus.APPROVED:
+                    update.pop("status_reason")  # keep the reason it is not approved
+                changed = video.model_copy(update=update)
+                self._change(
+                    row,
+                    changed,
+                    self._entry(
+                        MACHINE,
+                        "review.duplicate",
+                        "video",
+                        video.id,
+                        finding.describe(),
+                        duplicate_of=original.id,
+                        cosine=cosine,
+                        status=changed.status.value,
+                    ),
+                )
+
+    # -- operator controls -------------------------------------------------------------------
+    def hide(self, video_id: str, hidden: bool, reason: Any, operator: Any) -> dict[str, Any]:
+        actor, why = _actor(operator), _reason(reason)
+        with self.lock:
+            row, video = self._video(video_id)
+            if not hidden and video.status is not ReviewStatus.HIDDEN:
+                raise Conflict(f"video {video_id!r} is {video.status.value}, not hidden")
+            status = ReviewStatus.HIDDEN if hidden else ReviewStatus.APPROVED
+            changed = video.model_copy(
+                update={"status": status, "status_reason": why, "reviewed_by": actor}
+            )
+            self._change(
+                row,
+                changed,
+                self._entry(
+                    actor,
+                    "video.hide" if hidden else "video.unhide",
+                    "video",
+                    video_id,
+                    why,
+                    previous=video.status.value,
+                ),
+            )
+        return self.video_state(video_id)
+
+    def boost(self, video_id: str, impressions: Any, reason: Any, operator: Any) -> dict[str, Any]:
+        """Heat a video: `impressions` more through exploration slots, within the budget."""
+        actor, why = _actor(operator), _reason(reason)
+        if isinstance(impressions, bool) or not isinstance(impressions, int) or impressions < 1:
+            raise InvalidInput("impressions", "a whole number of at least 1")
+        with self.lock:
+            row, video = self._video(video_id)
+            if not self.table.approved[row]:
+                raise Conflict(f"video {video_id!r} is not servable ({video.status.value})")
+            with self.state.lock:
+                left = self.settings.boost_budget - self.pools.boost_outstanding()
+                if impressions > left:
+                    raise Conflict(
+                        f"boost budget: {left} of {self.settings.boost_budget} impressions "
+                        f"left, {impressions} asked"
+                    )
+                granted = self.boosts.get(video_id, 0) + impressions
+                self.store.catalog.put_control("video", video_id, {"boost_granted": granted})
+                self.boosts[video_id] = granted
+                self.pools.boost(row, impressions)
+            self.store.catalog.append_audit(
+                [self._entry(actor, "video.boost", "video", video_id, why, impressions=impressions)]
+            )
+        return self.video_state(video_id)
+
+    def strike(self, creator_id: str, add: bool, reason: Any, operator: Any) -> dict[str, Any]:
+        """Add a strike (suspending at `strikes_to_suspend`), or clear them (reinstate)."""
+        actor, why = _actor(operator), _reason(reason)
+        with self.lock:
+            if self.table.creators.get(creator_id) < 0:
+                raise NotFound(f"unknown creator {creator_id!r}")
+            record = dict(self.creators.get(creator_id, {"strikes": 0, "suspended": False}))
+            record["strikes"] = record.get("strikes", 0) + 1 if add else 0
+            suspended = record["strikes"] >= self.settings.strikes_to_suspend
+            was = bool(record.get("suspended"))
+            record["suspended"] = suspended
+            self.store.catalog.put_control("creator", creator_id, record)
+            self.creators[creator_id] = record
+            if suspended != was:
+                changed = self.table.suspend(creator_id, suspended)
+                placed = [(r, self.table.video(r)) for r in changed]
+                self.state.index_content(placed)
+                self.retrieval.place(placed)
+                with self.state.lock:
+                    for r, v in placed:
+                        self._maybe_enter_pool(r, v, time.time())
+            action = "creator.strike" if add else "creator.reinstate"
+            if suspended and not was:
+                action = "creator.suspend"
+            self.store.catalog.append_audit(
+                [
+                    self._entry(
+                        actor,
+                        action,
+                        "creator",
+                        creator_id,
+                        why,
+                        strikes=record["strikes"],
+                        suspended=suspended,
+                    )
+                ]
+            )
+        return self.creator_state(creator_id)
+
+    # -- reads -------------------------------------------------------------------------------
+    def video_state(self, video_id: str) -> dict[str, Any]:
+        row, video = self._video(video_id)
+        return {
+            "id": video.id,
+            "status": video.status.value,
+            "status_reason": video.status_reason,
+            "reviewed_by": video.reviewed_by,
+            "duplicate_of": video.duplicate_of,
+            "servable": bool(self.table.approved[row]),
+            "reports": len(self.state.reporters.get(row, ())),
+            "pool": self.pools.describe(row, self.state.counters),
+        }
+
+    def creator_state(self, creator_id: str) -> dict[str, Any]:
+        c = self.table.creators.get(creator_id)
+        if c < 0:
+            raise NotFound(f"unknown creator {creator_id!r}")
+        record = self.creators.get(creator_id, {})
+        return {
+            "id": creator_id,
+            "strikes": int(record.get("strikes", 0)),
+            "suspended": bool(record.get("suspended", False)),
+            "strikes_to_suspend": self.settings.strikes_to_suspend,
+            "videos": len(self.table.by_creator.rows(c)),
+        }
+
+    def audit(
+        self, kind: str | None, target: str | None, before: int | None, limit: int
+    ) -> dict[str, Any]:
+        if kind not in (None, "video", "creator"):
+            raise InvalidInput("target_kind", "must be 'video' or 'creator'")
+        entries = self.store.catalog.read_audit(kind, target, before, limit)
+        return {
+            "entries": [e.model_dump(mode="json") for e in entries],
+            "next_before": entries[-1].seq if len(entries) == limit else None,
+        }
+
+    # -- pools -------------------------------------------------------------------------------
+    def evaluate_pools(self, now: float | None = None) -> int:
+        """Judge settled pools, cool and revive; return the transitions made."""
+        now = time.time() if now is None else now
+        with self.state.lock:
+            moves = self.pools.evaluate(now, self.state.counters, self.table.size)
+        for m in moves:
+            self.metrics.pool_transitions.labels(m.stage.name.lower()).inc()
+        return len(moves)
+
+    def pools_summary(self) -> dict[str, Any]:
+        return {
+            **self.pools.summary(self.table.size),
+            "settings": {
+                "sizes": self.settings.pool_sizes,
+                "thresholds": self.settings.pool_thresholds,
+                "weights": self.settings.pool_weights,
+                "settle_s": self.settings.pool_settle_s,
+                "boost_budget": self.settings.boost_budget,
+            },
+        }

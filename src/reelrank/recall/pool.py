@@ -1,0 +1,58 @@
+"""Pool: videos owed impressions by a traffic pool or an operator boost, matched to the
+user (hashtag affinity, onboarding interests, language); the policy puts them in the
+page's exploration slots."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from ..pipeline.query import Query, Recalled
+from ..rank.signals import affinity
+
+MATCH_POOL = 2000  # pool videos considered per request, the least served first
+
+
+class PoolRecall:
+    name = "pool"
+
+    def recall(self, query: Query, quota: int) -> Recalled:
+        pools = query.pools
+        if pools is None or quota <= 0:
+            return Recalled.join([])
+        size = query.size
+        boosted = pools.boosted(size)
+        boosted = boosted[query.table.approved[boosted]]
+        testing = pools.testing(size)
+        testing = testing[query.table.approved[testing]]
+        parts = []
+        if len(boosted):
+            parts.append(Recalled.of(boosted[:quota], "promoted: boosted by the editors"))
+        room = quota - len(parts[0].rows) if parts else quota
+        if len(testing) and room > 0:
+            rng = np.random.default_rng(zlib.crc32(query.request.request_id.encode()))
+            need = pools.served[testing] / np.array(pools.sizes, np.float64)[pools.tier[testing]]
+            if len(testing) > MATCH_POOL:
+                testing = testing[np.argsort(need, kind="stable")[:MATCH_POOL]]
+                need = (
+                    pools.served[testing] / np.array(pools.sizes, np.float64)[pools.tier[testing]]
+                )
+            match = np.zeros(len(testing))
+            if query.user is not None or query.profile is not None:
+                a = affinity(query, testing)
+                match = np.clip(a.tags, 0.0, None) + 2.0 * a.interests
+            if query.language:
+                language = query.table.languages.get(query.language)
+                match += 0.5 * (query.table.language[testing] == language)
+            # Matched users first; among equals, the pool furthest from its size.
+            order = np.lexsort((rng.random(len(testing)), need, -match))[:room]
+            rows = testing[order]
+            tiers = pools.tier[rows]
+            reasons = np.where(
+                tiers == 0,
+                "new video being tested with a first audience",
+                "rising video being tested with a wider audience",
+            ).astype(object)
+            parts.append(Recalled(rows.astype(np.int64), reasons))
+        return Recalled.join(parts)
