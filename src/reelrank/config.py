@@ -405,6 +405,15 @@ def _coerce(name: str, value: Any, from_env: bool, below: Any = None) -> Any:
             if any(isinstance(v, bool | float) for v in value):
                 raise ValueError("expected a list of integers")
             return [int(v) for v in value if str(v).strip()]
+        if typ == "list[float]":
+            if from_env and isinstance(value, str):
+                value = json.loads(value) if value.startswith("[") else value.split(",")
+            if not isinstance(value, list) or any(isinstance(v, bool) for v in value):
+                raise ValueError("expected a list of numbers")
+            out = [float(v) for v in value if str(v).strip()]
+            if not all(math.isfinite(v) for v in out):
+                raise ValueError("expected finite numbers")
+            return out
         if typ == "list[str]":
             if from_env and isinstance(value, str):
                 value = json.loads(value) if value.startswith("[") else value.split(",")

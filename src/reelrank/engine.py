@@ -15,7 +15,9 @@ from collections import OrderedDict
 from typing import Any
 
 from .config import Settings
+from .content.duplicates import UploadBatch
 from .content.lifecycle import Lifecycle
+from .content.review import Review
 from .errors import InvalidInput, NotFound, ReelrankError
 from .ingest.events import EventIngestor, IngestResult
 from .metrics import Metrics
@@ -264,8 +266,9 @@ class Engine:
         last: dict[str, int] = {v.id: j for j, (_, v) in enumerate(valid)}
         with self._catalog_lock:
             # A video repeated in one batch: its last record is the one reviewed and kept.
-            reviews = [
-                self.lifecycle.review(v) for j, (_, v) in enumerate(valid) if last[v.id] == j
+            batch = UploadBatch()
+            reviews: list[Review] = [
+                self.lifecycle.review(v, batch) for j, (_, v) in enumerate(valid) if last[v.id] == j
             ]
             rows = self.store.catalog.upsert_videos([r.video for r in reviews])
             if rows:

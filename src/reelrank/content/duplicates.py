@@ -49,6 +49,32 @@ def duplicate_finding(original: Video, how: str) -> Finding:
     )
 
 
+class UploadBatch:
+    """The keys of the videos reviewed so far in one upload batch."""
+
+    def __init__(self) -> None:
+        self.media: dict[str, Video] = {}
+        self.captions: dict[tuple[str, str | None], list[Video]] = {}
+
+    def add(self, video: Video) -> None:
+        if video.media_hash:
+            self.media.setdefault(video.media_hash, video)
+        key = caption_key(video.caption)
+        if key is not None:
+            self.captions.setdefault((key, video.sound_id), []).append(video)
+
+    def find(self, video: VideoIn, key: str | None, tolerance: int) -> tuple[Video, str] | None:
+        if video.media_hash:
+            found = self.media.get(video.media_hash)
+            if found is not None and found.id != video.id:
+                return found, "same media hash"
+        if key is not None:
+            for found in self.captions.get((key, video.sound_id), ()):
+                if found.id != video.id and abs(found.duration_ms - video.duration_ms) <= tolerance:
+                    return found, "same caption, sound and duration"
+        return None
+
+
 class DuplicateIndex:
     """Media hashes and caption keys of the catalog, checked on every upsert.
 
@@ -70,8 +96,14 @@ class DuplicateIndex:
             if row not in rows:
                 rows.append(row)
 
-    def find(self, video: VideoIn) -> tuple[Video, str] | None:
-        """The original `video` re-uploads, and how it was recognised, or None."""
+    def find(self, video: VideoIn, batch: UploadBatch | None = None) -> tuple[Video, str] | None:
+        """The original `video` re-uploads, and how it was recognised, or None. `batch`
+        holds the videos reviewed before it in the same upload (not placed yet)."""
+        key = caption_key(video.caption)
+        if batch is not None:
+            in_batch = batch.find(video, key, self.tolerance)
+            if in_batch is not None:
+                return self._root(in_batch[0]), in_batch[1]
         table = self.table
         if video.media_hash:
             row = self._media.get(video.media_hash)
@@ -83,7 +115,6 @@ class DuplicateIndex:
                     and found.media_hash == video.media_hash
                 ):
                     return self._root(found), "same media hash"
-        key = caption_key(video.caption)
         if key is None:
             return None
         for row in self._captions.get(hash((key, video.sound_id)), ()):

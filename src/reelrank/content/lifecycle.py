@@ -19,7 +19,7 @@ from ..errors import Conflict, InvalidInput, NotFound
 from ..metrics import Metrics
 from ..schema import AuditEntry, ReviewStatus, Video, VideoIn
 from ..state.online import OnlineState
-from .duplicates import DuplicateIndex, duplicate_finding
+from .duplicates import DuplicateIndex, UploadBatch, duplicate_finding
 from .pools import Stage
 from .review import MACHINE, Outcome, Review, Reviewer, default_checks
 
@@ -113,18 +113,21 @@ class Lifecycle:
             self.pools.version += 1
 
     # -- upload ------------------------------------------------------------------------------
-    def review(self, video: VideoIn) -> Review:
-        """Machine review of one upload (call under the catalog lock)."""
+    def review(self, video: VideoIn, batch: UploadBatch) -> Review:
+        """Machine review of one upload (call under the catalog lock); `batch` holds the
+        videos reviewed before it in the same upload."""
         row = self.table.row_of(video.id)
         previous = self.table.video(row) if row >= 0 else None
         extra = []
         duplicate_of = None
-        found = self.duplicates.find(video)
+        found = self.duplicates.find(video, batch)
         if found is not None and (previous is None or previous.duplicate_of is None):
             original, how = found
             extra.append(duplicate_finding(original, how))
             duplicate_of = original.id
-        return self.reviewer.review(video, previous, extra, duplicate_of)
+        review = self.reviewer.review(video, previous, extra, duplicate_of)
+        batch.add(review.video)
+        return review
 
     def placed(
         self, placed: list[tuple[int, Video]], reviews: list[Review], new: list[bool]

@@ -209,7 +209,7 @@ class PoolBook:
     def evaluate(self, now: float, counters: VideoCounters, size: int) -> list[Transition]:
         """Judge settled pools, cool graduated videos, revive stopped or cooled ones."""
         out: list[Transition] = []
-        stage = self.stage[:size]
+        stage = self.stage[:size].copy()  # as it stood: a video moves one step per call
         judged = np.flatnonzero((stage == Stage.JUDGING) & (self.judge_at[:size] <= now))
         for row in judged.tolist():
             tier = int(self.tier[row])

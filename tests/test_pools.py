@@ -1,0 +1,219 @@
+"""Traffic pools: the state machine, the rates it judges, delivery through exploration
+slots, the funnel endpoints and persistence (issue 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from reelrank.content.pools import PoolBook, Stage
+from reelrank.engine import Engine
+from reelrank.schema import EventType
+from reelrank.serve import create_app
+from reelrank.state.counters import VideoCounters
+
+from .conftest import INGEST, event, make_settings, video
+
+T = 1_700_000_000.0
+
+
+def book(**kw: float) -> PoolBook:
+    return PoolBook(
+        sizes=[4, 8],
+        thresholds=[1.0, 1.2],
+        weights={"finish": 1.0, "like": 1.0, "skip": 1.0},
+        settle_s=kw.get("settle_s", 10.0),
+        smoothing=kw.get("smoothing", 4.0),
+        max_age_s=3600.0,
+        cool_heat=kw.get("cool_heat", 1.0),
+        revive_heat=kw.get("revive_heat", 5.0),
+    )
+
+
+def counters_with_catalog_rates() -> VideoCounters:
+    """A catalog of 1,000 plays on row 9: finish rate 0.3, like rate 0.05, skip rate 0.3."""
+    c = VideoCounters(half_life_s=3600.0)
+    c.ensure(16)
+    c.add(9, "plays", 1000, T)
+    c.add(9, "finishes", 300, T)
+    c.add(9, "likes", 50, T)
+    c.add(9, "skips", 300, T)
+    return c
+
+
+def serve(pb: PoolBook, c: VideoCounters, row: int, n: int, finish: int, like: int, skip: int):  # type: ignore[no-untyped-def]
+    for _ in range(n):
+        pb.on_served(row, T)
+    c.add(row, "plays", n, T)
+    for name, k in (("finishes", finish), ("likes", like), ("skips", skip)):
+        if k:
+            c.add(row, name, k, T)
+
+
+def test_rates_are_smoothed_toward_the_catalog_and_read_as_lifts() -> None:
+    pb, c = book(smoothing=4.0), counters_with_catalog_rates()
+    pb.enter(0, c.totals[0])
+    serve(pb, c, 0, 4, finish=4, like=2, skip=0)
+    got = pb.rates(0, c)
+    # The catalog (row 0 included) has 1,004 plays: priors 304/1004, 52/1004, 300/1004.
+    p_finish, p_like, p_skip = 304 / 1004, 52 / 1004, 300 / 1004
+    finish = (4 + 4 * p_finish) / (4 + 4)  # ~0.651
+    like = (2 + 4 * p_like) / (4 + 4)
+    skip = (0 + 4 * p_skip) / (4 + 4)
+    assert got["views"] == 4
+    assert got["rates"]["finish"] == pytest.approx(finish, abs=1e-5)
+    assert got["lifts"]["finish"] == pytest.approx(finish / p_finish, abs=1e-3)
+    assert got["rates"]["like"] == pytest.approx(like, abs=1e-5)
+    expected = (finish / p_finish + like / p_like) / 2 - (skip / p_skip - 1.0)
+    assert got["quality"] == pytest.approx(expected, abs=1e-3)
+    # With no impressions, every lift is 1 and quality sits at the catalog's level.
+    pb.enter(1, c.totals[1])
+    assert pb.rates(1, c)["quality"] == pytest.approx(1.0)
+
+
+def test_a_good_video_climbs_every_tier_and_graduates() -> None:
+    pb, c = book(), counters_with_catalog_rates()
+    pb.enter(0, c.totals[0])
+    serve(pb, c, 0, 3, finish=3, like=2, skip=0)
+    assert Stage(pb.stage[0]) is Stage.TESTING and pb.served[0] == 3
+    serve(pb, c, 0, 1, finish=1, like=0, skip=0)
+    assert Stage(pb.stage[0]) is Stage.JUDGING
+    assert pb.evaluate(T + 5, c, 16) == []  # still settling: engagement may be in flight
+    (move,) = pb.evaluate(T + 10, c, 16)
+    assert (move.row, move.stage, move.tier) == (0, Stage.TESTING, 1)
+    assert pb.served[0] == 0 and pb.rates(0, c)["views"] == 0  # a fresh window
+    serve(pb, c, 0, 8, finish=8, like=4, skip=0)
+    (move,) = pb.evaluate(T + 10, c, 16)
+    assert move.stage is Stage.GRADUATED
+    assert pb.funnel["promotions"] == 1 and pb.funnel["graduations"] == 1
+    assert pb.promotions_by_tier == [1, 1]
+
+
+def test_a_poor_video_stops_and_revives_when_engagement_returns() -> None:
+    pb, c = book(revive_heat=5.0), counters_with_catalog_rates()
+    pb.enter(0, c.totals[0])
+    serve(pb, c, 0, 4, finish=0, like=0, skip=4)
+    for _ in range(4):
+        c.heat(0, EventType.SKIP, T)
+    (move,) = pb.evaluate(T + 10, c, 16)
+    assert move.stage is Stage.STOPPED and move.tier == 0 and move.quality < 1.0
+    assert pb.stops_by_tier == [1, 0]
+    assert len(pb.testing(16)) == 0
+    # Organic engagement after the stop (shares elsewhere, followers) revives it.
+    for _ in range(2):
+        c.heat(0, EventType.SHARE, T + 20)  # 3 heat each
+    (move,) = pb.evaluate(T + 20, c, 16)
+    assert (move.stage, move.tier) == (Stage.TESTING, 0)
+    assert pb.revivals[0] == 1 and pb.funnel["revivals"] == 1
+
+
+def test_a_graduated_video_cools_as_its_heat_decays() -> None:
+    pb, c = book(cool_heat=1.0), counters_with_catalog_rates()
+    pb.enter(0, c.totals[0])
+    serve(pb, c, 0, 4, finish=4, like=3, skip=0)
+    pb.evaluate(T + 10, c, 16)
+    serve(pb, c, 0, 8, finish=8, like=6, skip=0)
+    for _ in range(4):
+        c.heat(0, EventType.LIKE, T)  # 8 heat at T
+    assert pb.evaluate(T + 10, c, 16)[0].stage is Stage.GRADUATED
+    assert pb.evaluate(T + 3600, c, 16) == []  # one half-life: 4 heat left
+    (move,) = pb.evaluate(T + 4 * 3600, c, 16)  # 0.5 heat left
+    assert move.stage is Stage.COOLED
+
+
+def test_pool_state_round_trips_through_the_snapshot_arrays() -> None:
+    pb, c = book(), counters_with_catalog_rates()
+    pb.enter(0, c.totals[0])
+    pb.enter(3, c.totals[3])
+    serve(pb, c, 0, 4, finish=4, like=2, skip=0)
+    pb.evaluate(T + 10, c, 16)
+    pb.boost(5, 7)
+    restored = book()
+    restored.load_arrays(pb.to_arrays(16))
+    assert restored.summary(16) == pb.summary(16)
+    assert restored.describe(0, c) == pb.describe(0, c)
+    assert np.array_equal(restored.window[0], pb.window[0])
+    assert restored.boost_left[5] == 7
+
+
+# -- through the engine ------------------------------------------------------------------------
+
+
+def test_new_videos_are_delivered_to_matching_users_first(tmp_path: Path) -> None:
+    e = Engine(
+        make_settings(
+            tmp_path,
+            pool_sizes=[3, 30],
+            pool_thresholds=[1.0, 1.1],
+            pool_settle_s=0.0,
+            pool_max_age_h=1.0,
+        )
+    ).open()
+    try:
+        old = T  # a back catalog: too old for a first pool
+        e.upsert_videos([video(i, hashtags=[f"t{i % 4}"], created_at=old + i) for i in range(40)])
+        assert e.lifecycle.pools_summary()["funnel"]["entered"] == 0
+        e.upsert_videos(
+            [video("cat", hashtags=["cats"]), video("car", hashtags=["cars"], creator_id="cc")]
+        )
+        assert e.lifecycle.pools_summary()["tiers"][0]["testing"] == 2
+        e.ingest([event("like", "catfan", f"v{i}") for i in range(3)])  # nothing about cats
+        e.upsert_videos([video(f"c{i}", hashtags=["cats"], created_at=old) for i in range(3)])
+        e.ingest([event("like", "catfan", f"vc{i}") for i in range(3)])
+        page = e.feed("catfan", n=10)
+        pooled = [it for it in page.items if it.source == "pool"]
+        assert pooled and pooled[0].video_id == "vcat"
+        assert "new video being tested with a first audience" in pooled[0].reasons
+        # Three impressions spend the first pool; it is judged, then climbs or stops.
+        for u in ("a", "b"):
+            e.feed(u, n=10)
+        assert e.lifecycle.video_state("vcat")["pool"]["stage"] in ("judging", "testing")
+    finally:
+        e.close()
+
+
+def test_pools_endpoint_and_video_detail_over_http(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        store=f"sqlite:///{tmp_path / 'p.db'}",
+        pool_sizes=[2, 50],
+        pool_thresholds=[0.5, 1.0],
+        pool_settle_s=0.0,
+    )
+    app = create_app(Engine(settings), own_engine=True)
+    with TestClient(app) as c:
+        videos = [video(i, hashtags=[f"t{i}"], creator_id=f"c{i}") for i in range(6)]
+        assert c.post("/v1/videos", json={"videos": videos}, headers=INGEST).status_code == 200
+        funnel = c.get("/v1/pools").json()
+        assert funnel["tiers"][0] == {
+            "tier": 0,
+            "size": 2,
+            "threshold": 0.5,
+            "testing": 6,
+            "judging": 0,
+            "promoted": 0,
+            "stopped": 0,
+        }
+        assert funnel["videos"]["testing"] == 6 and funnel["funnel"]["entered"] == 6
+        for user in ("a", "b", "c"):
+            page = c.get(f"/v1/feed/{user}?n=6").json()
+            evs = []
+            for it in page["items"]:
+                evs += [
+                    event("play", user, it["video_id"], request_id=page["request_id"]),
+                    event("finish", user, it["video_id"], request_id=page["request_id"]),
+                ]
+            assert c.post("/v1/events", json={"events": evs}, headers=INGEST).json()["accepted"]
+        app.state.engine.lifecycle_tick()
+        funnel = c.get("/v1/pools").json()
+        assert funnel["tiers"][0]["promoted"] == 6 and funnel["tiers"][1]["testing"] == 6
+        detail = c.get("/v1/videos/v0").json()["lifecycle"]
+        assert detail["pool"]["stage"] == "testing" and detail["pool"]["tier"] == 1
+        assert detail["pool"]["tier_size"] == 50 and detail["pool"]["views"] == 0
+        assert detail["status"] == "approved" and detail["servable"] is True
+    # Pools survive a restart (the final snapshot).
+    with TestClient(create_app(Engine(settings), own_engine=True)) as c:
+        assert c.get("/v1/pools").json()["tiers"][1]["testing"] == 6
