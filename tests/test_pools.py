@@ -3,6 +3,7 @@ slots, the funnel endpoints and persistence (issue 5)."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -44,39 +45,75 @@ def counters_with_catalog_rates() -> VideoCounters:
     return c
 
 
+_served = itertools.count()
+
+
 def serve(pb: PoolBook, c: VideoCounters, row: int, n: int, finish: int, like: int, skip: int):  # type: ignore[no-untyped-def]
-    for _ in range(n):
-        pb.on_served(row, T)
-    c.add(row, "plays", n, T)
-    for name, k in (("finishes", finish), ("likes", like), ("skips", skip)):
-        if k:
-            c.add(row, name, k, T)
+    """n pool impressions of `row`, each viewed; the first `finish` finished, the first
+    `like` liked, the last `skip` skipped (events joined by request id)."""
+    for k in range(n):
+        key = (f"req{next(_served)}", f"v{row}")
+        pb.on_served(row, T, key)
+        pb.on_event(key, EventType.PLAY)
+        c.add(row, "plays", 1, T)
+        if k < finish:
+            pb.on_event(key, EventType.FINISH)
+            pb.on_event(key, EventType.FINISH)  # a repeat counts once
+        if k < like:
+            pb.on_event(key, EventType.LIKE)
+        if k >= n - skip:
+            pb.on_event(key, EventType.SKIP)
 
 
 def test_rates_are_smoothed_toward_the_catalog_and_read_as_lifts() -> None:
     pb, c = book(smoothing=4.0), counters_with_catalog_rates()
-    pb.enter(0, c.totals[0])
+    pb.enter(0, T)
     serve(pb, c, 0, 4, finish=4, like=2, skip=0)
     got = pb.rates(0, c)
-    # The catalog (row 0 included) has 1,004 plays: priors 304/1004, 52/1004, 300/1004.
-    p_finish, p_like, p_skip = 304 / 1004, 52 / 1004, 300 / 1004
-    finish = (4 + 4 * p_finish) / (4 + 4)  # ~0.651
-    like = (2 + 4 * p_like) / (4 + 4)
-    skip = (0 + 4 * p_skip) / (4 + 4)
-    assert got["views"] == 4
+    # The catalog counters (row 0's plays included): priors 300/1004, 50/1004, 300/1004.
+    # Each rate's prior weighs max(4 impressions, 3 expected events).
+    p_finish, p_like, p_skip = 300 / 1004, 50 / 1004, 300 / 1004
+
+    def smoothed(seen: int, prior: float) -> float:
+        strength = max(4.0, 3.0 / prior)
+        return (seen + strength * prior) / (4 + strength)
+
+    finish, like, skip = smoothed(4, p_finish), smoothed(2, p_like), smoothed(0, p_skip)
+    assert got["views"] == 4 and got["baseline"] == "catalog"
     assert got["rates"]["finish"] == pytest.approx(finish, abs=1e-5)
     assert got["lifts"]["finish"] == pytest.approx(finish / p_finish, abs=1e-3)
     assert got["rates"]["like"] == pytest.approx(like, abs=1e-5)
     expected = (finish / p_finish + like / p_like) / 2 - (skip / p_skip - 1.0)
     assert got["quality"] == pytest.approx(expected, abs=1e-3)
     # With no impressions, every lift is 1 and quality sits at the catalog's level.
-    pb.enter(1, c.totals[1])
+    pb.enter(1, T)
     assert pb.rates(1, c)["quality"] == pytest.approx(1.0)
+
+
+def test_the_baseline_becomes_the_rates_of_pools_judged_at_the_tier() -> None:
+    """First audiences are chosen for interest, so once a tier has judged enough pool
+    views its own rates are the yardstick, not the catalog's."""
+    pb, c = book(settle_s=0.0), counters_with_catalog_rates()
+    for row in range(10):
+        pb.enter(row, T)
+    for row in range(10):  # every pool audience finishes 3 of 4 (catalog: 0.3)
+        serve(pb, c, row, 4, finish=3, like=0, skip=0)
+    assert pb.baseline(0, c)[0] == "catalog"
+    pb.evaluate(T, c, 16)
+    assert pb.tier_totals[0, 0] == 40  # views judged at tier 0
+    pb2 = book(settle_s=0.0)
+    pb2.tier_totals[0] = [200, 150, 10, 2, 2, 1, 20]  # 200 views judged: 0.75 finish
+    basis, priors = pb2.baseline(0, c)
+    assert basis == "pool tier" and priors["finish"] == pytest.approx(0.75)
+    pb2.enter(0, T)
+    serve(pb2, c, 0, 4, finish=3, like=0, skip=0)
+    # Finishing 3 of 4 is ordinary among pool audiences: a finish lift near 1.
+    assert pb2.rates(0, c)["lifts"]["finish"] == pytest.approx(1.0, abs=0.01)
 
 
 def test_a_good_video_climbs_every_tier_and_graduates() -> None:
     pb, c = book(), counters_with_catalog_rates()
-    pb.enter(0, c.totals[0])
+    pb.enter(0, T)
     serve(pb, c, 0, 3, finish=3, like=2, skip=0)
     assert Stage(pb.stage[0]) is Stage.TESTING and pb.served[0] == 3
     serve(pb, c, 0, 1, finish=1, like=0, skip=0)
@@ -94,7 +131,7 @@ def test_a_good_video_climbs_every_tier_and_graduates() -> None:
 
 def test_a_poor_video_stops_and_revives_when_engagement_returns() -> None:
     pb, c = book(revive_heat=5.0), counters_with_catalog_rates()
-    pb.enter(0, c.totals[0])
+    pb.enter(0, T)
     serve(pb, c, 0, 4, finish=0, like=0, skip=4)
     for _ in range(4):
         c.heat(0, EventType.SKIP, T)
@@ -112,7 +149,7 @@ def test_a_poor_video_stops_and_revives_when_engagement_returns() -> None:
 
 def test_a_graduated_video_cools_as_its_heat_decays() -> None:
     pb, c = book(cool_heat=1.0), counters_with_catalog_rates()
-    pb.enter(0, c.totals[0])
+    pb.enter(0, T)
     serve(pb, c, 0, 4, finish=4, like=3, skip=0)
     pb.evaluate(T + 10, c, 16)
     serve(pb, c, 0, 8, finish=8, like=6, skip=0)
@@ -126,8 +163,8 @@ def test_a_graduated_video_cools_as_its_heat_decays() -> None:
 
 def test_pool_state_round_trips_through_the_snapshot_arrays() -> None:
     pb, c = book(), counters_with_catalog_rates()
-    pb.enter(0, c.totals[0])
-    pb.enter(3, c.totals[3])
+    pb.enter(0, T)
+    pb.enter(3, T)
     serve(pb, c, 0, 4, finish=4, like=2, skip=0)
     pb.evaluate(T + 10, c, 16)
     pb.boost(5, 7)
@@ -135,7 +172,8 @@ def test_pool_state_round_trips_through_the_snapshot_arrays() -> None:
     restored.load_arrays(pb.to_arrays(16))
     assert restored.summary(16) == pb.summary(16)
     assert restored.describe(0, c) == pb.describe(0, c)
-    assert np.array_equal(restored.window[0], pb.window[0])
+    assert np.array_equal(restored.counts[:16], pb.counts[:16])
+    assert restored.impressions == pb.impressions
     assert restored.boost_left[5] == 7
 
 

@@ -99,8 +99,9 @@ class Settings:
     )
     pool_thresholds: list[float] = _doc(
         "Quality a video needs at the end of each tier to be promoted (one per tier): the "
-        "weighted mean of its smoothed rates' lifts over the catalog's rates, less the "
-        "skip lift's excess.",
+        "weighted mean of its pool audience's smoothed rate lifts over the baseline (the "
+        "catalog's rates, then those of the pools judged at the tier), less the skip "
+        "lift's excess; 1.0 is the typical video at that tier.",
         factory=lambda: [1.0, 1.1, 1.2],
     )
     pool_weights: dict[str, float] = _doc(
@@ -119,6 +120,11 @@ class Settings:
         "Seconds a pool waits after its last impression for the engagement to arrive "
         "before it is judged.",
         30.0,
+    )
+    pool_match_patience_s: float = _doc(
+        "A user with known tastes is a first audience only for pool videos matching them; "
+        "a pool video still testing its tier after this many seconds is shown to anyone.",
+        300.0,
     )
     pool_max_age_h: float = _doc(
         "Only videos created within this many hours of their approval get a first pool "
@@ -226,7 +232,9 @@ class Settings:
     )
     fatigue_tag_per_day: int = _doc("Most videos of one hashtag served to a user per UTC day.", 60)
     exploration_fraction: float = _doc(
-        "Share of each page given to exploration slots (new and out-of-profile videos).", 0.1
+        "Share of each page given to exploration slots: videos owed traffic-pool or boost "
+        "impressions first, else new and out-of-profile videos.",
+        0.1,
     )
     exploration_positions: list[int] = _doc(
         "Page positions (0-based) of the exploration slots, used in this order.",
@@ -476,6 +484,7 @@ def _validate(s: Settings) -> None:
             "keys are finish, like, share, comment, follow, skip; weights not negative",
         ),
         (s.pool_settle_s >= 0, "pool_settle_s", "must not be negative"),
+        (s.pool_match_patience_s >= 0, "pool_match_patience_s", "must not be negative"),
         (s.pool_max_age_h >= 0, "pool_max_age_h", "must not be negative"),
         (s.boost_budget >= 0, "boost_budget", "must not be negative"),
         (s.strikes_to_suspend >= 1, "strikes_to_suspend", "must be at least 1"),

@@ -195,12 +195,10 @@ class Lifecycle:
                 pools.tier[row] = EXCLUDED
             elif pools.stage[row] in (Stage.TESTING, Stage.JUDGING):
                 pools.stage[row] = Stage.NONE  # found a re-upload after it entered
-                pools.window.pop(row, None)
                 pools.version += 1
             return
         if self.table.approved[row] and pools.eligible(row, video.created_at, now):
-            self.state.counters.ensure(row + 1)
-            pools.enter(row, self.state.counters.totals[row])
+            pools.enter(row, now)
             self.metrics.pool_transitions.labels("testing").inc()
 
     # -- one path for every state change -----------------------------------------------------

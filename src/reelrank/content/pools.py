@@ -9,26 +9,53 @@ Per video a state machine:
     graduated --heat decays below cool_heat--> cooled
     stopped | cooled --engagement since then >= revive_heat--> testing (the tier it left)
 
-Quality is judged on the impressions of the current tier only: each rate is smoothed
-toward the catalog's rate (Bayesian smoothing with `smoothing` pseudo-impressions) and
-read as a lift over it; quality is the weighted mean of the positive lifts minus the
-skip lift's excess. Pool impressions are delivered through the feed's exploration slots
-by the `pool` recall channel; operator boosts ("heating") ride the same slots.
+Quality is judged on the tier's own audience: the engagement of the impressions the pool
+served (events joined to them by request id), each action counted once per impression.
+Each rate is smoothed toward a baseline rate (Bayesian smoothing with `smoothing`
+pseudo-impressions, and never fewer than PSEUDO_EVENTS expected events, so rare actions
+need real evidence) and read as a lift over it; quality is the weighted mean of the
+positive lifts minus the skip lift's excess. The baseline is the catalog's rates until
+the tier has judged BASELINE_MIN pool views, then the rates of all pools judged at that
+tier: a first audience is chosen for its interest, so it engages more than the average
+viewer, and only a comparison with audiences chosen alike says whether the video is good.
+Exposure through other channels (fresh, following) reaches an unselected audience and is
+not part of the judgement.
+Pool impressions are delivered through the feed's exploration slots by the `pool`
+recall channel; operator boosts ("heating") ride the same slots.
 Writers hold the online state's lock; the feed reads the arrays without it.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 import numpy as np
+import orjson
 
+from ..schema import EventType
 from ..state.counters import C, VideoCounters
 
 POSITIVE = ("finish", "like", "share", "comment", "follow")
+# Per pool impression, what its viewer did: each counted once per impression.
+ACTIONS = ("viewed", "finish", "like", "share", "comment", "follow", "skip")
+_COLUMN = {
+    EventType.IMPRESSION: 0,
+    EventType.PLAY: 0,
+    EventType.WATCH: 0,
+    EventType.FINISH: 1,
+    EventType.LIKE: 2,
+    EventType.SHARE: 3,
+    EventType.COMMENT: 4,
+    EventType.FOLLOW: 5,
+    EventType.SKIP: 6,
+}
+IMPRESSION_MEMORY = 200_000  # pool impressions remembered to attribute their engagement
+PSEUDO_EVENTS = 3.0  # least prior weight of a rate, in expected events
+BASELINE_MIN = 200  # judged pool views at a tier before its own rates are the baseline
 _COUNTER = {
     "finish": "finishes",
     "like": "likes",
@@ -77,6 +104,7 @@ class PoolBook:
         max_age_s: float,
         cool_heat: float,
         revive_heat: float,
+        match_patience_s: float = 300.0,
         capacity: int = 1024,
     ) -> None:
         self.sizes = list(sizes)
@@ -87,21 +115,29 @@ class PoolBook:
         self.max_age_s = max_age_s
         self.cool_heat = cool_heat
         self.revive_heat = revive_heat
+        self.match_patience_s = match_patience_s
         self.stage = np.zeros(capacity, np.int8)
         self.tier = np.full(capacity, -1, np.int8)  # -1: never entered
         self.served = np.zeros(capacity, np.int32)  # impressions in the current tier
         self.judge_at = np.zeros(capacity, np.float64)
+        self.tier_started = np.zeros(capacity, np.float64)
         self.heat_mark = np.zeros(capacity, np.float64)  # heat when stopped or cooled
         self.mark_ts = np.zeros(capacity, np.float64)
         self.revivals = np.zeros(capacity, np.int16)
         self.boost_left = np.zeros(capacity, np.int32)
         self.boost_used = np.zeros(capacity, np.int32)  # boosted impressions served so far
-        self.window: dict[int, np.ndarray] = {}  # row -> counter totals at tier start
+        self.last_quality = np.full(capacity, np.nan, np.float32)  # at the last judgement
+        self.counts = np.zeros((capacity, len(ACTIONS)), np.int32)  # this tier's audience
+        self.epoch = np.zeros(capacity, np.int32)  # tiers started, to drop stale events
+        # (request id, video id) -> [row, epoch, flags] for impressions the pool served
+        self.impressions: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
         self.funnel = {"entered": 0, "promotions": 0, "graduations": 0, "stops": 0}
         self.funnel.update({"cooled": 0, "revivals": 0})
+        self.tier_totals = np.zeros((len(sizes), len(ACTIONS)), np.int64)  # judged audiences
         self.promotions_by_tier = [0] * len(sizes)
         self.stops_by_tier = [0] * len(sizes)
         self.version = 0  # bumped when the set of testing or boosted rows changes
+        self._lists: dict[str, tuple[tuple[str, int, int], np.ndarray]] = {}
 
     # -- growth and entry ----------------------------------------------------------------
     def ensure(self, rows: int) -> None:
@@ -115,39 +151,48 @@ class PoolBook:
             ("tier", -1),
             ("served", 0),
             ("judge_at", 0.0),
+            ("tier_started", 0.0),
             ("heat_mark", 0.0),
             ("mark_ts", 0.0),
             ("revivals", 0),
             ("boost_left", 0),
             ("boost_used", 0),
+            ("last_quality", np.nan),
+            ("epoch", 0),
         ):
             old = getattr(self, name)
             new = np.full(cap, fill, dtype=old.dtype)
             new[: len(old)] = old
             setattr(self, name, new)
+        counts = np.zeros((cap, len(ACTIONS)), np.int32)
+        counts[: len(self.counts)] = self.counts
+        self.counts = counts
 
     def eligible(self, row: int, created_at: float, now: float) -> bool:
         """Never in a pool and young enough to get a first audience."""
         self.ensure(row + 1)
         return bool(self.tier[row] < 0) and now - created_at <= self.max_age_s
 
-    def enter(self, row: int, totals: np.ndarray) -> Transition:
+    def enter(self, row: int, now: float) -> Transition:
         """Start the first pool."""
         self.ensure(row + 1)
         self.funnel["entered"] += 1
-        return self._test(row, 0, totals)
+        return self._test(row, 0, now)
 
-    def _test(self, row: int, tier: int, totals: np.ndarray) -> Transition:
+    def _test(self, row: int, tier: int, now: float) -> Transition:
         self.stage[row] = Stage.TESTING
+        self.tier_started[row] = now
         self.tier[row] = tier
         self.served[row] = 0
-        self.window[row] = totals.copy()
+        self.counts[row] = 0
+        self.epoch[row] += 1
         self.version += 1
         return Transition(row, Stage.TESTING, tier)
 
     # -- delivery ------------------------------------------------------------------------
-    def on_served(self, row: int, ts: float) -> None:
-        """An impression was served: it counts toward the tier and any boost."""
+    def on_served(self, row: int, ts: float, key: tuple[str, str]) -> None:
+        """The pool channel served an impression (`key`: request id, video id): it counts
+        toward the tier and any boost, and its viewer's actions toward the judgement."""
         if row >= len(self.stage):
             return
         if self.boost_left[row] > 0:
@@ -158,18 +203,42 @@ class PoolBook:
         if self.stage[row] != Stage.TESTING:
             return
         self.served[row] += 1
+        self.impressions[key] = [row, int(self.epoch[row]), 0]
+        if len(self.impressions) > IMPRESSION_MEMORY:
+            self.impressions.popitem(last=False)
         if self.served[row] >= self.sizes[self.tier[row]]:
             self.stage[row] = Stage.JUDGING
             self.judge_at[row] = ts + self.settle_s
             self.version += 1
 
+    def on_event(self, key: tuple[str, str], event_type: EventType) -> None:
+        """An event on a served impression: counted if the pool served it this tier."""
+        column = _COLUMN.get(event_type)
+        found = self.impressions.get(key) if column is not None else None
+        if found is None:
+            return
+        row, epoch, flags = found
+        bit = 1 << column  # type: ignore[operator]
+        if epoch != self.epoch[row] or flags & bit:
+            return
+        found[2] = flags | bit
+        self.counts[row, column] += 1
+
     def testing(self, size: int) -> np.ndarray:
-        """Rows owed pool impressions (below `size`)."""
-        rows = np.flatnonzero(self.stage[:size] == Stage.TESTING)
-        return rows
+        """Rows owed pool impressions (below `size`), cached until the set changes."""
+        return self._cached("testing", size, lambda: self.stage[:size] == Stage.TESTING)
 
     def boosted(self, size: int) -> np.ndarray:
-        return np.flatnonzero(self.boost_left[:size] > 0)
+        """Rows with boost impressions left (below `size`)."""
+        return self._cached("boosted", size, lambda: self.boost_left[:size] > 0)
+
+    def _cached(self, name: str, size: int, mask: Any) -> np.ndarray:
+        key = (name, size, self.version)
+        found = self._lists.get(name)
+        if found is None or found[0] != key:
+            found = (key, np.flatnonzero(mask()))
+            self._lists[name] = found
+        return found[1]
 
     def boost(self, row: int, impressions: int) -> None:
         self.ensure(row + 1)
@@ -180,30 +249,43 @@ class PoolBook:
         return int(self.boost_left.sum())
 
     # -- judging -------------------------------------------------------------------------
-    def rates(self, row: int, counters: VideoCounters) -> dict[str, Any]:
-        """Smoothed rates, lifts and quality over the current tier's impressions."""
-        start = self.window.get(row)
-        totals = counters.totals[row]
-        delta = totals - start if start is not None else totals
-        views = float(max(delta[C["impressions"]], delta[C["plays"]]))
-        if views <= 0:
-            views = float(self.served[row])
+    def baseline(self, tier: int, counters: VideoCounters) -> tuple[str, dict[str, float]]:
+        """The rates a tier's videos are compared with: those of every pool judged at
+        the tier so far (its audiences are chosen alike), or, until they hold
+        BASELINE_MIN views, the catalog's."""
+        done = self.tier_totals[tier]
+        if done[0] >= BASELINE_MIN:
+            return "pool tier", {
+                a: max(float(done[ACTIONS.index(a)]) / float(done[0]), 1e-4) for a in _COUNTER
+            }
         cat = counters.catalog_totals
         cat_views = float(max(cat[C["impressions"]], cat[C["plays"]]))
+        return "catalog", {
+            a: cat[C[c]] / cat_views if cat_views >= 100 and cat[C[c]] > 0 else _DEFAULT_PRIOR[a]
+            for a, c in _COUNTER.items()
+        }
+
+    def rates(self, row: int, counters: VideoCounters) -> dict[str, Any]:
+        """Smoothed rates, lifts and quality over this tier's pool impressions."""
+        got = self.counts[row]
+        views = float(got[0]) or float(self.served[row])  # apps that send no views
         m = self.smoothing
-        out: dict[str, Any] = {"views": int(views), "rates": {}, "lifts": {}}
-        for action, counter in _COUNTER.items():
-            i = C[counter]
-            prior = (
-                cat[i] / cat_views if cat_views >= 100 and cat[i] > 0 else _DEFAULT_PRIOR[action]
-            )
-            rate = (float(delta[i]) + m * prior) / (views + m)
-            out["rates"][action] = round(rate, 5)
-            out["lifts"][action] = round(min(rate / prior, 10.0), 4)
+        basis, priors = self.baseline(max(int(self.tier[row]), 0), counters)
+        out: dict[str, Any] = {"views": int(views), "baseline": basis, "rates": {}, "lifts": {}}
+        for action in _COUNTER:
+            prior = priors[action]
+            seen = min(float(got[ACTIONS.index(action)]), views)
+            # At least PSEUDO_EVENTS expected events of prior: one comment on a rare-
+            # comment video must not read as a tripled comment rate.
+            strength = max(m, PSEUDO_EVENTS / prior)
+            rate = (seen + strength * prior) / (views + strength)
+            out["rates"][action] = round(float(rate), 5)
+            out["lifts"][action] = round(float(min(rate / prior, 10.0)), 4)
         lifts = out["lifts"]
         total_w = sum(self.weights.get(a, 0.0) for a in POSITIVE) or 1.0
         positive = sum(self.weights.get(a, 0.0) * lifts[a] for a in POSITIVE) / total_w
-        out["quality"] = round(positive - self.weights.get("skip", 0.0) * (lifts["skip"] - 1.0), 4)
+        skip_penalty = self.weights.get("skip", 0.0) * (lifts["skip"] - 1.0)
+        out["quality"] = round(float(positive - skip_penalty), 4)
         return out
 
     def evaluate(self, now: float, counters: VideoCounters, size: int) -> list[Transition]:
@@ -214,16 +296,20 @@ class PoolBook:
         for row in judged.tolist():
             tier = int(self.tier[row])
             quality = float(self.rates(row, counters)["quality"])
+            self.last_quality[row] = quality
+            got = self.counts[row].astype(np.int64)
+            if got[0] == 0:  # an app that sends no views: the impressions served stand in
+                got[0] = self.served[row]
+            self.tier_totals[tier] += got
             if quality >= self.thresholds[tier]:
                 self.promotions_by_tier[tier] += 1
                 if tier + 1 < len(self.sizes):
                     self.funnel["promotions"] += 1
-                    out.append(self._test(row, tier + 1, counters.totals[row]))
+                    out.append(self._test(row, tier + 1, now))
                     out[-1].quality = quality
                     continue
                 self.funnel["graduations"] += 1
                 self.stage[row] = Stage.GRADUATED
-                self.window.pop(row, None)
                 out.append(Transition(row, Stage.GRADUATED, tier, quality))
             else:
                 self.stops_by_tier[tier] += 1
@@ -246,14 +332,13 @@ class PoolBook:
             for row in resting[since >= self.revive_heat].tolist():
                 self.funnel["revivals"] += 1
                 self.revivals[row] += 1
-                out.append(self._test(row, int(self.tier[row]), counters.totals[row]))
+                out.append(self._test(row, int(self.tier[row]), now))
         return out
 
     def _mark(self, row: int, stage: Stage, counters: VideoCounters, now: float) -> None:
         self.stage[row] = stage
         self.heat_mark[row] = counters.hotness[row] * counters.decay_factor(now)
         self.mark_ts[row] = now
-        self.window.pop(row, None)
 
     # -- reading and persistence ---------------------------------------------------------
     def describe(self, row: int, counters: VideoCounters) -> dict[str, Any]:
@@ -271,6 +356,8 @@ class PoolBook:
                 "threshold": self.thresholds[tier],
                 "revivals": int(self.revivals[row]),
             }
+            if not np.isnan(self.last_quality[row]):
+                out["last_quality"] = round(float(self.last_quality[row]), 4)
             if stage in (Stage.TESTING, Stage.JUDGING):
                 out.update(self.rates(row, counters))
         if row < len(self.boost_left) and self.boost_left[row] > 0:
@@ -303,18 +390,6 @@ class PoolBook:
         }
 
     def to_arrays(self, size: int) -> dict[str, np.ndarray]:
-        rows = np.array(sorted(self.window), dtype=np.int64)
-        width = len(next(iter(self.window.values()))) if self.window else 0
-        windows = (
-            np.stack([self.window[r] for r in rows.tolist()])
-            if len(rows)
-            else np.zeros((0, width), np.int64)
-        )
-        meta = [
-            *self.funnel.values(),
-            *self.promotions_by_tier,
-            *self.stops_by_tier,
-        ]
         out = {
             f"pool_{name}": getattr(self, name)[:size].copy()
             for name in (
@@ -322,32 +397,56 @@ class PoolBook:
                 "tier",
                 "served",
                 "judge_at",
+                "tier_started",
                 "heat_mark",
                 "mark_ts",
                 "revivals",
                 "boost_left",
                 "boost_used",
+                "last_quality",
+                "epoch",
+                "counts",
             )
         }
-        out["pool_window_rows"] = rows
-        out["pool_windows"] = windows
-        out["pool_counts"] = np.array(meta, dtype=np.int64)
+        keys = list(self.impressions)
+        out["pool_impression_keys"] = np.frombuffer(orjson.dumps(keys), dtype=np.uint8)
+        out["pool_impression_values"] = np.array(
+            list(self.impressions.values()), dtype=np.int64
+        ).reshape(-1, 3)
+        out["pool_tier_totals"] = self.tier_totals.copy()
+        out["pool_counts_meta"] = np.array(
+            [*self.funnel.values(), *self.promotions_by_tier, *self.stops_by_tier], np.int64
+        )
         return out
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        if "pool_stage" not in arrays:
+        if "pool_epoch" not in arrays:
             return  # a snapshot from before pools: every young video enters afresh
         size = len(arrays["pool_stage"])
         self.ensure(size)
-        for name in ("stage", "tier", "served", "judge_at", "heat_mark", "mark_ts", "revivals"):
+        for name in (
+            "stage",
+            "tier",
+            "served",
+            "judge_at",
+            "tier_started",
+            "heat_mark",
+            "mark_ts",
+            "revivals",
+            "boost_left",
+            "boost_used",
+            "last_quality",
+            "epoch",
+            "counts",
+        ):
             getattr(self, name)[:size] = arrays[f"pool_{name}"]
-        self.boost_left[:size] = arrays["pool_boost_left"]
-        self.boost_used[:size] = arrays["pool_boost_used"]
-        self.window = {
-            int(r): w.copy()
-            for r, w in zip(arrays["pool_window_rows"], arrays["pool_windows"], strict=True)
-        }
-        counts = arrays["pool_counts"].tolist()
+        keys = orjson.loads(arrays["pool_impression_keys"].tobytes())
+        values = arrays["pool_impression_values"].tolist()
+        self.impressions = OrderedDict((tuple(k), v) for k, v in zip(keys, values, strict=True))
+        totals = arrays["pool_tier_totals"]
+        tiers = min(len(totals), len(self.sizes))
+        self.tier_totals[:tiers] = totals[:tiers]
+        counts = arrays["pool_counts_meta"].tolist()
         n_funnel, n_tiers = len(self.funnel), len(self.sizes)
         if len(counts) == n_funnel + 2 * n_tiers:  # tiers unchanged since the snapshot
             for key, value in zip(list(self.funnel), counts[:n_funnel], strict=True):

@@ -16,7 +16,7 @@ from ..rank.cascade import RankCascade
 from ..rank.features import extract
 from ..recall.base import RecallSource
 from ..rerank.filters import Filter, run_filter
-from ..rerank.policy import PolicySelector
+from ..rerank.policy import POOL_SOURCE, PolicySelector
 from .query import Candidates, Query, Recalled
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class FeedPipeline:
         self.quotas = quotas
         self.metrics = metrics
         self.channel_names = [s.name for s in sources]
+        self._pool_ids = [i for i, n in enumerate(self.channel_names) if n == POOL_SOURCE]
         self.budget_s = budget_ms / 1000.0
         self._pool = (
             ThreadPoolExecutor(4 * len(sources), thread_name_prefix="reelrank-recall")
@@ -137,7 +138,8 @@ class FeedPipeline:
             removed[f.name] = result.removed
             if result.removed:
                 self.metrics.filtered.labels(f.name).inc(result.removed)
-        ranked = self.ranker.rank(query, cands)
+        protect = np.isin(cands.source, self._pool_ids) if self._pool_ids else None
+        ranked = self.ranker.rank(query, cands, protect)
         cands, scores = ranked.cands, ranked.scores
         selection = self.selector.select(query, cands, scores, query.request.n)
         picked = selection.picked

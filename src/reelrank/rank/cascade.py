@@ -52,18 +52,23 @@ class RankCascade:
         self.prerank_keep = prerank_keep
         self.metrics = metrics
 
-    def prerank(self, query: Query, cands: Candidates) -> Candidates:
-        """Keep the `prerank_keep` best by heuristic rank + learned user.video rank."""
+    def prerank(self, query: Query, cands: Candidates, protect: np.ndarray | None) -> Candidates:
+        """Keep the `prerank_keep` best by heuristic rank + learned user.video rank, plus
+        the `protect`ed candidates (videos owed pool impressions: the policy's
+        exploration slots need them whatever they score)."""
         if len(cands) <= self.prerank_keep:
             return cands
         assert self.server is not None
         fused = _ranks(self.heuristic.score(query, cands)) + _ranks(
             self.server.dot(query, cands.rows)
         )
-        keep = np.argpartition(-fused, self.prerank_keep - 1)[: self.prerank_keep]
-        return cands.take(np.sort(keep))
+        keep = np.zeros(len(cands), dtype=bool)
+        keep[np.argpartition(-fused, self.prerank_keep - 1)[: self.prerank_keep]] = True
+        if protect is not None:
+            keep |= protect
+        return cands.take(keep)
 
-    def rank(self, query: Query, cands: Candidates) -> Ranked:
+    def rank(self, query: Query, cands: Candidates, protect: np.ndarray | None = None) -> Ranked:
         server = self.server
         note = None
         if server is None:
@@ -74,7 +79,7 @@ class RankCascade:
             )
         elif len(cands):
             try:
-                kept = self.prerank(query, cands)
+                kept = self.prerank(query, cands, protect)
                 feats = extract(query, kept.rows, self.heuristic.smoothing)
                 probs = server.predict(feats)
                 scores = fuse_scores(probs, self.fusion_weights)

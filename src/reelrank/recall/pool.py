@@ -12,6 +12,7 @@ from ..pipeline.query import Query, Recalled
 from ..rank.signals import affinity
 
 MATCH_POOL = 2000  # pool videos considered per request, the least served first
+MIN_MATCH = 1.0  # about one finished video with its hashtag, or an onboarding interest
 
 
 class PoolRecall:
@@ -42,6 +43,14 @@ class PoolRecall:
             if query.user is not None or query.profile is not None:
                 a = affinity(query, testing)
                 match = np.clip(a.tags, 0.0, None) + 2.0 * a.interests
+            if query.tag_affinity or (query.profile is not None and query.profile.interests):
+                # A user with known tastes is a first audience only for videos that match
+                # them (their reactions to other topics would judge the topic, not the
+                # video), unless a video has waited `match_patience_s` in its tier. Users
+                # with no tastes yet see any pool video.
+                waited = query.request.now - pools.tier_started[testing]
+                keep = (match >= MIN_MATCH) | (waited >= pools.match_patience_s)
+                testing, need, match = testing[keep], need[keep], match[keep]
             if query.language:
                 language = query.table.languages.get(query.language)
                 match += 0.5 * (query.table.language[testing] == language)

@@ -31,6 +31,7 @@ EXPLORATION_SOURCES = ("pool", "explore", "fresh")
 POOL_SOURCE = "pool"  # owed impressions: first in line for an exploration slot
 CONTENT_SIM_FLOOR = 0.6
 POOL = 120  # best-scored candidates considered for a page (pages are tens of videos)
+EXPLORE_EXTRA = 20  # exploration candidates below the pool still considered for slots
 
 
 @dataclass
@@ -70,15 +71,26 @@ class PolicySelector:
         if len(cands) == 0 or n <= 0:
             return Selection(np.zeros(0, np.int64), [])
         rng = np.random.default_rng(zlib.crc32(query.request.request_id.encode()))
-        order = np.lexsort((rng.random(len(scores)), -scores))[:POOL]  # ties at random
+        ranked = np.lexsort((rng.random(len(scores)), -scores))  # ties at random
+        order, rest = ranked[:POOL], ranked[POOL:]
+        top = scores[order].astype(np.float64)
+        if len(rest) and self.explore_ids:
+            # Exploration slots may go to candidates that scored below the pool: every
+            # video owed pool impressions (bounded by its channel's quota), and the best
+            # few other exploration candidates.
+            source = cands.source[rest]
+            owed_rest = rest[np.isin(source, self.pool_ids)]
+            other = rest[np.isin(source, self.explore_ids) & ~np.isin(source, self.pool_ids)]
+            order = np.concatenate([order, owed_rest, other[:EXPLORE_EXTRA]])
+        in_pool = np.arange(len(order)) < min(POOL, len(ranked))  # the rest: slots only
         table = query.table
         rows = cands.rows[order]
         creator = table.creator[rows]
         sound = table.sound[rows]
         tags = table.tag_ids[rows]  # (m, MAX_TAGS)
         s = scores[order].astype(np.float64)
-        span = s.max() - s.min()
-        s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
+        span = top.max() - top.min()  # scaled on the pool: extras fall below 0
+        s = (s - top.min()) / span if span > 0 else s - top.min()
         sim = None
         if self.lam > 0:
             vecs = query.content.vectors_of(rows) if query.content is not None else None
@@ -106,9 +118,11 @@ class PolicySelector:
             if self.lam > 0 and recent:
                 value -= self.lam * np.max(recent[-self.window :], axis=0)
             want = pos in explore_at and (ok & explorable).any()
-            among = ok
+            among = ok & in_pool
             if want:
                 among = ok & owed if (ok & owed).any() else ok & explorable
+            if not among.any():
+                break
             choice = int(np.argmax(np.where(among, value, -np.inf)))
             picked.append(choice)
             explored.append(bool(want))

@@ -131,6 +131,7 @@ class OnlineState:
             max_age_seconds(settings.pool_max_age_h),
             settings.pool_cool_heat,
             settings.pool_revive_heat,
+            settings.pool_match_patience_s,
         )
         self.reporters: dict[int, set[str]] = {}  # video row -> distinct reporting users
         self.report_crossings: list[int] = []  # rows whose reports call for review
@@ -291,8 +292,9 @@ class OnlineState:
                 if state.generation < generation:
                     state.reset(at)
                     state.generation = generation
-        replayed = self.catch_up()
+        # Served impressions first: the events after them are joined to pool impressions.
         self.catch_up_impressions()
+        replayed = self.catch_up()
         log.info(
             "state loaded: %d videos, %d users, offset %d (%d events replayed)",
             self.table.size,
@@ -349,7 +351,8 @@ class OnlineState:
         row = self.table.row_of(imp.video_id)
         if row < 0:
             return
-        self.pools.on_served(row, imp.ts)
+        if imp.source == "pool":
+            self.pools.on_served(row, imp.ts, (imp.request_id, imp.video_id))
         user = self.user(imp.user_id)
         user.seen.add(row)
         day = int(imp.ts // 86400)
@@ -371,6 +374,8 @@ class OnlineState:
         if row < 0:  # validated against the catalog on ingest; tolerate a replay anyway
             return
         t, ts = event.type, event.ts
+        if event.request_id is not None:  # engagement of a pool impression judges the pool
+            self.pools.on_event((event.request_id, event.video_id), t)
         video = self.table.video(row)
         user = self.user(event.user_id)
         user.last_ts = max(user.last_ts, ts)
