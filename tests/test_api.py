@@ -44,6 +44,18 @@ V1_PATHS = {
     "/v1/feed/{user_id}": "get",
     "/v1/videos/{video_id}": "get",
     "/v1/users/{user_id}": "get",
+    "/v1/users/{user_id}/controls": "put",
+    "/v1/users/{user_id}/reset": "post",
+    "/v1/pools": "get",
+    "/v1/admin/review": "get",
+    "/v1/admin/review/{video_id}": "post",
+    "/v1/admin/audit": "get",
+    "/v1/admin/videos/{video_id}/hide": "post",
+    "/v1/admin/videos/{video_id}/unhide": "post",
+    "/v1/admin/videos/{video_id}/boost": "post",
+    "/v1/admin/creators/{creator_id}": "get",
+    "/v1/admin/creators/{creator_id}/strikes": "post",
+    "/v1/admin/creators/{creator_id}/reinstate": "post",
 }
 
 MakeClient = Callable[..., TestClient]
@@ -616,6 +628,9 @@ def test_openapi_lists_every_v1_path(client: TestClient) -> None:
     assert {"/healthz", "/metrics"} <= set(paths)
     events_body = paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
     assert events_body["schema"]["required"] == ["events"]
+    review = spec["components"]["schemas"]["ReviewDecision"]
+    assert set(review["required"]) == {"decision", "reason", "reviewer"}
+    assert review["properties"]["decision"]["enum"] == ["approve", "reject"]
 
 
 def test_docs(client: TestClient) -> None:

@@ -99,13 +99,18 @@ def test_embedding_near_duplicates_are_marked_and_audited(tmp_path: Path) -> Non
         e.upsert_videos([_clip(1, caption=base, hashtags=["dogs"], sound_id="s1")])
         got = e.upsert_videos(
             [
-                _clip(2, caption=base + " again", hashtags=["dogs"], sound_id="s2"),
-                _clip(3, caption="a recipe for lemon tart with a crisp crust", sound_id="s3"),
+                _clip(2, caption=base + " again", hashtags=["dogs"], sound_id="s1"),
+                _clip(3, caption="a recipe for lemon tart with a crisp crust", sound_id="s1"),
+                _clip(4, caption=base + " again", hashtags=["dogs"], sound_id="s4"),
+                _clip(5, caption="day 1: " + base, hashtags=["dogs"], sound_id="s5"),
+                _clip(6, caption="day 2: " + base, hashtags=["dogs"], sound_id="s5"),
             ]
         )
         assert got[0]["duplicate_of"] == "v1"
         assert got[0]["status_reason"].startswith("duplicate: re-upload of video v1 (content")
-        assert "duplicate_of" not in got[1]
+        assert "duplicate_of" not in got[1]  # another caption
+        assert "duplicate_of" not in got[2]  # another sound: not a re-upload of the media
+        assert "duplicate_of" not in got[4]  # the next episode of a series
         (entry,) = [
             x
             for x in e.lifecycle.audit("video", "v2", None, 10)["entries"]
@@ -132,7 +137,7 @@ def test_near_duplicates_within_one_batch_and_against_the_index() -> None:
         table.upsert(
             r,
             Video.model_validate(
-                video(r, caption=f"a caption long enough {r}", duration_ms=durations[r])
+                video(r, caption="a caption long enough", sound_id="s", duration_ms=durations[r])
             ),
         )
     index = VectorIndex(dim)

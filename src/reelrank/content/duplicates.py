@@ -21,6 +21,7 @@ from .review import Finding, Outcome
 
 MIN_CAPTION_CHARS = 12  # shorter captions ("lol", "") say nothing about sameness
 _PUNCT = re.compile(r"[^\w\s]+")
+_DIGITS = re.compile(r"\d+")
 
 
 def caption_key(caption: str) -> str | None:
@@ -28,6 +29,10 @@ def caption_key(caption: str) -> str | None:
     words = _PUNCT.sub(" ", caption.lower()).split()
     text = " ".join(words)
     return text if len(text) >= MIN_CAPTION_CHARS else None
+
+
+def _numbers(video: Video | None) -> list[str]:
+    return _DIGITS.findall(video.caption) if video is not None else []
 
 
 def duplicate_finding(original: Video, how: str) -> Finding:
@@ -147,8 +152,10 @@ def near_duplicates(
     tolerance_ms: int,
 ) -> list[tuple[int, int, float]]:
     """(row, original row, cosine) for each new vector whose nearest older video, in the
-    index or earlier in this batch, is at least `threshold` similar with a duration
-    within `tolerance_ms`. Videos already marked and short captions are skipped."""
+    index or earlier in this batch, is at least `threshold` similar, with the same sound,
+    a duration within `tolerance_ms` and the same numbers in the caption (so episode 12
+    of a series is not a re-upload of episode 11). Videos already marked and short
+    captions are skipped."""
     records = table.records
     check = [
         j
@@ -161,20 +168,30 @@ def near_duplicates(
         return []
     q = vectors[check]
     q_rows = rows[check]
-    keys, scores = index.search_many(q, 3, nprobe=8)
-    close = np.tril(q @ q.T >= threshold, k=-1)  # pairs within this batch, earlier first
-    sims = q @ q.T if close.any() else None
-    duration = table.duration_ms
+    keys, scores = index.search_many(q, 3, nprobe=8, min_score=threshold)
+    sims = q @ q.T
+    close = np.tril(sims >= threshold, k=-1)  # pairs within this batch, earlier first
+    # Only queries with a candidate are looked at one by one.
+    candidates = np.flatnonzero(((keys >= 0) & (keys < q_rows[:, None])).any(axis=1))
+    candidates = np.union1d(candidates, np.flatnonzero(close.any(axis=1)))
+    duration, sound = table.duration_ms, table.sound
+    in_batch = set(q_rows.tolist())
     out = []
-    for i, row in enumerate(q_rows.tolist()):
+    for i in candidates.tolist():
+        row = int(q_rows[i])
         found = [
             (k, sc)
             for k, sc in zip(keys[i].tolist(), scores[i].tolist(), strict=True)
-            if 0 <= k < row and sc >= threshold
+            if 0 <= k < row and k not in in_batch
         ]
-        if sims is not None:
-            found += [(int(q_rows[j]), float(sims[i, j])) for j in np.flatnonzero(close[i])]
-        found = [(k, sc) for k, sc in found if abs(duration[k] - duration[row]) <= tolerance_ms]
+        found += [(int(q_rows[j]), float(sims[i, j])) for j in np.flatnonzero(close[i])]
+        found = [
+            (k, sc)
+            for k, sc in found
+            if abs(duration[k] - duration[row]) <= tolerance_ms
+            and sound[k] == sound[row]
+            and _numbers(records[k]) == _numbers(records[row])
+        ]
         if found:
             original, score = max(found, key=lambda kv: kv[1])
             out.append((row, original, round(score, 4)))

@@ -204,16 +204,27 @@ class Lifecycle:
     # -- one path for every state change -----------------------------------------------------
     def _change(self, row: int, video: Video, entry: AuditEntry) -> None:
         """Write a changed record, apply it everywhere, and audit it (catalog lock held)."""
-        self.store.catalog.upsert_videos([video])
-        self.table.upsert(row, video)
-        self._track_pending(row, video)
-        self.state.index_content([(row, video)])
-        self.retrieval.place([(row, video)])
+        self._change_many([(row, video, entry)])
+
+    def _change_many(self, changes: list[tuple[int, Video, AuditEntry]]) -> None:
+        if not changes:
+            return
+        self.store.catalog.upsert_videos([video for _, video, _ in changes])
+        placed = []
+        for row, video, _ in changes:
+            self.table.upsert(row, video)
+            self._track_pending(row, video)
+            placed.append((row, video))
+        self.state.index_content(placed)
+        self.retrieval.place(placed)
+        now = time.time()
         with self.state.lock:
-            self._maybe_enter_pool(row, video, time.time())
-        self.store.catalog.append_audit([entry])
-        label = entry.actor if entry.actor in (MACHINE, REPORTS) else "person"
-        self.metrics.review_decisions.labels(label, video.status.value).inc()
+            for row, video in placed:
+                self._maybe_enter_pool(row, video, now)
+        self.store.catalog.append_audit([entry for _, _, entry in changes])
+        for _, video, entry in changes:
+            label = entry.actor if entry.actor in (MACHINE, REPORTS) else "person"
+            self.metrics.review_decisions.labels(label, video.status.value).inc()
 
     def _video(self, video_id: str) -> tuple[int, Video]:
         row = self.table.row_of(video_id)
@@ -314,8 +325,9 @@ class Lifecycle:
 
     def mark_near_duplicates(self, found: list[tuple[int, int, float]]) -> None:
         """Embedding near-duplicates found while indexing new videos."""
-        for row, original_row, cosine in found:
-            with self.lock:
+        with self.lock:
+            changes = []
+            for row, original_row, cosine in found:
                 video = self.table.records[row]
                 original = self.table.records[original_row]
                 if video is None or original is None or video.duplicate_of is not None:
@@ -335,20 +347,18 @@ class Lifecycle:
                 elif video.status is not ReviewStatus.APPROVED:
                     update.pop("status_reason")  # keep the reason it is not approved
                 changed = video.model_copy(update=update)
-                self._change(
-                    row,
-                    changed,
-                    self._entry(
-                        MACHINE,
-                        "review.duplicate",
-                        "video",
-                        video.id,
-                        finding.describe(),
-                        duplicate_of=original.id,
-                        cosine=cosine,
-                        status=changed.status.value,
-                    ),
+                entry = self._entry(
+                    MACHINE,
+                    "review.duplicate",
+                    "video",
+                    video.id,
+                    finding.describe(),
+                    duplicate_of=original.id,
+                    cosine=cosine,
+                    status=changed.status.value,
                 )
+                changes.append((row, changed, entry))
+            self._change_many(changes)
 
     # -- operator controls -------------------------------------------------------------------
     def hide(self, video_id: str, hidden: bool, reason: Any, operator: Any) -> dict[str, Any]:

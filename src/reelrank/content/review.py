@@ -167,6 +167,8 @@ class Reviewer:
         findings = [f for c in self.checks if (f := c.check(video)) is not None]
         findings.extend(extra)
         worst = max(findings, key=lambda f: f.outcome, default=None)
+        # `video` is validated; the record only adds server fields, so it is built
+        # without validating again (which dominated bulk uploads).
         fields = video.model_dump()
         if previous is not None:
             fields["duplicate_of"] = previous.duplicate_of
@@ -183,7 +185,7 @@ class Reviewer:
             )
             if held or unchanged:
                 return Review(
-                    Video(
+                    Video.model_construct(
                         **fields,
                         status=previous.status,
                         status_reason=previous.status_reason,
@@ -200,7 +202,7 @@ class Reviewer:
                     previous.status_reason if previous is not None else None,
                 )
             return Review(
-                Video(
+                Video.model_construct(
                     **fields,
                     status=ReviewStatus.APPROVED,
                     status_reason=reason,
@@ -211,7 +213,7 @@ class Reviewer:
             )
         reasons = "; ".join(f.describe() for f in findings if f.outcome is worst.outcome)
         return Review(
-            Video(
+            Video.model_construct(
                 **fields,
                 status=STATUS_OF[worst.outcome],
                 status_reason=reasons,

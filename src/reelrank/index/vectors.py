@@ -233,10 +233,12 @@ class VectorIndex:
         return top.astype(np.int64), scores[top].astype(np.float32)
 
     def search_many(
-        self, queries: np.ndarray, k: int, nprobe: int | None = None
+        self, queries: np.ndarray, k: int, nprobe: int | None = None, min_score: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top k for each of m queries: keys (m, k), -1 padded, and scores (m, k), -inf
-        padded. `nprobe` overrides the cells scanned (few suffice for near-duplicates)."""
+        padded. `nprobe` overrides the cells scanned (few suffice for near-duplicates);
+        with `min_score`, only keys scoring at least that are returned (cheaper when
+        exact: no full ranking)."""
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         m = len(q)
         keys = np.full((m, k), -1, dtype=np.int64)
@@ -249,6 +251,8 @@ class VectorIndex:
                 params = faiss.SearchParametersIVF(nprobe=nprobe or self.nprobe)  # type: ignore[call-arg]
                 got_s, got_k = ivf.search(q, k, params=params)
                 ok = got_k >= 0
+                if min_score is not None:
+                    ok &= got_s >= min_score
                 keys[ok], scores[ok] = got_k[ok], got_s[ok]
                 return keys, scores
             n = len(self.live)
@@ -260,6 +264,16 @@ class VectorIndex:
             for start in range(0, m, block):
                 part = q[start : start + block] @ self.vectors[:n].T
                 part[:, ~live] = -np.inf
+                if min_score is not None:
+                    for i, j in zip(*np.nonzero(part >= min_score), strict=True):
+                        row = start + int(i)
+                        free = np.flatnonzero(keys[row] < 0)
+                        worst = int(np.argmin(scores[row]))
+                        if len(free):
+                            keys[row, free[0]], scores[row, free[0]] = j, part[i, j]
+                        elif part[i, j] > scores[row, worst]:
+                            keys[row, worst], scores[row, worst] = j, part[i, j]
+                    continue
                 top = np.argpartition(-part, take - 1, axis=1)[:, :take]
                 top_s = np.take_along_axis(part, top, axis=1)
                 order = np.argsort(-top_s, axis=1, kind="stable")
