@@ -23,11 +23,11 @@ from reelrank.sim.lifecycle import back_catalog, cold_start_simulation, pool_sim
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--videos", type=int, default=3000, help="back-catalog videos")
-    ap.add_argument("--viewers", type=int, default=200, help="simulated viewers")
+    ap.add_argument("--viewers", type=int, default=400, help="simulated viewers")
     ap.add_argument("--new", type=int, default=80, help="new uploads with planted quality")
     ap.add_argument("--pool-sizes", default="20,60", help="impressions per tier")
     ap.add_argument("--thresholds", default="1.0,1.1", help="quality to pass each tier")
-    ap.add_argument("--rounds", type=int, default=40, help="most rounds after the uploads")
+    ap.add_argument("--rounds", type=int, default=25, help="most rounds after the uploads")
     ap.add_argument("--exploration", type=float, default=0.2, help="exploration_fraction")
     ap.add_argument("--newcomers", type=int, default=24, help="cold-start users")
     ap.add_argument("--seed", type=int, default=7)
