@@ -46,23 +46,26 @@ class Affinity:
     followed: np.ndarray  # 1.0 when the user follows the creator
 
 
+def tag_sum(query: Query, rows: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+    """(n,) the sum of `weights` (hashtag -> weight) over each row's hashtags."""
+    table = query.table
+    tags = table.tag_ids[rows]  # (n, MAX_TAGS), -1 padded
+    ids = np.array([table.tags.get(t) for t in weights], dtype=np.int64)
+    ws = np.array(list(weights.values()), dtype=np.float64)
+    known = ids >= 0
+    ids, ws = ids[known], ws[known]
+    if len(ids) == 0:
+        return np.zeros(len(rows))
+    order = np.argsort(ids)
+    ids, ws = ids[order], ws[order]
+    pos = np.clip(np.searchsorted(ids, tags), 0, len(ids) - 1)
+    hit = (ids[pos] == tags) & (tags >= 0)
+    return np.where(hit, ws[pos], 0.0).sum(axis=1)
+
+
 def affinity(query: Query, rows: np.ndarray) -> Affinity:
     table = query.table
     n = len(rows)
-    tags = table.tag_ids[rows]  # (n, MAX_TAGS), -1 padded
-
-    def tag_sum(weights: dict[str, float]) -> np.ndarray:
-        ids = np.array([table.tags.get(t) for t in weights], dtype=np.int64)
-        ws = np.array(list(weights.values()), dtype=np.float64)
-        known = ids >= 0
-        ids, ws = ids[known], ws[known]
-        if len(ids) == 0:
-            return np.zeros(n)
-        order = np.argsort(ids)
-        ids, ws = ids[order], ws[order]
-        pos = np.clip(np.searchsorted(ids, tags), 0, len(ids) - 1)
-        hit = (ids[pos] == tags) & (tags >= 0)
-        return np.where(hit, ws[pos], 0.0).sum(axis=1)
 
     def lookup(names: object, col: np.ndarray, weights: dict[str, float]) -> np.ndarray:
         if not weights:
@@ -76,8 +79,10 @@ def affinity(query: Query, rows: np.ndarray) -> Affinity:
         ints = [table.creators.get(c) for c in query.follows]
         followed = np.isin(table.creator[rows], ints).astype(np.float64)
     return Affinity(
-        tags=tag_sum(query.tag_affinity) if query.tag_affinity else np.zeros(n),
-        interests=tag_sum(dict.fromkeys(interests, 1.0)) if interests else np.zeros(n),
+        tags=tag_sum(query, rows, query.tag_affinity) if query.tag_affinity else np.zeros(n),
+        interests=(
+            tag_sum(query, rows, dict.fromkeys(interests, 1.0)) if interests else np.zeros(n)
+        ),
         sound=lookup(table.sounds, table.sound, query.sound_affinity),
         creator=lookup(table.creators, table.creator, query.creator_affinity),
         followed=followed,

@@ -9,9 +9,9 @@ import zlib
 import numpy as np
 
 from ..pipeline.query import Query, Recalled
-from ..rank.signals import affinity
+from ..rank.signals import tag_sum
 
-MATCH_POOL = 2000  # pool videos considered per request, the least served first
+MATCH_POOL = 1000  # pool videos considered per request, the least served first
 MIN_MATCH = 1.0  # about one finished video with its hashtag, or an onboarding interest
 
 
@@ -40,9 +40,11 @@ class PoolRecall:
                     pools.served[testing] / np.array(pools.sizes, np.float64)[pools.tier[testing]]
                 )
             match = np.zeros(len(testing))
-            if query.user is not None or query.profile is not None:
-                a = affinity(query, testing)
-                match = np.clip(a.tags, 0.0, None) + 2.0 * a.interests
+            if query.tag_affinity:
+                match += np.clip(tag_sum(query, testing, query.tag_affinity), 0.0, None)
+            interests = query.profile.interests if query.profile is not None else []
+            if interests:
+                match += 2.0 * tag_sum(query, testing, dict.fromkeys(interests, 1.0))
             if query.tag_affinity or (query.profile is not None and query.profile.interests):
                 # A user with known tastes is a first audience only for videos that match
                 # them (their reactions to other topics would judge the topic, not the
