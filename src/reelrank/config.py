@@ -167,7 +167,7 @@ class Settings:
         "Most candidates each recall channel contributes per request.",
         factory=lambda: {
             "following": 100,
-            "pool": 50,
+            "pool": 20,
             "session": 100,
             "item2item": 150,
             "two_tower": 200,

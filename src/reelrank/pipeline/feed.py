@@ -21,6 +21,8 @@ from .query import Candidates, Query, Recalled
 
 log = logging.getLogger(__name__)
 
+PROTECTED_POOL = 8  # pool candidates (in the channel's order) kept past the pre-ranker
+
 
 @dataclass
 class FeedItem:
@@ -138,7 +140,11 @@ class FeedPipeline:
             removed[f.name] = result.removed
             if result.removed:
                 self.metrics.filtered.labels(f.name).inc(result.removed)
-        protect = np.isin(cands.source, self._pool_ids) if self._pool_ids else None
+        protect = None
+        if self._pool_ids:  # the pool channel's best few, whatever the pre-ranker thinks
+            owed = np.flatnonzero(np.isin(cands.source, self._pool_ids))[:PROTECTED_POOL]
+            protect = np.zeros(len(cands), dtype=bool)
+            protect[owed] = True
         ranked = self.ranker.rank(query, cands, protect)
         cands, scores = ranked.cands, ranked.scores
         selection = self.selector.select(query, cands, scores, query.request.n)

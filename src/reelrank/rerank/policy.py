@@ -75,11 +75,11 @@ class PolicySelector:
         order, rest = ranked[:POOL], ranked[POOL:]
         top = scores[order].astype(np.float64)
         if len(rest) and self.explore_ids:
-            # Exploration slots may go to candidates that scored below the pool: every
-            # video owed pool impressions (bounded by its channel's quota), and the best
-            # few other exploration candidates.
+            # Exploration slots may go to candidates that scored below the pool: the best
+            # few videos owed pool impressions, and the best few other exploration
+            # candidates.
             source = cands.source[rest]
-            owed_rest = rest[np.isin(source, self.pool_ids)]
+            owed_rest = rest[np.isin(source, self.pool_ids)][:EXPLORE_EXTRA]
             other = rest[np.isin(source, self.explore_ids) & ~np.isin(source, self.pool_ids)]
             order = np.concatenate([order, owed_rest, other[:EXPLORE_EXTRA]])
         in_pool = np.arange(len(order)) < min(POOL, len(ranked))  # the rest: slots only
