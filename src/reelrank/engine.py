@@ -30,7 +30,7 @@ from .recall import RetrievalIndex, default_sources
 from .rerank.filters import default_filters
 from .rerank.policy import PolicySelector
 from .schema import EventType, Follow, Impression, User, UserControls, VideoIn, parse
-from .state.online import ENGAGEMENTS, OnlineState
+from .state.online import ENGAGEMENTS, OnlineState, UserMutes
 from .storage import Store, open_store
 from .storage.params import ParamChannel, open_params
 
@@ -354,11 +354,12 @@ class Engine:
         """Replace the user's muted keywords and hashtags."""
         controls: UserControls = parse(UserControls, raw, "body")
         with self._catalog_lock:
+            mutes = UserMutes.of(controls.muted_keywords, controls.muted_hashtags)
             body = self._user_controls(user_id)
+            body.update(muted_keywords=mutes.keywords, muted_hashtags=mutes.hashtags)
+            self.store.catalog.put_control("user", user_id, body)  # durable, then applied
             with self.state.lock:
-                self.state.set_mutes(user_id, controls.muted_keywords, controls.muted_hashtags)
-            body.update(self._user_controls(user_id))
-            self.store.catalog.put_control("user", user_id, body)
+                self.state.set_mutes(user_id, mutes.keywords, mutes.hashtags)
         return body
 
     def reset_user(self, user_id: str) -> dict[str, Any]:

@@ -42,6 +42,11 @@ def _actor(name: str | None) -> str:
     return name
 
 
+def _actor_label(actor: str) -> str:
+    """The metric label: people are counted together, not by name."""
+    return actor if actor in (MACHINE, REPORTS) else "person"
+
+
 def _reason(reason: Any) -> str:
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidInput("reason", "give a reason (it goes to the audit log)")
@@ -140,15 +145,16 @@ class Lifecycle:
             self._track_pending(row, video)
             if created or (not review.kept and self._decision_changed(review)):
                 entries.append(self._machine_entry(video, review))
+        if entries:  # before any near-duplicate marks, which come after in the log
+            self.store.catalog.append_audit(entries)
+            for e in entries:
+                status = e.detail["status"]  # type: ignore[index]
+                self.metrics.review_decisions.labels(_actor_label(e.actor), status).inc()
         self.state.index_content(placed)  # may mark embedding near-duplicates
         self.retrieval.place(placed)
         with self.state.lock:
             for row, _ in placed:
                 self._maybe_enter_pool(row, self.table.video(row), now)
-        if entries:
-            self.store.catalog.append_audit(entries)
-            for e in entries:
-                self.metrics.review_decisions.labels(MACHINE, e.detail["status"]).inc()  # type: ignore[index]
 
     @staticmethod
     def _decision_changed(review: Review) -> bool:
@@ -223,8 +229,9 @@ class Lifecycle:
                 self._maybe_enter_pool(row, video, now)
         self.store.catalog.append_audit([entry for _, _, entry in changes])
         for _, video, entry in changes:
-            label = entry.actor if entry.actor in (MACHINE, REPORTS) else "person"
-            self.metrics.review_decisions.labels(label, video.status.value).inc()
+            self.metrics.review_decisions.labels(
+                _actor_label(entry.actor), video.status.value
+            ).inc()
 
     def _video(self, video_id: str) -> tuple[int, Video]:
         row = self.table.row_of(video_id)

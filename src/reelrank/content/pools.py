@@ -74,6 +74,23 @@ _DEFAULT_PRIOR = {
 }
 
 
+# Per video row: (name, dtype, fill). All grow together and go into snapshots.
+ROW_ARRAYS: tuple[tuple[str, Any, float], ...] = (
+    ("stage", np.int8, 0),
+    ("tier", np.int8, -1),  # -1: never entered; -2: never will (a re-upload)
+    ("served", np.int32, 0),  # pool impressions in the current tier
+    ("judge_at", np.float64, 0.0),
+    ("tier_started", np.float64, 0.0),
+    ("heat_mark", np.float64, 0.0),  # heat when stopped or cooled
+    ("mark_ts", np.float64, 0.0),
+    ("revivals", np.int16, 0),
+    ("boost_left", np.int32, 0),
+    ("boost_used", np.int32, 0),  # boosted impressions served so far
+    ("last_quality", np.float32, np.nan),  # at the last judgement
+    ("epoch", np.int32, 0),  # tiers started, so stale events are dropped
+)
+
+
 class Stage(IntEnum):
     NONE = 0  # never in a pool: not approved yet, too old when it arrived, or a duplicate
     TESTING = 1
@@ -93,6 +110,20 @@ class Transition:
 
 class PoolBook:
     """Pool state for every video row, as arrays (see the module docstring)."""
+
+    # The ROW_ARRAYS, set in __init__.
+    stage: np.ndarray
+    tier: np.ndarray
+    served: np.ndarray
+    judge_at: np.ndarray
+    tier_started: np.ndarray
+    heat_mark: np.ndarray
+    mark_ts: np.ndarray
+    revivals: np.ndarray
+    boost_left: np.ndarray
+    boost_used: np.ndarray
+    last_quality: np.ndarray
+    epoch: np.ndarray
 
     def __init__(
         self,
@@ -116,19 +147,9 @@ class PoolBook:
         self.cool_heat = cool_heat
         self.revive_heat = revive_heat
         self.match_patience_s = match_patience_s
-        self.stage = np.zeros(capacity, np.int8)
-        self.tier = np.full(capacity, -1, np.int8)  # -1: never entered
-        self.served = np.zeros(capacity, np.int32)  # impressions in the current tier
-        self.judge_at = np.zeros(capacity, np.float64)
-        self.tier_started = np.zeros(capacity, np.float64)
-        self.heat_mark = np.zeros(capacity, np.float64)  # heat when stopped or cooled
-        self.mark_ts = np.zeros(capacity, np.float64)
-        self.revivals = np.zeros(capacity, np.int16)
-        self.boost_left = np.zeros(capacity, np.int32)
-        self.boost_used = np.zeros(capacity, np.int32)  # boosted impressions served so far
-        self.last_quality = np.full(capacity, np.nan, np.float32)  # at the last judgement
+        for name, dtype, fill in ROW_ARRAYS:
+            setattr(self, name, np.full(capacity, fill, dtype))
         self.counts = np.zeros((capacity, len(ACTIONS)), np.int32)  # this tier's audience
-        self.epoch = np.zeros(capacity, np.int32)  # tiers started, to drop stale events
         # (request id, video id) -> [row, epoch, flags] for impressions the pool served
         self.impressions: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
         self.funnel = {"entered": 0, "promotions": 0, "graduations": 0, "stops": 0}
@@ -146,20 +167,7 @@ class PoolBook:
             return
         while cap < rows:
             cap *= 2
-        for name, fill in (
-            ("stage", 0),
-            ("tier", -1),
-            ("served", 0),
-            ("judge_at", 0.0),
-            ("tier_started", 0.0),
-            ("heat_mark", 0.0),
-            ("mark_ts", 0.0),
-            ("revivals", 0),
-            ("boost_left", 0),
-            ("boost_used", 0),
-            ("last_quality", np.nan),
-            ("epoch", 0),
-        ):
+        for name, _, fill in ROW_ARRAYS:
             old = getattr(self, name)
             new = np.full(cap, fill, dtype=old.dtype)
             new[: len(old)] = old
@@ -392,21 +400,7 @@ class PoolBook:
     def to_arrays(self, size: int) -> dict[str, np.ndarray]:
         out = {
             f"pool_{name}": getattr(self, name)[:size].copy()
-            for name in (
-                "stage",
-                "tier",
-                "served",
-                "judge_at",
-                "tier_started",
-                "heat_mark",
-                "mark_ts",
-                "revivals",
-                "boost_left",
-                "boost_used",
-                "last_quality",
-                "epoch",
-                "counts",
-            )
+            for name in [n for n, _, _ in ROW_ARRAYS] + ["counts"]
         }
         keys = list(self.impressions)
         out["pool_impression_keys"] = np.frombuffer(orjson.dumps(keys), dtype=np.uint8)
@@ -424,21 +418,7 @@ class PoolBook:
             return  # a snapshot from before pools: every young video enters afresh
         size = len(arrays["pool_stage"])
         self.ensure(size)
-        for name in (
-            "stage",
-            "tier",
-            "served",
-            "judge_at",
-            "tier_started",
-            "heat_mark",
-            "mark_ts",
-            "revivals",
-            "boost_left",
-            "boost_used",
-            "last_quality",
-            "epoch",
-            "counts",
-        ):
+        for name in [n for n, _, _ in ROW_ARRAYS] + ["counts"]:
             getattr(self, name)[:size] = arrays[f"pool_{name}"]
         keys = orjson.loads(arrays["pool_impression_keys"].tobytes())
         values = arrays["pool_impression_values"].tolist()
