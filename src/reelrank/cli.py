@@ -157,6 +157,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate.run import SYSTEMS, evaluate, table
+
+    systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        print(f"reelrank: --systems: unknown {unknown}; known: {list(SYSTEMS)}", file=sys.stderr)
+        return 2
+    report = evaluate(
+        args.ratings,
+        movies=args.movies,
+        fmt=args.format,
+        output=args.output,
+        systems=systems,
+        limit=args.limit,
+        config=args.config,
+        progress=not args.quiet,
+    )
+    d, p = report["dataset"], report["protocol"]
+    print(
+        f"{d['name']}: {d['replayed']} interactions, {d['users']} users, {d['items']} items; "
+        f"{p['tests']} tests (positive: {p['positive']})"
+    )
+    if d["rating_as_watch_ratio"]:
+        print("note: the rating / 5 stands in for the watch ratio reelrank learns from")
+    print(table(report))
+    if args.output:
+        print(f"report written to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reelrank",
@@ -199,6 +230,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--every", type=float, default=2.0, help="seconds between progress lines")
     demo.add_argument("--keep", action="store_true", help="keep the previous demo's data")
     demo.set_defaults(func=cmd_demo, store=None)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="replay a timestamped interaction log through reelrank and baselines",
+        description="Replays the log in time order, test then train: before each positive "
+        "interaction every system ranks the catalog for that user and the rank of the "
+        "chosen item is scored (HR, NDCG, MRR at 10 and 20); then every system learns it.",
+    )
+    ev.add_argument("--ratings", required=True, help="the log: MovieLens ratings.csv or CSV")
+    ev.add_argument("--movies", help="MovieLens movies.csv: titles and genres for captions")
+    ev.add_argument(
+        "--format",
+        choices=["movielens", "csv"],
+        default="movielens",
+        help="movielens (userId,movieId,rating,timestamp) or csv "
+        "(user,item,timestamp[,rating][,watch_ratio][,event])",
+    )
+    ev.add_argument("--output", help="write the JSON report here")
+    ev.add_argument(
+        "--systems",
+        default="reelrank,popular,recent_popular,item_knn",
+        help="comma-separated systems to replay",
+    )
+    ev.add_argument("--limit", type=int, help="replay only the first N interactions")
+    ev.add_argument("--config", help="TOML config file of reelrank settings")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -427,8 +427,13 @@ class Engine:
         region: str | None = None,
         device: str | None = None,
         language: str | None = None,
+        now: float | None = None,
+        record: bool = True,
     ) -> Feed:
-        """A personalised page for the user; an unknown user gets a cold-start page."""
+        """A personalised page for the user; an unknown user gets a cold-start page.
+
+        `now` and `record=False` are for replay evaluation: the page as of another time,
+        not logged as served (nothing marked seen, no impression, no pool progress)."""
         s = self.settings
         n = s.feed_default_n if n is None else n
         if not 1 <= n <= s.feed_max_n:
@@ -437,7 +442,7 @@ class Engine:
             user_id=user_id,
             n=n,
             request_id=new_request_id(),
-            now=time.time(),
+            now=time.time() if now is None else now,
             region=region,
             device=device,
             language=language,
@@ -447,7 +452,8 @@ class Engine:
         feed = self.pipeline.run(query)
         self.metrics.feed_latency.observe(time.perf_counter() - started)
         self.metrics.feed_requests.labels("true" if feed.cold_start else "false").inc()
-        self._log_served(request, feed)
+        if record:
+            self._log_served(request, feed)
         return feed
 
     def hydrate(self, request: FeedRequest) -> Query:
