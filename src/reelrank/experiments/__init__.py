@@ -1,0 +1,1 @@
+"""A/B experiments: layered deterministic bucketing and the statistics of arm results."""
