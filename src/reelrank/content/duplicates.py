@@ -108,7 +108,7 @@ class DuplicateIndex:
         if batch is not None:
             in_batch = batch.find(video, key, self.tolerance)
             if in_batch is not None:
-                return self._root(in_batch[0]), in_batch[1]
+                return self.root(in_batch[0]), in_batch[1]
         table = self.table
         if video.media_hash:
             row = self._media.get(video.media_hash)
@@ -119,7 +119,7 @@ class DuplicateIndex:
                     and found.id != video.id
                     and found.media_hash == video.media_hash
                 ):
-                    return self._root(found), "same media hash"
+                    return self.root(found), "same media hash"
         if key is None:
             return None
         for row in self._captions.get(hash((key, video.sound_id)), ()):
@@ -131,10 +131,10 @@ class DuplicateIndex:
                 and caption_key(found.caption) == key
                 and abs(found.duration_ms - video.duration_ms) <= self.tolerance
             ):
-                return self._root(found), "same caption, sound and duration"
+                return self.root(found), "same caption, sound and duration"
         return None
 
-    def _root(self, video: Video) -> Video:
+    def root(self, video: Video) -> Video:
         """A duplicate's original rather than the duplicate itself."""
         if video.duplicate_of:
             row = self.table.row_of(video.duplicate_of)

@@ -339,7 +339,7 @@ class Lifecycle:
                 original = self.table.records[original_row]
                 if video is None or original is None or video.duplicate_of is not None:
                     continue
-                original = self.duplicates._root(original)
+                original = self.duplicates.root(original)
                 finding = duplicate_finding(original, f"content similarity {cosine:.2f}")
                 update: dict[str, Any] = {
                     "duplicate_of": original.id,

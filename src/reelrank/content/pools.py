@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..rank.signals import DEFAULT_PRIOR
 from ..schema import EventType
 from ..state.counters import C, VideoCounters
 
@@ -64,14 +65,7 @@ _COUNTER = {
     "follow": "follows",
     "skip": "skips",
 }
-_DEFAULT_PRIOR = {
-    "finish": 0.3,
-    "like": 0.05,
-    "share": 0.01,
-    "comment": 0.01,
-    "follow": 0.005,
-    "skip": 0.3,
-}
+_DEFAULT_PRIOR = {**DEFAULT_PRIOR, "comment": 0.01, "follow": 0.005}
 
 
 # Per video row: (name, dtype, fill). All grow together and go into snapshots.

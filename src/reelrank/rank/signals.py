@@ -11,7 +11,7 @@ from ..state.counters import C
 
 RATES = ("finish", "like", "share", "skip")
 _COUNTER = {"finish": "finishes", "like": "likes", "share": "shares", "skip": "skips"}
-_DEFAULT_PRIOR = {"finish": 0.3, "like": 0.05, "share": 0.01, "skip": 0.3}
+DEFAULT_PRIOR = {"finish": 0.3, "like": 0.05, "share": 0.01, "skip": 0.3}  # a new catalog's rates
 
 
 def views(query: Query, rows: np.ndarray) -> np.ndarray:
@@ -29,7 +29,7 @@ def rate_lifts(query: Query, rows: np.ndarray, smoothing: float) -> dict[str, np
     out = {}
     for x in RATES:
         i = C[_COUNTER[x]]
-        prior = cat[i] / cat_views if cat_views >= 100 and cat[i] > 0 else _DEFAULT_PRIOR[x]
+        prior = cat[i] / cat_views if cat_views >= 100 and cat[i] > 0 else DEFAULT_PRIOR[x]
         rate = (counters.totals[rows, i] + smoothing * prior) / (seen + smoothing)
         out[x] = np.clip(rate / prior, 0.0, 5.0)
     return out
