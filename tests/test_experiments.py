@@ -11,7 +11,7 @@ from scipy import stats as sps
 
 from reelrank.errors import InvalidInput
 from reelrank.experiments.bucketing import BUCKETS, Allocation, Arm, bucket
-from reelrank.experiments.stats import proportions, sample_ratio_mismatch, welch
+from reelrank.experiments.stats import proportions, ratio, sample_ratio_mismatch, welch
 
 USERS = [f"user-{i}" for i in range(100_000)]
 
@@ -100,3 +100,33 @@ def test_sample_ratio_mismatch() -> None:
     broken = sample_ratio_mismatch({"control": 52_000, "treatment": 48_000}, expected)
     assert broken["mismatch"] is True
     assert sample_ratio_mismatch({}, expected)["p_value"] is None
+
+
+def test_ratio_with_one_impression_per_user_is_the_unpooled_proportion_interval() -> None:
+    rng = np.random.default_rng(3)
+    a = [(float(x), 1.0) for x in rng.random(400) < 0.3]
+    b = [(float(x), 1.0) for x in rng.random(500) < 0.4]
+    got = ratio(a, b)
+    ha, hb = int(sum(x for x, _ in a)), int(sum(x for x, _ in b))
+    ref = proportions(ha, 400, hb, 500)
+    assert got.delta == pytest.approx(ref.delta)
+    # The delta method's sample variances use k - 1: the same interval up to that factor.
+    half, ref_half = (got.high - got.low) / 2, (ref.high - ref.low) / 2
+    pa, pb = ha / 400, hb / 500
+    expected = 1.96 * math.sqrt(pa * (1 - pa) / 399 + pb * (1 - pb) / 499)
+    assert half == pytest.approx(expected, rel=1e-3)
+    assert half > ref_half
+
+
+def test_ratio_widens_the_interval_when_users_differ() -> None:
+    # Half the users finish everything, half nothing: per-impression trials are far from
+    # independent, so the interval must be much wider than the binomial one.
+    a = [(20.0, 20.0) if i % 2 else (0.0, 20.0) for i in range(40)]
+    b = [(20.0, 20.0) if i % 3 else (0.0, 20.0) for i in range(40)]
+    got = ratio(a, b)
+    ref = proportions(int(sum(x for x, _ in a)), 800, int(sum(x for x, _ in b)), 800)
+    assert got.delta == pytest.approx(ref.delta)
+    assert (got.high - got.low) > 3 * (ref.high - ref.low)
+    assert got.p_value > 0.01 > ref.p_value
+    with pytest.raises(ValueError):
+        ratio(a[:1], b)

@@ -188,6 +188,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiments(args: argparse.Namespace) -> int:
+    import json
+
+    from .experiments.report import Tracker, book_from_store, format_report
+    from .storage import open_store
+
+    settings = load_settings(args.config)
+    store = open_store(settings.store_url(), settings.sqlite_synchronous)
+    try:
+        book = book_from_store(settings, store)
+        if args.action == "list":
+            for exp in book.experiments.values():
+                d = exp.describe()
+                arms = ", ".join(a["name"] for a in d["arms"])
+                print(f"{d['id']}\t{d['status']}\tlayer {d['layer']}\t{d['traffic']:.0%}\t{arms}")
+            return 0
+        if not args.experiment:
+            print("reelrank: experiments report needs an experiment id", file=sys.stderr)
+            return 2
+        report = Tracker(store).report(book.get(args.experiment), args.level)
+    finally:
+        store.close()
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reelrank",
@@ -257,6 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--config", help="TOML config file of reelrank settings")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser(
+        "experiments",
+        help="list A/B experiments or report one's per-arm results",
+        description="Reads the store the server uses (settings from --config and REELRANK_*): "
+        "`list` shows every experiment; `report ID` folds the impression and event logs into "
+        "per-arm watch time per user, session length, finish and like rates, with confidence "
+        "intervals against the control and the sample-ratio-mismatch check.",
+    )
+    ex.add_argument("action", choices=["list", "report"])
+    ex.add_argument("experiment", nargs="?", help="the experiment id (for report)")
+    ex.add_argument("--level", type=float, default=0.95, help="confidence level (0.95)")
+    ex.add_argument("--json", action="store_true", help="print the report as JSON")
+    ex.add_argument("--config", help="TOML config file of reelrank settings")
+    ex.set_defaults(func=cmd_experiments)
     return parser
 
 

@@ -240,6 +240,14 @@ class Settings:
         "Page positions (0-based) of the exploration slots, used in this order.",
         factory=lambda: [3, 8],
     )
+    experiments: list[dict[str, Any]] = _doc(
+        "A/B experiments, as TOML `[[experiments]]` tables or a JSON list: `id`, `layer` "
+        '(default "default"), `traffic` (share of the layer\'s users, default 1), `offset`, '
+        "`description` and at least two `arms` (`name`, `weight`, `overrides` of "
+        "`fusion_weights`, `score_weights`, `recall_quotas`, `exploration_fraction`, "
+        "`ranker`); the first arm is the control. See the README's Experiments section.",
+        factory=list,
+    )
     trending_refresh_s: float = _doc("Seconds between recomputations of trending lists.", 2.0)
     snapshot_interval_s: float = _doc(
         "Seconds between snapshots of the online state (restart replays the log after it).", 60.0
@@ -353,6 +361,22 @@ class Settings:
         """Parse `api_keys` into key -> scopes."""
         return parse_api_keys(self.api_keys)
 
+    def experiment_book(self, started_at: float = 0.0) -> Any:
+        """The `experiments` setting as an ExperimentBook, or ConfigError naming the fault."""
+        from .errors import Conflict, InvalidInput
+        from .experiments.registry import ExperimentBook, parse_spec
+
+        specs = []
+        for i, raw in enumerate(self.experiments):
+            try:
+                specs.append(parse_spec(raw))
+            except InvalidInput as exc:
+                raise ConfigError(f"setting experiments[{i}]: {exc}") from None
+        try:
+            return ExperimentBook(experiment_knobs(self), specs, started_at)
+        except (InvalidInput, Conflict) as exc:
+            raise ConfigError(f"setting experiments: {exc}") from None
+
 
 def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
     """`k1=ingest,feed;k2=admin` -> {"k1": {"ingest", "feed"}, "k2": {"admin"}}."""
@@ -428,6 +452,12 @@ def _coerce(name: str, value: Any, from_env: bool, below: Any = None) -> Any:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError("expected a list of strings")
             return [v.strip() for v in value if v.strip()]
+        if typ == "list[dict[str, Any]]":
+            if from_env and isinstance(value, str):
+                value = json.loads(value)
+            if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+                raise ValueError("expected a list of tables")
+            return [dict(v) for v in value]
         if typ.startswith("dict[str, "):
             if from_env and isinstance(value, str):
                 value = json.loads(value)
@@ -563,6 +593,16 @@ def _validate(s: Settings) -> None:
         if not ok:
             raise ConfigError(f"setting {name}: {why} (got {getattr(s, name)!r})")
     s.key_scopes()
+    s.experiment_book()
+
+
+def experiment_knobs(s: Settings) -> dict[str, list[str]]:
+    """What an experiment arm may override: the names each override may set."""
+    return {
+        "fusion_weights": sorted(s.fusion_weights),
+        "score_weights": sorted(s.score_weights),
+        "recall_quotas": sorted(s.recall_quotas),
+    }
 
 
 def load_settings(

@@ -19,6 +19,8 @@ from .content.duplicates import UploadBatch
 from .content.lifecycle import Lifecycle
 from .content.review import Review
 from .errors import InvalidInput, NotFound, ReelrankError
+from .experiments.registry import CONTROL_KIND, ExperimentBook, parse_spec
+from .experiments.report import Tracker
 from .ingest.events import EventIngestor, IngestResult
 from .metrics import Metrics
 from .pipeline.feed import Feed, FeedPipeline
@@ -91,6 +93,8 @@ class Engine:
             budget_ms=settings.recall_budget_ms,
             parallel=settings.recall_parallel,
         )
+        self.experiments: ExperimentBook = settings.experiment_book(time.time())
+        self.experiment_tracker = Tracker(self.store)
         self.trainer: Any = None  # OnlineTrainer (thread mode) or a Process (process mode)
         self._served: queue.SimpleQueue[Impression] = queue.SimpleQueue()
         # (request id, video id) -> [source, engaged], for each channel's engagement rate
@@ -105,6 +109,7 @@ class Engine:
         """Load state from the store and start the background workers."""
         self.state.load()
         self.lifecycle.load()
+        self._load_experiments()
         # Long-lived catalog and profile objects need no scanning by the cyclic collector;
         # freezing them keeps full collections from stalling requests.
         gc.collect()
@@ -139,6 +144,52 @@ class Engine:
         traffic pools: judge, cool, revive."""
         self.lifecycle.process_reports()
         self.lifecycle.evaluate_pools()
+        self.refresh_experiments()
+
+    # -- experiments ---------------------------------------------------------------------
+    def _load_experiments(self) -> None:
+        """Apply stored experiments and stops; give settings-defined experiments their
+        first start time, kept across restarts."""
+        stored = dict(self.store.catalog.iter_controls(CONTROL_KIND))
+        for body in stored.values():
+            self.experiments.restore(body)
+        for exp in list(self.experiments.experiments.values()):
+            if exp.spec.id not in stored:
+                self.store.catalog.put_control(
+                    CONTROL_KIND, exp.spec.id, self.experiments.control_body(exp)
+                )
+            else:
+                exp.started_at = float(stored[exp.spec.id].get("started_at", exp.started_at))
+
+    def refresh_experiments(self) -> None:
+        """Follow experiments created or stopped through another process."""
+        for _, body in self.store.catalog.iter_controls(CONTROL_KIND):
+            try:
+                self.experiments.restore(body)
+            except ReelrankError as exc:  # e.g. overlaps one of this process's settings
+                log.warning("stored experiment %s not applied: %s", body.get("id"), exc)
+
+    def create_experiment(self, raw: Any) -> dict[str, Any]:
+        spec = parse_spec(raw, "body")
+        exp = self.experiments.create(spec, time.time())
+        self.store.catalog.put_control(CONTROL_KIND, spec.id, self.experiments.control_body(exp))
+        return exp.describe()
+
+    def stop_experiment(self, experiment_id: str) -> dict[str, Any]:
+        exp = self.experiments.stop(experiment_id, time.time())
+        body = self.experiments.control_body(exp)
+        self.store.catalog.put_control(CONTROL_KIND, exp.spec.id, body)
+        return exp.describe()
+
+    def list_experiments(self) -> list[dict[str, Any]]:
+        return [e.describe() for e in self.experiments.experiments.values()]
+
+    def experiment_report(self, experiment_id: str, level: float = 0.95) -> dict[str, Any]:
+        """Per-arm results from the impression and event logs (served impressions are
+        flushed first, so the report includes this process's latest pages)."""
+        exp = self.experiments.get(experiment_id)
+        self.flush_impressions()
+        return self.experiment_tracker.report(exp, level)
 
     def _start_trainer(self) -> None:
         mode = self.settings.trainer_mode()
@@ -474,6 +525,7 @@ class Engine:
             retrieval=self.retrieval,
             pools=self.state.pools,
             mutes=self.state.mutes.get(request.user_id),
+            assignment=self.experiments.assign(request.user_id),
         )
         if user is not None:
             now = user.last_ts or request.now
@@ -494,6 +546,7 @@ class Engine:
                 model_version=feed.model_version,
                 ts=request.now,
                 features=features,
+                arms=feed.experiments or None,
             )
             for position, (item, features) in enumerate(zip(feed.items, feed.features, strict=True))
         ]

@@ -213,6 +213,7 @@ class Impression(BaseModel):
     model_version: str
     ts: float
     features: dict[str, Any] | None = None  # what the ranker saw, for training
+    arms: dict[str, str] | None = None  # experiment id -> arm the user was served under
 
 
 class AuditEntry(BaseModel):

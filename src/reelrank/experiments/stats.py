@@ -76,3 +76,41 @@ def sample_ratio_mismatch(
     wanted = [expected[n] / share * total for n in names]
     chi2, p = stats.chisquare(observed, wanted)
     return {"chi2": float(chi2), "p_value": float(p), "mismatch": bool(p < alpha)}
+
+
+def _ratio_stats(pairs: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The ratio sum(x) / sum(n) of per-user (x, n) pairs and its variance by the delta
+    method, which keeps the users' impressions together instead of treating each
+    impression as independent."""
+    k = len(pairs)
+    mx = sum(p[0] for p in pairs) / k
+    mn = sum(p[1] for p in pairs) / k
+    r = mx / mn
+    vx = sum((p[0] - mx) ** 2 for p in pairs) / (k - 1)
+    vn = sum((p[1] - mn) ** 2 for p in pairs) / (k - 1)
+    cov = sum((p[0] - mx) * (p[1] - mn) for p in pairs) / (k - 1)
+    var = (vx - 2 * r * cov + r * r * vn) / (k * mn * mn)
+    return r, max(var, 0.0)
+
+
+def ratio(
+    control: Sequence[tuple[float, float]],
+    treatment: Sequence[tuple[float, float]],
+    level: float = 0.95,
+) -> Difference:
+    """Difference of per-impression rates (finish rate, like rate) given per-user
+    (events, impressions): a normal interval with delta-method variances, so users who
+    see many videos are not counted as many independent trials."""
+    if len(control) < 2 or len(treatment) < 2:
+        raise ValueError("each arm needs at least two users")
+    if sum(p[1] for p in control) <= 0 or sum(p[1] for p in treatment) <= 0:
+        raise ValueError("each arm needs at least one impression")
+    ra, va = _ratio_stats(control)
+    rb, vb = _ratio_stats(treatment)
+    delta = rb - ra
+    se = math.sqrt(va + vb)
+    z = stats.norm.ppf(0.5 + level / 2)
+    if se == 0:
+        return Difference(ra, rb, delta, delta, delta, 1.0 if delta == 0 else 0.0)
+    p = 2 * stats.norm.sf(abs(delta) / se)
+    return Difference(ra, rb, delta, delta - z * se, delta + z * se, float(p))

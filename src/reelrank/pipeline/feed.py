@@ -41,6 +41,7 @@ class Feed:
     removed: dict[str, int] = field(default_factory=dict)
     ranker: str = "heuristic"
     ranker_note: str | None = None
+    experiments: dict[str, str] = field(default_factory=dict)  # experiment id -> arm
     features: list[dict[str, Any]] = field(default_factory=list)  # per item, for the log
 
 
@@ -95,10 +96,13 @@ class FeedPipeline:
             self.metrics.recall_seconds.labels(source.name).observe(time.perf_counter() - started)
 
     def recall(self, query: Query) -> Candidates:
+        quotas = self.quotas
+        if query.assignment.recall_quotas:  # an experiment arm's quotas
+            quotas = {**quotas, **query.assignment.recall_quotas}
         active = [
-            (i, s, self.quotas.get(s.name, 0))
+            (i, s, quotas.get(s.name, 0))
             for i, s in enumerate(self.sources)
-            if self.quotas.get(s.name, 0) > 0
+            if quotas.get(s.name, 0) > 0
         ]
         pending: list[Future[Recalled] | None] = [None] * len(active)
         deadline = time.perf_counter() + self.budget_s
@@ -169,6 +173,7 @@ class FeedPipeline:
             removed=removed,
             ranker=ranked.ranker,
             ranker_note=ranked.note,
+            experiments=query.assignment.arms,
             features=[feats.record(query, int(i)) for i in at],
         )
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..experiments.registry import NO_ASSIGNMENT, Assignment
 from ..index.vectors import VectorIndex
 from ..schema import User
 from ..state.catalog import VideoTable
@@ -51,6 +52,7 @@ class Query:
     retrieval: RetrievalIndex | None = None  # the two-tower model's video index
     pools: PoolBook | None = None  # traffic pools and operator boosts
     mutes: UserMutes | None = None  # the user's muted keywords and hashtags
+    assignment: Assignment = NO_ASSIGNMENT  # the user's experiment arms and overrides
     tag_affinity: dict[str, float] = field(default_factory=dict)
     sound_affinity: dict[str, float] = field(default_factory=dict)
     creator_affinity: dict[str, float] = field(default_factory=dict)

@@ -71,8 +71,11 @@ class RankCascade:
     def rank(self, query: Query, cands: Candidates, protect: np.ndarray | None = None) -> Ranked:
         server = self.server
         note = None
+        arm = query.assignment
         if server is None:
             note = "learned ranker disabled"
+        elif arm.ranker == "heuristic":
+            note = "experiment arm: heuristic ranker"
         elif not server.ready():
             note = (
                 f"learned ranker warming up ({server.examples} of {server.min_examples} examples)"
@@ -82,7 +85,10 @@ class RankCascade:
                 kept = self.prerank(query, cands, protect)
                 feats = extract(query, kept.rows, self.heuristic.smoothing)
                 probs = server.predict(feats)
-                scores = fuse_scores(probs, self.fusion_weights)
+                weights = self.fusion_weights
+                if arm.fusion_weights:
+                    weights = {**weights, **arm.fusion_weights}
+                scores = fuse_scores(probs, weights)
                 if not np.isfinite(scores).all():
                     raise ValueError("the learned ranker produced non-finite scores")
                 self.metrics.ranker_requests.labels("learned").inc()

@@ -48,6 +48,8 @@ class HeuristicScorer:
         if len(rows) == 0:
             return np.zeros(0)
         w = self.weights
+        if query.assignment.score_weights:  # an experiment arm's weights
+            w = {**w, **query.assignment.score_weights}
         lifts = self.lifts(query, rows)
         score = sum(w[x] * lifts[x] for x in RATES)
         score = score + w["affinity"] * slog(self.affinity(query, rows))

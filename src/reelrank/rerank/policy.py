@@ -98,7 +98,9 @@ class PolicySelector:
         explorable = np.isin(cands.source[order], self.explore_ids)
         owed = np.isin(cands.source[order], self.pool_ids)
         available = self._under_caps(query, creator, tags)
-        k_explore = min(math.floor(n * self.fraction + 0.5), len(self.positions))
+        fraction = query.assignment.exploration_fraction
+        fraction = self.fraction if fraction is None else fraction
+        k_explore = min(math.floor(n * fraction + 0.5), len(self.positions))
         explore_at = set([p for p in self.positions if p < n][:k_explore])
 
         picked: list[int] = []

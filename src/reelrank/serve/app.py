@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..engine import Engine
 from ..errors import Conflict, InvalidInput, NotFound, ReelrankError, TooLarge
+from ..experiments.registry import ExperimentSpec
 from ..schema import MAX_ID_LEN, Event, Follow, User, UserControls, VideoIn
 from .auth import KeyRing
 
@@ -115,6 +116,7 @@ _ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # the same rule as schema.Id: no control c
 UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
 VideoId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
 CreatorId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
+ExperimentId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
 Code = Annotated[str | None, Query(min_length=1, max_length=32)]
 
 
@@ -254,6 +256,7 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
             "ranker": feed.ranker,
             **({"ranker_note": feed.ranker_note} if feed.ranker_note else {}),
             "cold_start": feed.cold_start,
+            **({"experiments": feed.experiments} if feed.experiments else {}),
             "items": [
                 {
                     "video_id": it.video_id,
@@ -418,6 +421,47 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
     )
     def post_reinstate(request: Request, creator_id: CreatorId, body: OperatorAction) -> Any:
         return lifecycle.strike(creator_id, False, body.reason, body.operator)
+
+    @app.get(
+        "/v1/experiments",
+        tags=["experiments"],
+        summary="Every experiment: definition, status and buckets (admin)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def get_experiments(request: Request) -> Any:
+        return {"experiments": engine.list_experiments()}
+
+    @app.get(
+        "/v1/experiments/{experiment_id}",
+        tags=["experiments"],
+        summary="Per-arm results with confidence intervals and the sample-ratio check (admin)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def get_experiment(
+        request: Request,
+        experiment_id: ExperimentId,
+        level: Annotated[float, Query(ge=0.5, lt=1.0, description="Confidence level")] = 0.95,
+    ) -> Any:
+        return engine.experiment_report(experiment_id, level)
+
+    @app.post(
+        "/v1/admin/experiments",
+        tags=["experiments"],
+        summary="Start an experiment: layer, traffic share and arms with overrides (admin)",
+        dependencies=[Depends(scoped("admin"))],
+        status_code=201,
+    )
+    def post_experiment(request: Request, body: ExperimentSpec) -> Any:
+        return engine.create_experiment(body)
+
+    @app.post(
+        "/v1/admin/experiments/{experiment_id}/stop",
+        tags=["experiments"],
+        summary="Stop an experiment: its users get the default feed again (admin)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def post_stop_experiment(request: Request, experiment_id: ExperimentId) -> Any:
+        return engine.stop_experiment(experiment_id)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and basic figures")
     def healthz() -> Any:

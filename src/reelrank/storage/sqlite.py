@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS impressions (
     score REAL NOT NULL,
     model_version TEXT NOT NULL,
     ts REAL NOT NULL,
+    arms TEXT,
     features BLOB
 );
 CREATE TABLE IF NOT EXISTS controls (
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
 
 _EVENT_COLS = "seq, event_id, type, user_id, video_id, request_id, ts, watch_ms, device, region"
 _IMP_COLS = (
-    "seq, request_id, position, user_id, video_id, source, score, model_version, ts, features"
+    "seq, request_id, position, user_id, video_id, source, score, model_version, ts, arms, features"
 )
 
 
@@ -104,6 +105,8 @@ class _Db:
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(impressions)")}
         if "features" not in columns:  # stores created before features were logged
             self.conn.execute("ALTER TABLE impressions ADD COLUMN features BLOB")
+        if "arms" not in columns:  # stores created before experiment arms were logged
+            self.conn.execute("ALTER TABLE impressions ADD COLUMN arms TEXT")
 
     def write(self, synchronous: str | None = None) -> _Tx:
         return _Tx(self, synchronous)
@@ -391,7 +394,7 @@ class SQLiteEventLog:
         with self._db.write(synchronous="NORMAL") as conn:
             (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM impressions").fetchone()
             conn.executemany(
-                f"INSERT INTO impressions ({_IMP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO impressions ({_IMP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         last + i + 1,
@@ -403,6 +406,7 @@ class SQLiteEventLog:
                         m.score,
                         m.model_version,
                         m.ts,
+                        orjson.dumps(m.arms).decode() if m.arms else None,
                         orjson.dumps(m.features) if m.features is not None else None,
                     )
                     for i, m in enumerate(impressions)
@@ -415,12 +419,13 @@ class SQLiteEventLog:
                 f"SELECT {_IMP_COLS} FROM impressions WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, limit),
             ).fetchall()
-        names = _IMP_COLS.split(", ")[1:-1]
+        names = _IMP_COLS.split(", ")[1:-2]
         return [
             (
                 r[0],
                 Impression.model_construct(
-                    **dict(zip(names, r[1:-1], strict=True)),
+                    **dict(zip(names, r[1:-2], strict=True)),
+                    arms=orjson.loads(r[-2]) if r[-2] is not None else None,
                     features=orjson.loads(r[-1]) if r[-1] is not None else None,
                 ),
             )
