@@ -23,6 +23,8 @@ import numpy as np
 from scipy import sparse
 
 from ..engine import Engine
+from ..schema import Event, Impression
+from ..storage import open_store
 from . import metrics
 from .data import Dataset, Interaction, is_positive
 
@@ -243,6 +245,14 @@ class ReelrankSystem:
         return [it.video_id for it in feed.items]
 
     def learn(self, x: Interaction, positive: bool) -> None:
+        result = self.engine.ingest(self._events(x, positive))
+        if result.rejected:
+            raise ValueError(f"replayed events rejected: {result.rejected[:3]}")
+
+    def _events(
+        self, x: Interaction, positive: bool, request_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The interaction's events, joined to `request_id`'s page when there is one."""
         if x.rating is not None:
             ratio = min(max(x.rating / 5.0, 0.0), 1.0)  # the rating stands in for watch ratio
         elif x.watch_ratio is not None:
@@ -268,10 +278,163 @@ class ReelrankSystem:
             }
             if kind == "watch":
                 event["watch_ms"] = int(ratio * DURATION_MS)
+            if request_id is not None:
+                event["request_id"] = request_id
             events.append(event)
-        result = self.engine.ingest(events)
+        return events
+
+
+class LearnedReelrankSystem(ReelrankSystem):
+    """The engine with its online-trained multi-task ranker, learning from the replay.
+
+    Each interaction becomes a logged page in the trainer's own log: the chosen item plus
+    `negatives` items drawn at random from the catalog known at that moment (a log of
+    ratings says nothing of what else was on screen; negatives from reelrank's own pages
+    would be the model's own favourites, and its AUC against them is biased low), each
+    impression with the features the ranker saw, then the chosen item's events (play,
+    watch, finish, like) and a play and skip for the others. The trainer joins and trains
+    on these as it would on a live log. The engine itself receives only the chosen item's
+    events, as the heuristic replay does: the unchosen page items are the trainer's
+    negatives, not things the user did, so they are neither marked seen nor counted as
+    skips in the engine's state. New parameters reach serving every `sync_every` interactions
+    (online), or, with `sync_every=None`, once per simulated day (a daily batch job on
+    the same model and data). Before learning, the serving model scores the logged page:
+    per-head AUC of the ranker as served (the finish head against the chosen item, the
+    like head against ratings >= 4.5; the random items are the negatives), and the
+    heuristic scorer's AUC on the same pages for reference (`auc_heuristic`, against the
+    finish label).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        dataset: Dataset,
+        name: str = "reelrank_learned",
+        sync_every: int | None = 50,
+        negatives: int = 4,
+        seed: int = 0,
+    ) -> None:
+        from ..train.trainer import OnlineTrainer
+
+        super().__init__(engine, dataset)
+        self.name = name
+        self.sync_every = sync_every
+        self.negatives = negatives
+        self.log = open_store("memory://")  # the trainer's impression and event log
+        self.trainer = OnlineTrainer(engine.settings, self.log, engine.params, None)
+        self.trainer.publish_full()
+        self.engine.sync_model()
+        self._interactions = 0
+        self._day: int | None = None
+        self.syncs = 0
+        self.scored: dict[str, tuple[list[float], list[float]]] = {
+            "finish": ([], []),
+            "like": ([], []),
+            "heuristic": ([], []),  # the heuristic scorer on the same pages, as a baseline
+        }
+        self.learned_pages = 0  # test pages served by the learned ranker
+        self._rng = np.random.default_rng(seed)
+
+    def recommend(self, user: str, ts: float, k: int) -> list[str]:
+        feed = self.engine.feed(user, n=k, now=ts, record=False)
+        if feed.ranker == "learned":
+            self.learned_pages += 1
+        return [it.video_id for it in feed.items]
+
+    def _sync(self) -> None:
+        self.trainer.drain()
+        self.trainer.publish_full()
+        self.engine.sync_model()
+        self.syncs += 1
+
+    def learn(self, x: Interaction, positive: bool) -> None:
+        from ..pipeline.query import Candidates, FeedRequest
+        from ..rank.features import extract
+        from ..rank.model import HEADS
+
+        engine = self.engine
+        day = int(x.ts // 86400)
+        if self.sync_every is None and self._day is not None and day != self._day:
+            self._sync()  # the new day starts with a model trained on every earlier day
+        self._day = day
+        self._n += 1
+        request_id = f"replay-page-{self._n}"
+        table = engine.state.table
+        row = table.row_of(x.item)
+        drawn = self._rng.integers(0, table.size, size=2 * self.negatives)
+        rows = np.asarray(
+            [row, *dict.fromkeys(int(r) for r in drawn if r != row)][: self.negatives + 1],
+            dtype=np.int64,
+        )
+        others = [table.video(int(r)).id for r in rows[1:]]
+        query = engine.hydrate(FeedRequest(x.user, len(rows), request_id, x.ts))
+        feats = extract(query, rows, engine.pipeline.scorer.smoothing)
+        if engine.model.ready():
+            probs = engine.model.predict(feats)
+            liked = positive and x.rating is not None and x.rating >= 4.5
+            for head, label in (("finish", positive), ("like", liked)):
+                col = probs[:, HEADS.index(head)]
+                labels, scores = self.scored[head]
+                labels.extend([float(label)] + [0.0] * len(others))
+                scores.extend(float(v) for v in col)
+            cands = Candidates(rows, np.zeros(len(rows), np.int16), np.full(len(rows), ""))
+            labels, scores = self.scored["heuristic"]
+            labels.extend([float(positive)] + [0.0] * len(others))
+            scores.extend(float(v) for v in engine.pipeline.scorer.score(query, cands))
+        version = engine.model.version()
+        self.log.events.append_impressions(
+            [
+                Impression(
+                    request_id=request_id,
+                    position=i,
+                    user_id=x.user,
+                    video_id=vid,
+                    source="replay",
+                    score=0.0,
+                    model_version=version,
+                    ts=x.ts,
+                    features=feats.record(query, i),
+                )
+                for i, vid in enumerate([x.item, *others])
+            ]
+        )
+        chosen = self._events(x, positive, request_id)
+        result = engine.ingest(chosen)
         if result.rejected:
             raise ValueError(f"replayed events rejected: {result.rejected[:3]}")
+        events = list(chosen)
+        for vid in others:
+            for kind in ("play", "skip"):
+                self._n += 1
+                events.append(
+                    {
+                        "event_id": f"replay-{self._n}",
+                        "type": kind,
+                        "user_id": x.user,
+                        "video_id": vid,
+                        "ts": x.ts,
+                        "request_id": request_id,
+                    }
+                )
+        self.log.events.append([Event.model_validate(e) for e in events], x.ts)
+        self.trainer.step()
+        self._interactions += 1
+        if self.sync_every is not None and self._interactions % self.sync_every == 0:
+            self._sync()
+
+    def figures(self) -> dict[str, Any]:
+        """Per-head AUC of the ranker as served, and the trainer's own figures."""
+        out: dict[str, Any] = {"syncs": self.syncs, "learned_pages": self.learned_pages}
+        for head, (labels, scores) in self.scored.items():
+            got = metrics.auc(labels, scores)
+            out[f"auc_{head}"] = round(got, 4) if got is not None else None
+        out["scored"] = len(self.scored["finish"][0])
+        status = self.trainer.status()
+        out["examples_trained"] = status["examples_trained"]
+        out["trainer_auc"] = {
+            h: f.get("auc") for h, f in status.get("heads", {}).items() if f.get("auc") is not None
+        }
+        return out
 
 
 @dataclass

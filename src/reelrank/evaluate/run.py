@@ -14,6 +14,7 @@ from ..engine import Engine
 from .data import Dataset, load_csv, load_movielens
 from .replay import (
     ItemKNNSystem,
+    LearnedReelrankSystem,
     PopularSystem,
     RecentPopularSystem,
     ReelrankSystem,
@@ -21,7 +22,15 @@ from .replay import (
     replay,
 )
 
-SYSTEMS = ("reelrank", "popular", "recent_popular", "item_knn")
+SYSTEMS = (
+    "reelrank",
+    "reelrank_learned",
+    "reelrank_daily",
+    "popular",
+    "recent_popular",
+    "item_knn",
+)
+DEFAULT_SYSTEMS = ("reelrank", "popular", "recent_popular", "item_knn")
 
 
 def load(ratings: str, movies: str | None, fmt: str) -> Dataset:
@@ -33,11 +42,15 @@ def load(ratings: str, movies: str | None, fmt: str) -> Dataset:
 def table(report: dict[str, Any]) -> str:
     """The systems' figures as an aligned text table."""
     rows = report["systems"]
-    columns = [c for c in next(iter(rows.values())) if c != "seconds"] + ["seconds"]
+    columns: list[str] = []
+    for row in rows.values():  # scalar figures, in first-seen order; seconds last
+        columns += [c for c, v in row.items() if c not in columns and not isinstance(v, dict)]
+    columns = [c for c in columns if c != "seconds"] + ["seconds"]
     width = max(len(n) for n in rows) + 2
     lines = ["system".ljust(width) + "".join(c.rjust(13) for c in columns)]
     for name, row in rows.items():
-        lines.append(name.ljust(width) + "".join(f"{row[c]:>13}" for c in columns))
+        cells = (row.get(c) for c in columns)
+        lines.append(name.ljust(width) + "".join(f"{'-' if v is None else v:>13}" for v in cells))
     return "\n".join(lines)
 
 
@@ -46,12 +59,35 @@ def evaluate(
     movies: str | None = None,
     fmt: str = "movielens",
     output: str | None = None,
-    systems: tuple[str, ...] = SYSTEMS,
+    systems: tuple[str, ...] = DEFAULT_SYSTEMS,
     limit: int | None = None,
     config: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
+    import torch
+    from threadpoolctl import threadpool_limits
+
     dataset = load(ratings, movies, fmt)
+    # One request or batch at a time: intra-op threads only contend (on two busy cores a
+    # small index_add_ took 8x longer with two torch threads than with one, and the
+    # policy's similarity product far longer with two BLAS threads).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            return _evaluate(dataset, output, systems, limit, config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(
+    dataset: Dataset,
+    output: str | None,
+    systems: tuple[str, ...],
+    limit: int | None,
+    config: str | None,
+    progress: bool,
+) -> dict[str, Any]:
     total = min(limit, len(dataset.interactions)) if limit else len(dataset.interactions)
     with tempfile.TemporaryDirectory(prefix="reelrank-eval-") as tmp:
         # A throwaway in-memory engine: the heuristic ranker and every channel, hashed
@@ -65,12 +101,21 @@ def evaluate(
             content_embedder="hashed",
             recall_budget_ms=0.0,
         )
-        engine = Engine(settings).open()
+        engines: list[Engine] = []
+
+        def engine() -> Engine:  # one per engine-backed system: they must not share state
+            engines.append(Engine(settings).open())
+            return engines[-1]
+
         try:
             chosen: list[System] = []
             for name in systems:
                 if name == "reelrank":
-                    chosen.append(ReelrankSystem(engine, dataset))
+                    chosen.append(ReelrankSystem(engine(), dataset))
+                elif name == "reelrank_learned":
+                    chosen.append(LearnedReelrankSystem(engine(), dataset, name, sync_every=50))
+                elif name == "reelrank_daily":
+                    chosen.append(LearnedReelrankSystem(engine(), dataset, name, sync_every=None))
                 elif name == "popular":
                     chosen.append(PopularSystem())
                 elif name == "recent_popular":
@@ -90,9 +135,18 @@ def evaluate(
             report = replay(dataset, chosen, limit=limit, progress=tick)
             if bar is not None:
                 bar.close()
+            for system in chosen:
+                if isinstance(system, LearnedReelrankSystem):
+                    report["systems"][system.name].update(system.figures())
         finally:
-            engine.close()
-    report["engine_settings"] = {"ranker": "heuristic (trainer off)", "content_embedder": "hashed"}
+            for e in engines:
+                e.close()
+    report["engine_settings"] = {
+        "reelrank": "heuristic ranker (no trainer)",
+        "reelrank_learned": "online-trained ranker, parameters synced every 50 interactions",
+        "reelrank_daily": "the same ranker and data, parameters synced once per simulated day",
+        "content_embedder": "hashed",
+    }
     if output:
         path = Path(output)
         path.parent.mkdir(parents=True, exist_ok=True)
