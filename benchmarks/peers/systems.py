@@ -1,0 +1,245 @@
+"""The systems run in the benchmark's own interpreter: reelrank, popular, implicit's ALS.
+
+Each is a `fit_rank(split, config, k)` that learns from `split.train` only and returns
+(top-k lists for `split.users`, notes). The RecBole models run in their own interpreter
+(recbole_peers.py), as they need RecBole's environment.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from threadpoolctl import threadpool_limits
+
+from .protocol import Split, top_k
+
+Rankings = dict[str, list[str]]
+FitRank = Callable[[Split, dict[str, Any], int], tuple[Rankings, dict[str, Any]]]
+
+
+@dataclass
+class Peer:
+    """A system under benchmark: its tuning budget (documented defaults first)."""
+
+    name: str
+    configs: list[dict[str, Any]]
+    fit_rank: FitRank
+    versions: Callable[[], dict[str, str]]
+
+
+# -- popular -------------------------------------------------------------------------------
+
+
+def popular_fit_rank(split: Split, config: dict[str, Any], k: int) -> tuple[Rankings, dict]:
+    """Positives per item in train; ties to the item seen first."""
+    index = split.item_index
+    counts = np.zeros(len(split.catalog))
+    for r in split.train:
+        if r.positive or not config.get("positives_only", True):
+            counts[index[r.item]] += 1.0
+    scores = np.broadcast_to(counts, (len(split.users), len(counts)))
+    return top_k(scores, split, k), {}
+
+
+# -- implicit ALS --------------------------------------------------------------------------
+
+
+def user_item_matrix(split: Split, weight: str) -> sparse.csr_matrix:
+    """Users (in `split.users` order first, then the rest) x catalog, one cell per pair:
+    1 for any interaction (`binary`), or the rating / 5 (`rating`)."""
+    users = {u: i for i, u in enumerate(split.users)}
+    for r in split.train:
+        users.setdefault(r.user, len(users))
+    index = split.item_index
+    cells: dict[tuple[int, int], float] = {}
+    for r in split.train:
+        cells[(users[r.user], index[r.item])] = 1.0 if weight == "binary" else r.rating / 5.0
+    rows, cols = zip(*cells, strict=True) if cells else ((), ())
+    return sparse.csr_matrix(
+        (np.fromiter(cells.values(), np.float32), (rows, cols)),
+        shape=(len(users), len(split.catalog)),
+    )
+
+
+def als_fit_rank(split: Split, config: dict[str, Any], k: int) -> tuple[Rankings, dict]:
+    """implicit's AlternatingLeastSquares on the train user x item matrix (CPU)."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    params = {key: v for key, v in config.items() if key != "weight"}
+    model = AlternatingLeastSquares(random_state=0, num_threads=1, **params)
+    x = user_item_matrix(split, config.get("weight", "binary"))
+    with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, not BLAS's
+        model.fit(x, show_progress=False)
+    users = np.asarray(model.user_factors)[: len(split.users)]
+    scores = users @ np.asarray(model.item_factors).T
+    return top_k(scores, split, k), {}
+
+
+ALS_CONFIGS: list[dict[str, Any]] = [
+    # implicit 0.7's documented defaults, every train interaction a 1.
+    {"factors": 100, "regularization": 0.01, "alpha": 1.0, "iterations": 15, "weight": "binary"},
+    {"factors": 64, "regularization": 0.1, "alpha": 10.0, "iterations": 15, "weight": "binary"},
+    {"factors": 64, "regularization": 0.1, "alpha": 10.0, "iterations": 15, "weight": "rating"},
+]
+
+
+# -- reelrank ------------------------------------------------------------------------------
+
+
+def reelrank_fit_rank(
+    split: Split, config: dict[str, Any], k: int, movies: Path
+) -> tuple[Rankings, dict]:
+    """The real engine in process: train interactions in time order as the events an
+    app would send (reelrank.evaluate.replay.ReelrankSystem: the title is the caption,
+    the genres the hashtags, the rating stands in for the watch ratio), then each
+    evaluated user's feed of k at the cut time, not logged as served."""
+    from reelrank import engine as engine_module
+    from reelrank.config import load_settings
+    from reelrank.engine import Engine
+    from reelrank.evaluate.data import Dataset, Interaction
+    from reelrank.evaluate.replay import ReelrankSystem
+
+    # Request ids seed exploration and tie-breaks: number them so a run replays exactly.
+    counter = itertools.count()
+    engine_module.new_request_id = lambda: f"peers-{next(counter)}"  # type: ignore[assignment]
+    dataset = Dataset("movielens", [], signal="rating")
+    with movies.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            dataset.titles[row["movieId"]] = row["title"]
+            genres = row["genres"].split("|")
+            dataset.genres[row["movieId"]] = [g for g in genres if g != "(no genres listed)"]
+    with tempfile.TemporaryDirectory(prefix="reelrank-peers-") as tmp:
+        settings = load_settings(
+            env={}, data_dir=tmp, **{**HARNESS_SETTINGS, **config.get("settings", {})}
+        )
+        engine = Engine(settings).open()
+        notes: dict[str, Any] = {}
+        try:
+            batched = BatchedIngest(engine)
+            system = ReelrankSystem(batched, dataset)  # type: ignore[arg-type]
+            known: set[str] = set()
+            started = time.perf_counter()
+            for r in split.train:
+                if r.item not in known:
+                    known.add(r.item)
+                    system.add_item(r.item, r.ts)
+                system.learn(Interaction(r.user, r.item, r.ts, rating=r.rating), r.positive)
+            batched.flush()
+            notes["ingest_s"] = round(time.perf_counter() - started, 1)
+            _wait_for_content(engine)
+            started = time.perf_counter()
+            rankings: Rankings = {}
+            rankers: dict[str, int] = {}
+            for user in split.users:
+                feed = engine.feed(user, n=k, now=split.cut_ts, record=False)
+                rankings[user] = [it.video_id for it in feed.items]
+                rankers[feed.ranker] = rankers.get(feed.ranker, 0) + 1
+            notes["feed_s"] = round(time.perf_counter() - started, 2)
+            notes["ranker_served"] = rankers
+            notes["content_embedder"] = engine.state.embedder.name
+            table = engine.state.table
+            notes["videos_not_approved"] = int((~table.approved[: table.size]).sum())
+        finally:
+            engine.close()
+    return rankings, notes
+
+
+# The same for every configuration: an in-memory store; the trainer off (the heuristic
+# ranker serves); no recall time budget (a busy benchmark machine must not drop channels
+# from pages); the hashed content embedder, as `reelrank evaluate` uses (MiniLM would embed
+# every title on each of the runs below); and the embedding re-upload check off: the replay
+# gives every film the same duration, which voids that check's duration guard, and it
+# would take remakes and sequels ("Hamlet (1990)", "Hamlet (1996)") for re-uploads.
+HARNESS_SETTINGS: dict[str, Any] = {
+    "store": "memory://",
+    "trainer": "off",
+    "recall_budget_ms": 0.0,
+    "content_embedder": "hashed",
+    "duplicate_cosine": 0.0,
+}
+
+
+class BatchedIngest:
+    """The engine as ReelrankSystem sees it, with its events ingested 1,000 at a time in
+    the same order (one call per interaction costs more than the events themselves). A
+    video upsert first ingests what is buffered, so events never precede their video."""
+
+    def __init__(self, engine: Any, size: int = 1000) -> None:
+        self.engine = engine
+        self.size = size
+        self.buffer: list[dict[str, Any]] = []
+
+    def ingest(self, events: list[dict[str, Any]]) -> Any:
+        self.buffer.extend(events)
+        if len(self.buffer) >= self.size:
+            self.flush()
+        return _Accepted()
+
+    def upsert_videos(self, raws: Any) -> list[dict[str, Any]]:
+        self.flush()
+        got: list[dict[str, Any]] = self.engine.upsert_videos(raws)
+        return got
+
+    def flush(self) -> None:
+        if self.buffer:
+            result = self.engine.ingest(self.buffer)
+            if result.rejected:
+                raise ValueError(f"replayed events rejected: {result.rejected[:3]}")
+            self.buffer = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+class _Accepted:
+    rejected: list[Any] = []  # noqa: RUF012 (never mutated)
+
+
+def _wait_for_content(engine: Any, timeout_s: float = 600.0) -> None:
+    """A slow embedder (MiniLM) fills the content index in the background: wait for it,
+    so the feed at the cut time sees every caption (a live server would have)."""
+    deadline = time.monotonic() + timeout_s
+    while engine.state.content_waiting > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+REELRANK_CONFIGS: list[dict[str, Any]] = [
+    # The engine's documented defaults (heuristic ranker: the trainer is off).
+    {"settings": {}},
+    # Ranking accuracy only: no exploration slots, no diversity re-rank.
+    {"settings": {"exploration_fraction": 0.0, "diversity_lambda": 0.0}},
+    # As above, with memories on a film catalogue's time scale instead of a short-video
+    # feed's (user affinities over a year, hotness over a month).
+    {
+        "settings": {
+            "exploration_fraction": 0.0,
+            "diversity_lambda": 0.0,
+            "affinity_half_life_h": 24.0 * 365,
+            "hotness_half_life_h": 24.0 * 30,
+        }
+    },
+]
+
+
+def versions(*packages: str) -> Callable[[], dict[str, str]]:
+    def get() -> dict[str, str]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = {}
+        for name in packages:
+            try:
+                out[name] = version(name)
+            except PackageNotFoundError:
+                out[name] = "not installed"
+        return out
+
+    return get
