@@ -56,6 +56,12 @@ V1_PATHS = {
     "/v1/admin/creators/{creator_id}": "get",
     "/v1/admin/creators/{creator_id}/strikes": "post",
     "/v1/admin/creators/{creator_id}/reinstate": "post",
+    "/v1/admin/overview": "get",
+    "/v1/admin/users/{user_id}/preview": "get",
+    "/v1/experiments": "get",
+    "/v1/experiments/{experiment_id}": "get",
+    "/v1/admin/experiments": "post",
+    "/v1/admin/experiments/{experiment_id}/stop": "post",
 }
 
 MakeClient = Callable[..., TestClient]

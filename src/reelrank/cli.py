@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import secrets
 import shutil
 import sys
@@ -90,6 +91,7 @@ def _drive_demo(
     from .sim.world import make_world
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server's Ctrl-C ends the demo
+    parent = os.getppid()
     world = make_world(n_videos=videos, n_viewers=users)
     traffic = Traffic(base, ingest_key, world, viewers=viewers)
     traffic.load()
@@ -97,10 +99,12 @@ def _drive_demo(
     traffic.start()
     started = time.monotonic()
     last = (0, 0, started)
-    while True:
+    # A server killed by SIGTERM dies without terminating this process: leave with it.
+    while os.getppid() == parent:
         time.sleep(every)
         line, last = traffic.report(time.monotonic() - started, last)
         print(line, flush=True)
+    traffic.stop.set()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -125,7 +129,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def start_driver() -> None:
         ready.wait()
         print(f"reelrank demo at {base}  (API docs {base}/docs, metrics {base}/metrics)")
-        print(f"admin key for /v1/users/<id>: {admin_key}", flush=True)
+        print(f"admin key for /v1/users/<id>: {admin_key}")
+        # The key travels in the fragment, which browsers never send to the server.
+        print(f"demo feed: {base}/demo#key={ingest_key}  (ingest key {ingest_key})")
+        print(f"dashboard: {base}/dashboard#key={admin_key}  (admin key {admin_key})", flush=True)
         driver.start()
 
     threading.Thread(target=start_driver, daemon=True, name="demo-start").start()

@@ -22,7 +22,7 @@ from .errors import InvalidInput, NotFound, ReelrankError
 from .experiments.registry import CONTROL_KIND, ExperimentBook, parse_spec
 from .experiments.report import Tracker
 from .ingest.events import EventIngestor, IngestResult
-from .metrics import Metrics
+from .metrics import Metrics, histogram_quantile, samples_by_name
 from .pipeline.feed import Feed, FeedPipeline
 from .pipeline.query import FeedRequest, Query
 from .rank.cascade import RankCascade
@@ -627,6 +627,62 @@ class Engine:
             "users": len(self.state.users),
             "event_offset": self.state.offset,
             "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+    def overview(self) -> dict[str, Any]:
+        """Cumulative counters, the feed latency histogram and the model's figures: what the
+        dashboard polls (it derives rates and recent quantiles by differencing two polls)."""
+        samples = samples_by_name(self.metrics.registry)
+
+        def by(name: str, label: str) -> dict[str, int]:
+            return {lab[label]: int(v) for lab, v in samples.get(name, []) if label in lab}
+
+        buckets = [
+            (float(lab["le"]), v)
+            for lab, v in samples.get("reelrank_feed_latency_seconds_bucket", [])
+        ]
+        requests = by("reelrank_feed_requests_total", "cold")
+        outcomes = by("reelrank_events_total", "outcome")
+        trainer = self.model.trainer_status or {}
+        heads = trainer.get("heads", {})
+        return {
+            "ts": time.time(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "videos": self.state.table.size,
+            "users": len(self.state.users),
+            "feed": {
+                "requests": sum(requests.values()),
+                "cold_start": requests.get("true", 0),
+                "by_ranker": by("reelrank_ranker_requests_total", "ranker"),
+                "ranker_fallbacks": sum(by("reelrank_ranker_fallbacks_total", "reason").values()),
+                "latency": {
+                    "count": int(buckets[-1][1]) if buckets else 0,
+                    "sum_s": sum(
+                        v for _, v in samples.get("reelrank_feed_latency_seconds_sum", [])
+                    ),
+                    "buckets": [["+Inf" if b == float("inf") else b, int(c)] for b, c in buckets],
+                    "p50_s": histogram_quantile(buckets, 0.5),
+                    "p99_s": histogram_quantile(buckets, 0.99),
+                },
+            },
+            "events": {
+                "accepted": outcomes.get("accepted", 0),
+                "duplicates": outcomes.get("duplicate", 0),
+                "rejected": outcomes.get("rejected", 0),
+                "by_type": by("reelrank_events_accepted_by_type_total", "type"),
+                "state_lag": self.store.events.last_offset() - self.state.offset,
+            },
+            "impressions_logged": int(
+                sum(v for _, v in samples.get("reelrank_impressions_logged_total", []))
+            ),
+            "model": {
+                "version": self.model.version() if self.model.live is not None else None,
+                "ready": self.model.ready(),
+                "examples_trained": trainer.get("examples_trained", 0),
+                "examples_per_s": trainer.get("examples_per_s"),
+                "lag_s": trainer.get("lag_s"),
+                "auc": {h: f["auc"] for h, f in heads.items() if f.get("auc") is not None},
+            },
         }
 
 

@@ -118,3 +118,29 @@ class Metrics:
             registry=r,
         )
         self.users = Gauge("reelrank_users", "Users with state", registry=r)
+
+
+def samples_by_name(registry: CollectorRegistry) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample of a registry, grouped by sample name (e.g. `..._total`, `..._bucket`)."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in registry.collect():
+        for s in family.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    return out
+
+
+def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The q-quantile of cumulative (upper bound, count) buckets, interpolated linearly
+    within a bucket as Prometheus does; the largest finite bound past the last one."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, count
+    return lower

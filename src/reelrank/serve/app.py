@@ -20,8 +20,10 @@ from .. import __version__
 from ..engine import Engine
 from ..errors import Conflict, InvalidInput, NotFound, ReelrankError, TooLarge
 from ..experiments.registry import ExperimentSpec
+from ..pipeline.feed import Feed
 from ..schema import MAX_ID_LEN, Event, Follow, User, UserControls, VideoIn
 from .auth import KeyRing
+from .pages import register_pages
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,21 @@ class OperatorAction(_Body):
 
 class Boost(OperatorAction):
     impressions: int = Field(ge=1, description="Extra impressions through exploration slots")
+
+
+def _feed_body(feed: Feed) -> dict[str, Any]:
+    return {
+        "request_id": feed.request_id,
+        "model_version": feed.model_version,
+        "ranker": feed.ranker,
+        **({"ranker_note": feed.ranker_note} if feed.ranker_note else {}),
+        "cold_start": feed.cold_start,
+        **({"experiments": feed.experiments} if feed.experiments else {}),
+        "items": [
+            {"video_id": it.video_id, "score": it.score, "source": it.source, "reasons": it.reasons}
+            for it in feed.items
+        ],
+    }
 
 
 _ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # the same rule as schema.Id: no control characters
@@ -250,23 +267,7 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
     ) -> Any:
         guard(request, "feed")
         feed = engine.feed(user_id, n=n, region=region, device=device, language=language)
-        return {
-            "request_id": feed.request_id,
-            "model_version": feed.model_version,
-            "ranker": feed.ranker,
-            **({"ranker_note": feed.ranker_note} if feed.ranker_note else {}),
-            "cold_start": feed.cold_start,
-            **({"experiments": feed.experiments} if feed.experiments else {}),
-            "items": [
-                {
-                    "video_id": it.video_id,
-                    "score": it.score,
-                    "source": it.source,
-                    "reasons": it.reasons,
-                }
-                for it in feed.items
-            ],
-        }
+        return _feed_body(feed)
 
     @app.get("/v1/videos/{video_id}", tags=["catalog"], summary="A video, status and counters")
     def get_video(request: Request, video_id: VideoId) -> Any:
@@ -462,6 +463,28 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
     )
     def post_stop_experiment(request: Request, experiment_id: ExperimentId) -> Any:
         return engine.stop_experiment(experiment_id)
+
+    @app.get(
+        "/v1/admin/overview",
+        tags=["admin"],
+        summary="Cumulative feed, event and trainer counters and feed latency (admin)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def get_overview(request: Request) -> Any:
+        return engine.overview()
+
+    @app.get(
+        "/v1/admin/users/{user_id}/preview",
+        tags=["admin"],
+        summary="The page a user would get now, not served: nothing logged or marked seen (admin)",
+        dependencies=[Depends(scoped("admin"))],
+    )
+    def get_feed_preview(
+        request: Request, user_id: UserId, n: Annotated[int | None, Query()] = None
+    ) -> Any:
+        return _feed_body(engine.feed(user_id, n=n, record=False))
+
+    register_pages(app)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and basic figures")
     def healthz() -> Any:

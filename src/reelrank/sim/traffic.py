@@ -65,7 +65,9 @@ class Traffic:
                     now = time.time()
                     for item in page["items"]:
                         vid = item["video_id"]
-                        topic = self.world.topic_of[vid]
+                        topic = self.world.topic_of.get(vid)
+                        if topic is None:  # uploaded through the API, not by this world
+                            continue
                         hits += viewer.likes_topic(topic) > 0.5
                         events += react(
                             viewer,
