@@ -15,7 +15,8 @@ the index added to the process. Candidates (`--libs`, default all):
 - hnswlib.
 
 hnswlib comes with `pip install -e '.[ann]'`. Prints one line of figures per library (and
-per nprobe), a summary table, and writes benchmarks/results/bench_ann.json.
+per nprobe), a summary table, and writes benchmarks/results/bench_ann.json (with each
+row's single-query latency quantiles, `query_cdf`).
 Run: `python benchmarks/bench_ann.py --n 1000000 --libs ivf,hnswlib`.
 """
 
@@ -62,6 +63,22 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
 
 def pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(xs, q)) * 1000, 3)
+
+
+CDF_QUANTILES = [*range(100), 99.5, 99.9, 100]
+
+
+def cdf(lat: list[float]) -> dict[str, list[float]]:
+    """Latency quantiles in ms at q = 0..99, 99.5, 99.9, 100: the CDF in about 100 numbers."""
+    if not lat:
+        return {"q": [], "ms": []}
+    ms = np.percentile(np.asarray(lat) * 1000, CDF_QUANTILES)
+    return {"q": list(CDF_QUANTILES), "ms": [round(float(x), 4) for x in ms]}
+
+
+def brief(res: dict[str, Any]) -> dict[str, Any]:
+    """A result without its latency quantiles, for the printed line."""
+    return {k: v for k, v in res.items() if k != "query_cdf"}
 
 
 def rss_mb(trim: bool = False) -> float:
@@ -176,6 +193,7 @@ def run(lib: Any, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, upse
         "recall_at_k": round(recall_at(found, truth), 4),
         "query_p50_ms": pct(lat, 50),
         "query_p99_ms": pct(lat, 99),
+        "query_cdf": cdf(lat),
         "upserts_per_s": round(len(upserts) / upsert_s),
         "removal_supported": removed,
         "removed_absent_from_results": removed and not (set(range(10)) & set(after)),
@@ -220,6 +238,7 @@ def run_ivf(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, upserts: n
             "recall_at_k": round(recall_at(found, truth), 4),
             "query_p50_ms": pct(lat, 50),
             "query_p99_ms": pct(lat, 99),
+            "query_cdf": cdf(lat),
         }
     idx._ivf.nprobe = nprobes[0]
 
@@ -341,7 +360,7 @@ def main() -> int:
             rows = run_ivf(base, queries, truth, upserts, args.k, nprobes, args.writes)
             for row_name, res in rows.items():
                 out["libraries"][row_name] = res
-                print(row_name, json.dumps(res), flush=True)
+                print(row_name, json.dumps(brief(res)), flush=True)
             continue
         rss0 = rss_mb(trim=True)
         if name == "faiss-hnsw":
@@ -351,7 +370,7 @@ def main() -> int:
                           args.n + args.upserts)  # fmt: skip
         res = run(lib, base, queries, truth, upserts, args.k, rss0)
         out["libraries"][lib.name] = res
-        print(lib.name, json.dumps(res), flush=True)
+        print(lib.name, json.dumps(brief(res)), flush=True)
         del lib
     out["targets"] = {}
     for name, r in out["libraries"].items():

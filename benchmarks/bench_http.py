@@ -7,7 +7,8 @@ batch is fsynced), loads a generated catalog through the API, then measures:
 - feed, unloaded: one client, one request at a time (p50/p99 latency);
 - feed, concurrent: several client processes at once (requests/s, p50/p99).
 
-Prints the figures and writes them to a JSON file. Run: `make bench` or
+Prints the figures and writes them to a JSON file (with each phase's latency quantiles
+over all rounds, `latency_cdf`, for plots). Run: `make bench` (the whole suite) or
 `python benchmarks/bench_http.py --videos 100000 --users 100000`.
 """
 
@@ -52,6 +53,17 @@ def _percentile(xs: list[float], q: float) -> float:
     return float(np.percentile(np.array(xs), q)) if xs else float("nan")
 
 
+CDF_QUANTILES = [*range(100), 99.5, 99.9, 100]
+
+
+def _cdf(lat: list[float]) -> dict[str, list[float]]:
+    """Latency quantiles in ms at q = 0..99, 99.5, 99.9, 100: the CDF in about 100 numbers."""
+    if not lat:
+        return {"q": [], "ms": []}
+    ms = np.percentile(np.asarray(lat) * 1000, CDF_QUANTILES)
+    return {"q": list(CDF_QUANTILES), "ms": [round(float(x), 3) for x in ms]}
+
+
 def _ingest_worker(args: tuple[int, list[bytes]]) -> tuple[int, float, list[float]]:
     port, bodies = args
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -94,8 +106,11 @@ def _median(xs: list[Any]) -> Any:
     return xs[0]
 
 
-def _measure_ingest(port: int, bodies: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
-    """Batches from concurrent client processes; every acknowledged batch is fsynced."""
+def _measure_ingest(
+    port: int, bodies: list[bytes], args: argparse.Namespace, samples: list[float]
+) -> dict[str, Any]:
+    """Batches from concurrent client processes; every acknowledged batch is fsynced.
+    Batch latencies are appended to `samples`."""
     per = [bodies[k :: args.ingest_clients] for k in range(args.ingest_clients)]
     t0 = time.perf_counter()
     with mp.Pool(args.ingest_clients) as pool:
@@ -105,6 +120,7 @@ def _measure_ingest(port: int, bodies: list[bytes], args: argparse.Namespace) ->
     if accepted != len(bodies) * args.batch:
         raise RuntimeError(f"accepted {accepted} of {len(bodies) * args.batch}")
     batch_lat = [x for r in results for x in r[2]]
+    samples += batch_lat
     return {
         "events": accepted,
         "batch": args.batch,
@@ -115,13 +131,17 @@ def _measure_ingest(port: int, bodies: list[bytes], args: argparse.Namespace) ->
     }
 
 
-def _measure_concurrent(port: int, paths: list[str], args: argparse.Namespace) -> dict[str, Any]:
+def _measure_concurrent(
+    port: int, paths: list[str], args: argparse.Namespace, samples: list[float]
+) -> dict[str, Any]:
+    """Requests from concurrent client processes; their latencies are appended to `samples`."""
     chunks = [paths[k :: args.feed_clients] for k in range(args.feed_clients)]
     t0 = time.perf_counter()
     with mp.Pool(args.feed_clients) as pool:
         lats = pool.map(_get_worker, [(port, c) for c in chunks])
     wall = time.perf_counter() - t0
     flat = [x for part in lats for x in part]
+    samples += flat
     return {
         "clients": args.feed_clients,
         **_latency(flat),
@@ -222,15 +242,23 @@ def main() -> int:
                 "feed_unloaded": [],
                 "feed_concurrent": [],
             }
+            samples: dict[str, list[float]] = {phase: [] for phase in rounds}
             for r in range(args.rounds):
                 bodies = _events(world, args.ingest_batches, args.batch, seed=100 + r)
-                rounds["ingest"].append(_measure_ingest(server.port, bodies, args))
+                rounds["ingest"].append(
+                    _measure_ingest(server.port, bodies, args, samples["ingest"])
+                )
                 floor = _get_worker((server.port, ["/healthz"] * args.feed_requests))
+                samples["http_floor"] += floor
                 rounds["http_floor"].append(_latency(floor))
                 paths = [f"/v1/feed/{u}?n={args.n}" for u in pick]
                 _get_worker((server.port, paths[:200]))  # warm-up
-                rounds["feed_unloaded"].append(_latency(_get_worker((server.port, paths))))
-                rounds["feed_concurrent"].append(_measure_concurrent(server.port, paths, args))
+                unloaded = _get_worker((server.port, paths))
+                samples["feed_unloaded"] += unloaded
+                rounds["feed_unloaded"].append(_latency(unloaded))
+                rounds["feed_concurrent"].append(
+                    _measure_concurrent(server.port, paths, args, samples["feed_concurrent"])
+                )
                 print(
                     f"round {r + 1}: ingest {rounds['ingest'][-1]['events_per_s']} events/s; "
                     f"feed unloaded p50 {rounds['feed_unloaded'][-1]['p50_ms']} ms "
@@ -245,6 +273,8 @@ def main() -> int:
                 phase: {k: _median([x[k] for x in xs]) for k in xs[0]}
                 for phase, xs in rounds.items()
             }
+            # every round's requests (ingest: batches) pooled, as quantiles for CDF plots
+            out["latency_cdf"] = {phase: _cdf(xs) for phase, xs in samples.items()}
         finally:
             server.stop()
     out["targets"] = {

@@ -80,7 +80,10 @@ Five measurements, each in its own function, all in one run (`--only` picks some
 
 Every phase is repeated `--rounds` times (freshness: `--fresh-trials` trials) and medians
 are reported; the machine is shared, so single rounds are noisy. Prints the figures and
-writes them to benchmarks/results/bench_learning.json. Run:
+writes them to benchmarks/results/bench_learning.json, with latency quantiles over all
+rounds (`cdf` of rank and feed) and, per arch round, the learning curve: after each
+training round, each trainer's test-then-train AUC over the examples that step took and
+the served heuristic's AUC on that round's traffic. Run:
 `python benchmarks/bench_learning.py` (about 8 minutes on 2 cores).
 """
 
@@ -101,6 +104,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +115,9 @@ import orjson
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+# Read before reelrank.index.vectors is imported: its faiss.omp_set_num_threads(1) also sets
+# torch's thread count (one OpenMP runtime), so reading it later always gives 1.
+DEFAULT_THREADS = torch.get_num_threads()
 sys.path.insert(0, str(ROOT))
 from tests.server import ServerProcess  # noqa: E402
 
@@ -129,7 +136,6 @@ from reelrank.train.trainer import OnlineTrainer, decode, ranker_config  # noqa:
 
 KEY = "bench-key"
 HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-DEFAULT_THREADS = torch.get_num_threads()
 PHASES = ("train", "rank", "fresh", "feed", "arch")
 
 
@@ -152,6 +158,17 @@ def _median(xs: list[Any]) -> Any:
 def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in rounds[0] if not isinstance(rounds[0][k], dict | list | str)]
     return {k: _median([r.get(k) for r in rounds]) for k in keys}
+
+
+CDF_QUANTILES = [*range(100), 99.5, 99.9, 100]
+
+
+def _cdf(lat: list[float]) -> dict[str, list[float]]:
+    """Latency quantiles in ms at q = 0..99, 99.5, 99.9, 100: the CDF in about 100 numbers."""
+    if not lat:
+        return {"q": [], "ms": []}
+    ms = np.percentile(np.asarray(lat) * 1000, CDF_QUANTILES)
+    return {"q": list(CDF_QUANTILES), "ms": [round(float(x), 3) for x in ms]}
 
 
 def _lat_ms(lat: list[float]) -> dict[str, Any]:
@@ -359,6 +376,7 @@ def fill_store(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
 
 
 def bench_train_throughput(args: argparse.Namespace, fill: dict[str, Any]) -> dict[str, Any]:
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     settings: Settings = fill["settings"]
     n_events, n_imps = fill["events"], fill["impressions"]
@@ -399,7 +417,7 @@ def bench_train_throughput(args: argparse.Namespace, fill: dict[str, Any]) -> di
     trainer.params = params
     trainer.publish_full()
     params.close()
-    torch.set_num_threads(DEFAULT_THREADS)
+    torch.set_num_threads(threads_before)
     med = _medians(rounds)
     med["join_window_s"] = settings.join_window_s
     med["fill_event_time_span_s"] = fill["event_time_span_s"]
@@ -418,6 +436,7 @@ def bench_train_throughput(args: argparse.Namespace, fill: dict[str, Any]) -> di
 def bench_rank(args: argparse.Namespace, fill: dict[str, Any]) -> dict[str, Any]:
     settings = dataclasses.replace(fill["settings"], model_min_examples=0)
     world: World = fill["world"]
+    threads_before = torch.get_num_threads()
     eng = Engine(settings).open()
     try:
         server = eng.model
@@ -430,7 +449,7 @@ def bench_rank(args: argparse.Namespace, fill: dict[str, Any]) -> dict[str, Any]
             raise RuntimeError(f"catalog has {size} videos, fewer than --candidates")
         rng = np.random.default_rng(21)
 
-        def one(threads: int) -> dict[str, Any]:
+        def one(threads: int, pooled: dict[str, list[float]]) -> dict[str, Any]:
             torch.set_num_threads(threads)
             learned, heur, full = [], [], []
             parts: dict[str, list[float]] = {"extract": [], "predict": [], "fuse": []}
@@ -458,6 +477,9 @@ def bench_rank(args: argparse.Namespace, fill: dict[str, Any]) -> dict[str, Any]
                 if ranked.ranker != "learned" or len(scores) != len(h):
                     raise RuntimeError(f"learned path not taken: {ranked.note}")
                 if i >= args.rank_warmup:
+                    pooled["learned"].append(t1 - t0)
+                    pooled["heuristic"].append(t2 - t1)
+                    pooled["cascade_rank"].append(t3 - t2)
                     learned.append(t1 - t0)
                     parts["extract"].append(ta - t0)
                     parts["predict"].append(tb - ta)
@@ -473,9 +495,12 @@ def bench_rank(args: argparse.Namespace, fill: dict[str, Any]) -> dict[str, Any]
             }
 
         rounds: dict[str, list[dict[str, Any]]] = {"threads_1": [], "threads_default": []}
+        pooled: dict[str, dict[str, list[float]]] = {
+            name: {"learned": [], "heuristic": [], "cascade_rank": []} for name in rounds
+        }  # every round's per-request times, as quantiles for CDF plots
         for r in range(args.rounds):
             for name, threads in (("threads_1", 1), ("threads_default", DEFAULT_THREADS)):
-                res = one(threads)
+                res = one(threads, pooled[name])
                 rounds[name].append(res)
                 _say(
                     f"  rank round {r + 1} ({threads} torch thread(s)): learned p50 "
@@ -489,7 +514,7 @@ def bench_rank(args: argparse.Namespace, fill: dict[str, Any]) -> dict[str, Any]
             "arch": server.live.config.arch if server.live else None,
         }
     finally:
-        torch.set_num_threads(DEFAULT_THREADS)
+        torch.set_num_threads(threads_before)
         eng.close()
     median = {
         name: {part: _medians([x[part] for x in xs]) for part in xs[0] if part != "torch_threads"}
@@ -501,6 +526,9 @@ def bench_rank(args: argparse.Namespace, fill: dict[str, Any]) -> dict[str, Any]
         "model": model,
         "rounds": rounds,
         "median": median,
+        "cdf": {
+            name: {path: _cdf(xs) for path, xs in paths.items()} for name, paths in pooled.items()
+        },
     }
 
 
@@ -845,6 +873,7 @@ def _feed_server_run(
             "learned_share": round(learned / len(lat), 4),
             "waited_s": round(waited, 1),
             "measure_s": round(t_end - t_start, 1),
+            "latencies_s": lat,  # taken out and pooled by the caller
         }
         if mode != "process":
             return res
@@ -886,6 +915,7 @@ def bench_feed_vs_trainer(
     if not args.no_cpu_hog:
         modes.append(("trainer_off_cpu_hog", "hog"))
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in modes}
+    pooled: dict[str, list[float]] = {name: [] for name, _ in modes}
     for r in range(args.rounds):
         paths = [f"/v1/feed/{u}?n=10" for u in users[r * 997 :][: args.feed_requests]]
         for name, mode in modes:
@@ -895,6 +925,7 @@ def bench_feed_vs_trainer(
                 res = _feed_server(data_dir, mode, paths, args, total_events)
             finally:
                 shutil.rmtree(data_dir, ignore_errors=True)
+            pooled[name] += res.pop("latencies_s")
             rounds[name].append(res)
             _say(
                 f"  feed round {r + 1}, {name}: p50 {res['p50_ms']} ms, p99 "
@@ -918,6 +949,7 @@ def bench_feed_vs_trainer(
         "log_events": total_events,
         "rounds": rounds,
         "median": median,
+        "cdf": {name: _cdf(xs) for name, xs in pooled.items()},
         "ratio_busy_over_off": {
             "p50": round(b["p50_ms"] / o["p50_ms"], 3),
             "p99": round(b["p99_ms"] / o["p99_ms"], 3),
@@ -949,6 +981,36 @@ def _join_all(eng: Engine, imp_after: int, ev_after: int, imp_to: int, ev_to: in
     return [e for e in out + joiner.advance(time.time() + 3600.0) if not e.correction]
 
 
+def _step_auc(trainer: OnlineTrainer, n0: int) -> dict[str, float | None]:
+    """Test-then-train AUC per head over the examples the trainer took after its n0-th."""
+    m = trainer.metrics
+    idx = np.arange(max(n0, m.n - m.window), m.n) % m.window
+    out: dict[str, float | None] = {}
+    for head in ("like", "finish"):
+        j = HEADS.index(head)
+        a = auc(m.preds[idx, j].astype(np.float64), m.labels[idx, j]) if len(idx) else None
+        out[head] = None if a is None else round(a, 4)
+    return out
+
+
+def _round_auc(
+    eng: Engine, served: dict[tuple[str, str], float], offsets: tuple[int, int]
+) -> dict[str, float | None]:
+    """AUC per head of the served (heuristic) scores on one round's traffic, all joined."""
+    imp_after, ev_after = offsets
+    examples = _join_all(eng, imp_after, ev_after, 10**12, 10**12)
+    examples = [e for e in examples if (e.request_id, e.video_id) in served]
+    if not examples:
+        return {"like": None, "finish": None}
+    labels = np.stack([e.labels for e in examples])
+    scores = np.array([served[(e.request_id, e.video_id)] for e in examples])
+    out: dict[str, float | None] = {}
+    for head in ("like", "finish"):
+        a = auc(scores, labels[:, HEADS.index(head)])
+        out[head] = None if a is None else round(a, 4)
+    return out
+
+
 def _arch_round(args: argparse.Namespace, r: int, workdir: Path) -> dict[str, Any]:
     torch.manual_seed(0)
     settings = load_settings(
@@ -976,14 +1038,26 @@ def _arch_round(args: argparse.Namespace, r: int, workdir: Path) -> dict[str, An
     }
     spent = dict.fromkeys(archs, 0.0)
     rng = np.random.default_rng(1 + r)
+    # the learning curve: per training round, each trainer's test-then-train AUC over the
+    # examples its step took, and the served heuristic's AUC on that round's traffic
+    curve: list[dict[str, Any]] = []
     try:
         for k in range(args.arch_train_rounds):
-            _traffic_round(eng, world, by_id, rng)
+            offsets = (eng.store.events.last_impression_offset(), eng.store.events.last_offset())
+            served_k = _traffic_round(eng, world, by_id, rng)
+            seen = {a: tr.metrics.n for a, tr in trainers.items()}
             order = list(trainers.items())
             for a, tr in order[::-1] if k % 2 else order:  # who steps first alternates
                 t0 = time.perf_counter()
                 tr.step()
                 spent[a] += time.perf_counter() - t0
+            point: dict[str, Any] = {
+                "round": k + 1,
+                "heuristic": _round_auc(eng, served_k, offsets),
+            }
+            for a, tr in trainers.items():
+                point[a] = {"examples_trained": tr.examples_trained, **_step_auc(tr, seen[a])}
+            curve.append(point)
         imp_after = eng.store.events.last_impression_offset()
         ev_after = eng.store.events.last_offset()
         for a, tr in trainers.items():
@@ -1002,6 +1076,7 @@ def _arch_round(args: argparse.Namespace, r: int, workdir: Path) -> dict[str, An
     out: dict[str, Any] = {
         "held_out_examples": len(held_out),
         "train_examples": len(train_examples),
+        "learning_curve": curve,
     }
     for head in ("like", "finish"):
         out[f"heuristic_auc_{head}"] = round(auc(heuristic, labels[:, HEADS.index(head)]) or 0, 4)
@@ -1027,6 +1102,7 @@ def _arch_round(args: argparse.Namespace, r: int, workdir: Path) -> dict[str, An
 
 
 def bench_arch(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     rounds = []
     try:
@@ -1044,7 +1120,7 @@ def bench_arch(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 f"{res['mmoe_model_examples_per_s']}"
             )
     finally:
-        torch.set_num_threads(DEFAULT_THREADS)
+        torch.set_num_threads(threads_before)
     med = _medians(rounds)
     tol = 0.005
     med["arch_default_justified"] = bool(
@@ -1109,36 +1185,42 @@ def main() -> int:
         "code": _code_state(),
     }
     started = time.perf_counter()
+    status = 0
     with tempfile.TemporaryDirectory(prefix="bench-learning-") as tmp:
         workdir = Path(tmp)
-        fill = None
-        if {"train", "rank", "feed"} & set(only):
-            _say(
-                f"filling a SQLite store: {args.videos} videos, {args.viewers} viewers x "
-                f"{args.fill_rounds} pages"
-            )
-            fill = fill_store(args, workdir / "store")
-            _say(
-                f"  {fill['events']} events, {fill['impressions']} impressions in "
-                f"{fill['fill_s']} s (event-time span {fill['event_time_span_s']} s)"
-            )
-            # train publishes the model that rank and feed use
-            _say("1. training throughput (one core)")
-            out["train"] = bench_train_throughput(args, fill)
-        if "rank" in only:
-            assert fill is not None
-            _say(f"2. ranking {args.candidates} candidates")
-            out["rank"] = bench_rank(args, fill)
-        if "fresh" in only:
-            _say("3. freshness (real server, trainer process)")
-            out["fresh"] = bench_freshness(args, workdir)
-        if "feed" in only:
-            assert fill is not None
-            _say("4. feed latency, trainer busy vs stopped (real servers)")
-            out["feed"] = bench_feed_vs_trainer(args, fill, workdir)
-        if "arch" in only:
-            _say("5. architectures on the held-out protocol")
-            out["arch"] = bench_arch(args, workdir)
+        try:
+            fill = None
+            if {"train", "rank", "feed"} & set(only):
+                _say(
+                    f"filling a SQLite store: {args.videos} videos, {args.viewers} viewers x "
+                    f"{args.fill_rounds} pages"
+                )
+                fill = fill_store(args, workdir / "store")
+                _say(
+                    f"  {fill['events']} events, {fill['impressions']} impressions in "
+                    f"{fill['fill_s']} s (event-time span {fill['event_time_span_s']} s)"
+                )
+                # train publishes the model that rank and feed use
+                _say("1. training throughput (one core)")
+                out["train"] = bench_train_throughput(args, fill)
+            if "rank" in only:
+                assert fill is not None
+                _say(f"2. ranking {args.candidates} candidates")
+                out["rank"] = bench_rank(args, fill)
+            if "fresh" in only:
+                _say("3. freshness (real server, trainer process)")
+                out["fresh"] = bench_freshness(args, workdir)
+            if "feed" in only:
+                assert fill is not None
+                _say("4. feed latency, trainer busy vs stopped (real servers)")
+                out["feed"] = bench_feed_vs_trainer(args, fill, workdir)
+            if "arch" in only:
+                _say("5. architectures on the held-out protocol")
+                out["arch"] = bench_arch(args, workdir)
+        except (Exception, KeyboardInterrupt) as exc:  # keep what was measured, then fail
+            status = 1
+            out["error"] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
     out["wall_s"] = round(time.perf_counter() - started, 1)
     out["code"]["src_changed_during_run"] = _src_digest() != out["code"]["src_digest"]
     if out["code"]["src_changed_during_run"]:
@@ -1178,7 +1260,9 @@ def main() -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {path}")
-    return 0
+    if status:
+        print(f"FAILED: {out['error']}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ time at a million videos. `--server-env REELRANK_CONTENT_EMBEDDER=hashed` measur
 rest without it.
 
 Prints a table and writes everything to `benchmarks/results/bench_scale.json` (after
-each phase, so a run that fails keeps what it measured). Run, e.g.:
+each phase, so a run that fails keeps what it measured), with the latency quantiles of the
+unloaded and loaded phases (`cdf`) and the trainer's test-then-train AUC during warm-up
+(`learning_curve`) for plots. Run, e.g.:
 
     python benchmarks/bench_scale.py                     # 1,000,000 videos and users
     python benchmarks/bench_scale.py --videos 20000 --users 20000 \\
@@ -379,6 +381,17 @@ def _percentile(xs: list[float] | np.ndarray, q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if len(xs) else float("nan")
 
 
+CDF_QUANTILES = [*range(100), 99.5, 99.9, 100]
+
+
+def _cdf(lat: list[float]) -> dict[str, list[float]]:
+    """Latency quantiles in ms at q = 0..99, 99.5, 99.9, 100: the CDF in about 100 numbers."""
+    if not lat:
+        return {"q": [], "ms": []}
+    ms = np.percentile(np.asarray(lat) * 1000, CDF_QUANTILES)
+    return {"q": list(CDF_QUANTILES), "ms": [round(float(x), 3) for x in ms]}
+
+
 def _latency(lat: list[float]) -> dict[str, Any]:
     return {
         "requests": len(lat),
@@ -703,6 +716,7 @@ def phase_warmup(
         "retrieval_ready_s": None,
     }
     status: dict[str, Any] = {}
+    curve: list[dict[str, Any]] = []  # the trainer's progressive metrics as warm-up goes
     last_print = 0.0
     while time.time() < deadline:
         time.sleep(2.0)
@@ -710,6 +724,14 @@ def phase_warmup(
         status = _get_json(server.port, "/v1/model")
         serving = status["serving"]
         el = round(time.time() - t0, 1)
+        heads = (status.get("trainer") or {}).get("heads") or {}
+        curve.append(
+            {
+                "at_s": el,
+                "examples_trained": (status.get("trainer") or {}).get("examples_trained"),
+                "auc": {h: f.get("auc") for h, f in heads.items() if "auc" in f},
+            }
+        )
         if serving["loaded"] and timeline["model_loaded_s"] is None:
             timeline["model_loaded_s"] = el
         if serving["ready"] and timeline["learned_ready_s"] is None:
@@ -748,6 +770,7 @@ def phase_warmup(
         "errors": sum(p["errors"] for p in parts),
         "rankers": dict(rankers),
         "feed_latency": _latency(lat),
+        "learning_curve": curve,
         "model": status.get("serving"),
         "trainer": _trainer_brief(status.get("trainer")),
     }
@@ -769,6 +792,7 @@ def phase_unloaded(server: ServerProcess, w: World, args: argparse.Namespace) ->
     rng = np.random.default_rng(77)
     conn = _conn(server.port, 60)
     rounds = []
+    pooled: list[float] = []
     for r in range(args.rounds):
         users = w.engaged[rng.integers(len(w.engaged), size=args.unloaded_requests)]
         paths = [f"/v1/feed/u{u}?n={args.n}" for u in users]
@@ -788,6 +812,7 @@ def phase_unloaded(server: ServerProcess, w: World, args: argparse.Namespace) ->
             items += len(page["items"])
             empty += not page["items"]
         after = _metrics(server.port)
+        pooled += lat
         floor = []
         for _ in range(500):
             s = time.perf_counter()
@@ -837,7 +862,7 @@ def phase_unloaded(server: ServerProcess, w: World, args: argparse.Namespace) ->
             "recall_timeouts_per_request",
         )
     }
-    return {"rounds": rounds, "median": median}
+    return {"rounds": rounds, "median": median, "cdf": _cdf(pooled)}
 
 
 # -- phase 4: loaded ----------------------------------------------------------------------
@@ -1054,6 +1079,7 @@ def phase_loaded(
         "send_late_p99_ms": round(_percentile(late, 99) * 1000, 2),
         "unsent": len(unsent),
         "p99_ms_lower_bound_with_unsent": round(_percentile(lat + unsent, 99) * 1000, 2),
+        "cdf": _cdf(lat),
         "errors": dict(errors),
         "rankers": dict(rankers),
         "items_per_page": round(statistics.fmean(items), 2) if items else None,

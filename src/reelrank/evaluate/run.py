@@ -47,10 +47,14 @@ def table(report: dict[str, Any]) -> str:
         columns += [c for c, v in row.items() if c not in columns and not isinstance(v, dict)]
     columns = [c for c in columns if c != "seconds"] + ["seconds"]
     width = max(len(n) for n in rows) + 2
-    lines = ["system".ljust(width) + "".join(c.rjust(13) for c in columns)]
+    widths = [max(13, len(c) + 2) for c in columns]
+
+    def line(first: str, cells: list[str]) -> str:
+        return first.ljust(width) + "".join(v.rjust(w) for v, w in zip(cells, widths, strict=True))
+
+    lines = [line("system", columns)]
     for name, row in rows.items():
-        cells = (row.get(c) for c in columns)
-        lines.append(name.ljust(width) + "".join(f"{'-' if v is None else v:>13}" for v in cells))
+        lines.append(line(name, ["-" if row.get(c) is None else str(row[c]) for c in columns]))
     return "\n".join(lines)
 
 
