@@ -28,6 +28,7 @@ import ctypes
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.latency import cdf  # noqa: E402
 
 
 def make_vectors(n: int, dim: int, seed: int) -> np.ndarray:
@@ -63,17 +66,6 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
 
 def pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(xs, q)) * 1000, 3)
-
-
-CDF_QUANTILES = [*range(100), 99.5, 99.9, 100]
-
-
-def cdf(lat: list[float]) -> dict[str, list[float]]:
-    """Latency quantiles in ms at q = 0..99, 99.5, 99.9, 100: the CDF in about 100 numbers."""
-    if not lat:
-        return {"q": [], "ms": []}
-    ms = np.percentile(np.asarray(lat) * 1000, CDF_QUANTILES)
-    return {"q": list(CDF_QUANTILES), "ms": [round(float(x), 4) for x in ms]}
 
 
 def brief(res: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +185,7 @@ def run(lib: Any, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, upse
         "recall_at_k": round(recall_at(found, truth), 4),
         "query_p50_ms": pct(lat, 50),
         "query_p99_ms": pct(lat, 99),
-        "query_cdf": cdf(lat),
+        "query_cdf": cdf(lat, digits=4),
         "upserts_per_s": round(len(upserts) / upsert_s),
         "removal_supported": removed,
         "removed_absent_from_results": removed and not (set(range(10)) & set(after)),
@@ -238,7 +230,7 @@ def run_ivf(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, upserts: n
             "recall_at_k": round(recall_at(found, truth), 4),
             "query_p50_ms": pct(lat, 50),
             "query_p99_ms": pct(lat, 99),
-            "query_cdf": cdf(lat),
+            "query_cdf": cdf(lat, digits=4),
         }
     idx._ivf.nprobe = nprobes[0]
 

@@ -32,6 +32,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.latency import cdf  # noqa: E402
 from tests.server import ServerProcess  # noqa: E402
 
 from reelrank.sim.world import make_world  # noqa: E402
@@ -51,17 +52,6 @@ def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> dict[str,
 
 def _percentile(xs: list[float], q: float) -> float:
     return float(np.percentile(np.array(xs), q)) if xs else float("nan")
-
-
-CDF_QUANTILES = [*range(100), 99.5, 99.9, 100]
-
-
-def _cdf(lat: list[float]) -> dict[str, list[float]]:
-    """Latency quantiles in ms at q = 0..99, 99.5, 99.9, 100: the CDF in about 100 numbers."""
-    if not lat:
-        return {"q": [], "ms": []}
-    ms = np.percentile(np.asarray(lat) * 1000, CDF_QUANTILES)
-    return {"q": list(CDF_QUANTILES), "ms": [round(float(x), 3) for x in ms]}
 
 
 def _ingest_worker(args: tuple[int, list[bytes]]) -> tuple[int, float, list[float]]:
@@ -274,7 +264,7 @@ def main() -> int:
                 for phase, xs in rounds.items()
             }
             # every round's requests (ingest: batches) pooled, as quantiles for CDF plots
-            out["latency_cdf"] = {phase: _cdf(xs) for phase, xs in samples.items()}
+            out["latency_cdf"] = {phase: cdf(xs) for phase, xs in samples.items()}
         finally:
             server.stop()
     out["targets"] = {

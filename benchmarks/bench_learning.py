@@ -119,6 +119,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # torch's thread count (one OpenMP runtime), so reading it later always gives 1.
 DEFAULT_THREADS = torch.get_num_threads()
 sys.path.insert(0, str(ROOT))
+from benchmarks.latency import cdf  # noqa: E402
 from tests.server import ServerProcess  # noqa: E402
 
 from reelrank.config import Settings, load_settings  # noqa: E402
@@ -158,17 +159,6 @@ def _median(xs: list[Any]) -> Any:
 def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in rounds[0] if not isinstance(rounds[0][k], dict | list | str)]
     return {k: _median([r.get(k) for r in rounds]) for k in keys}
-
-
-CDF_QUANTILES = [*range(100), 99.5, 99.9, 100]
-
-
-def _cdf(lat: list[float]) -> dict[str, list[float]]:
-    """Latency quantiles in ms at q = 0..99, 99.5, 99.9, 100: the CDF in about 100 numbers."""
-    if not lat:
-        return {"q": [], "ms": []}
-    ms = np.percentile(np.asarray(lat) * 1000, CDF_QUANTILES)
-    return {"q": list(CDF_QUANTILES), "ms": [round(float(x), 3) for x in ms]}
 
 
 def _lat_ms(lat: list[float]) -> dict[str, Any]:
@@ -527,7 +517,7 @@ def bench_rank(args: argparse.Namespace, fill: dict[str, Any]) -> dict[str, Any]
         "rounds": rounds,
         "median": median,
         "cdf": {
-            name: {path: _cdf(xs) for path, xs in paths.items()} for name, paths in pooled.items()
+            name: {path: cdf(xs) for path, xs in paths.items()} for name, paths in pooled.items()
         },
     }
 
@@ -949,7 +939,7 @@ def bench_feed_vs_trainer(
         "log_events": total_events,
         "rounds": rounds,
         "median": median,
-        "cdf": {name: _cdf(xs) for name, xs in pooled.items()},
+        "cdf": {name: cdf(xs) for name, xs in pooled.items()},
         "ratio_busy_over_off": {
             "p50": round(b["p50_ms"] / o["p50_ms"], 3),
             "p99": round(b["p99_ms"] / o["p99_ms"], 3),

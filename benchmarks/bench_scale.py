@@ -81,6 +81,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.latency import cdf  # noqa: E402
 from tests.server import ServerProcess  # noqa: E402
 
 from reelrank.sim.world import LANGUAGES, REGIONS, TOPICS  # noqa: E402
@@ -379,17 +380,6 @@ def _recall_means(before: dict[Any, float], after: dict[Any, float]) -> dict[str
 
 def _percentile(xs: list[float] | np.ndarray, q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if len(xs) else float("nan")
-
-
-CDF_QUANTILES = [*range(100), 99.5, 99.9, 100]
-
-
-def _cdf(lat: list[float]) -> dict[str, list[float]]:
-    """Latency quantiles in ms at q = 0..99, 99.5, 99.9, 100: the CDF in about 100 numbers."""
-    if not lat:
-        return {"q": [], "ms": []}
-    ms = np.percentile(np.asarray(lat) * 1000, CDF_QUANTILES)
-    return {"q": list(CDF_QUANTILES), "ms": [round(float(x), 3) for x in ms]}
 
 
 def _latency(lat: list[float]) -> dict[str, Any]:
@@ -862,7 +852,7 @@ def phase_unloaded(server: ServerProcess, w: World, args: argparse.Namespace) ->
             "recall_timeouts_per_request",
         )
     }
-    return {"rounds": rounds, "median": median, "cdf": _cdf(pooled)}
+    return {"rounds": rounds, "median": median, "cdf": cdf(pooled)}
 
 
 # -- phase 4: loaded ----------------------------------------------------------------------
@@ -1079,7 +1069,7 @@ def phase_loaded(
         "send_late_p99_ms": round(_percentile(late, 99) * 1000, 2),
         "unsent": len(unsent),
         "p99_ms_lower_bound_with_unsent": round(_percentile(lat + unsent, 99) * 1000, 2),
-        "cdf": _cdf(lat),
+        "cdf": cdf(lat),
         "errors": dict(errors),
         "rankers": dict(rankers),
         "items_per_page": round(statistics.fmean(items), 2) if items else None,
