@@ -164,13 +164,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _systems(arg: str, known: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The comma-separated `--systems`, or None (with a message) when one is unknown."""
+    systems = tuple(s.strip() for s in arg.split(",") if s.strip())
+    unknown = sorted(set(systems) - set(known))
+    if unknown:
+        print(f"reelrank: --systems: unknown {unknown}; known: {list(known)}", file=sys.stderr)
+        return None
+    return systems
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate.run import SYSTEMS, evaluate, table
 
-    systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
-    unknown = sorted(set(systems) - set(SYSTEMS))
-    if unknown:
-        print(f"reelrank: --systems: unknown {unknown}; known: {list(SYSTEMS)}", file=sys.stderr)
+    systems = _systems(args.systems, SYSTEMS)
+    if systems is None:
         return 2
     report = evaluate(
         args.ratings,
@@ -226,10 +234,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from .sim.run import SYSTEMS, simulate, table
 
-    systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
-    unknown = sorted(set(systems) - set(SYSTEMS))
-    if unknown:
-        print(f"reelrank: --systems: unknown {unknown}; known: {list(SYSTEMS)}", file=sys.stderr)
+    systems = _systems(args.systems, SYSTEMS)
+    if systems is None:
         return 2
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the trainer's small batches: more threads only contend
