@@ -151,8 +151,16 @@ class ExperimentBook:
         self.known = {k: frozenset(v) for k, v in known.items()}
         self.lock = threading.Lock()
         self.experiments: dict[str, Experiment] = {}
+        # What feeds read: replaced whole under the lock on every change, so a request
+        # never iterates a dict another thread is changing, nor sorts per request.
+        self.running: tuple[Experiment, ...] = ()
         for spec in specs:
             self._add(spec, "settings", started_at)
+
+    def _changed(self) -> None:
+        self.running = tuple(
+            sorted((e for e in self.experiments.values() if e.running), key=lambda e: e.spec.id)
+        )
 
     # -- definitions -----------------------------------------------------------------
     def _check(self, spec: ExperimentSpec) -> None:
@@ -195,6 +203,7 @@ class ExperimentBook:
         )
         exp = Experiment(spec, allocation, source, started_at)
         self.experiments[spec.id] = exp
+        self._changed()
         return exp
 
     def create(self, spec: ExperimentSpec, now: float) -> Experiment:
@@ -211,12 +220,14 @@ class ExperimentBook:
                 )
             if exp is not None and body.get("stopped_at") is not None:
                 exp.stopped_at = float(body["stopped_at"])
+                self._changed()
 
     def stop(self, experiment_id: str, now: float) -> Experiment:
         with self.lock:
             exp = self.get(experiment_id)
             if exp.stopped_at is None:
                 exp.stopped_at = now
+                self._changed()
             return exp
 
     def get(self, experiment_id: str) -> Experiment:
@@ -236,12 +247,12 @@ class ExperimentBook:
 
     # -- assignment ------------------------------------------------------------------
     def assign(self, user_id: str) -> Assignment:
-        running = [e for e in self.experiments.values() if e.running]
+        running = self.running
         if not running:
             return NO_ASSIGNMENT
         arms: dict[str, str] = {}
         merged: dict[str, Any] = {}
-        for exp in sorted(running, key=lambda e: e.spec.id):
+        for exp in running:
             arm = exp.allocation.arm_of(user_id)
             if arm is None:
                 continue
