@@ -126,8 +126,8 @@ from reelrank.config import Settings, load_settings  # noqa: E402
 from reelrank.engine import Engine  # noqa: E402
 from reelrank.pipeline.query import Candidates, FeedRequest  # noqa: E402
 from reelrank.rank.features import extract  # noqa: E402
-from reelrank.rank.learned import fuse_scores  # noqa: E402
 from reelrank.rank.model import HEADS  # noqa: E402
+from reelrank.rank.value import fuse_scores  # noqa: E402
 from reelrank.sim.world import TOPICS, Viewer, World, make_world, react  # noqa: E402
 from reelrank.storage import open_store  # noqa: E402
 from reelrank.storage.params import open_params  # noqa: E402

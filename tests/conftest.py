@@ -101,8 +101,8 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 def train_retrieval(eng: Engine, users: list[str], rounds: int = 3) -> None:
     """Serve pages to `users`, finish every served video, train a model on that traffic
-    and load it into serving with its two-tower index (needs model_min_examples <= the
-    examples this makes)."""
+    and load it into serving with its two-tower and sequence indexes (needs
+    model_min_examples <= the examples this makes)."""
     from reelrank.train.trainer import OnlineTrainer
 
     trainer = OnlineTrainer(eng.settings, eng.store, eng.params)
@@ -121,3 +121,4 @@ def train_retrieval(eng: Engine, users: list[str], rounds: int = 3) -> None:
     trainer.publish_full()
     eng.model.poll()
     assert eng.retrieval.refresh(force=True)
+    assert eng.sequence.refresh(force=True)

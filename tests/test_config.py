@@ -168,7 +168,7 @@ def test_missing_or_broken_config_file(tmp_path: Path) -> None:
         ({"REELRANK_SCORE_WEIGHTS": "[1, 2]"}, "score_weights"),
         ({"REELRANK_SCORE_WEIGHTS": "like=2"}, "score_weights"),
         ({"REELRANK_RECALL_QUOTAS": '{"trending": -1}'}, "recall_quotas"),
-        ({"REELRANK_RECALL_QUOTAS": '{"popular": 10}'}, "recall_quotas"),
+        ({"REELRANK_RECALL_QUOTAS": '{"viral": 10}'}, "recall_quotas"),
         ({"REELRANK_BANNED_TERMS": '["ok", 3]'}, "banned_terms"),
         ({"REELRANK_BANNED_TERMS": "[not json"}, "banned_terms"),
         ({"REELRANK_API_KEYS": "k1=ingest,superuser"}, "api_keys"),

@@ -85,11 +85,10 @@ def catalog() -> list[dict[str, Any]]:
 @pytest.fixture
 def loaded(new_engine: Callable[..., Engine], request: pytest.FixtureRequest) -> Engine:
     """A catalog plus a user u1 who follows, likes, shares and has a profile; for the
-    two-tower channel, also a retrieval model trained on served traffic."""
-    learned = (
-        getattr(request.node, "callspec", None)
-        and request.node.callspec.params.get("name") == "two_tower"
-    )
+    two-tower and sequence channels, also models trained on served traffic."""
+    learned = getattr(request.node, "callspec", None) and request.node.callspec.params.get(
+        "name"
+    ) in ("two_tower", "sequence")
     # Any age gets a traffic pool, so the pool channel has videos to offer.
     eng = new_engine(banned_terms=["spam"], model_min_examples=1, pool_max_age_h=0)
     results = eng.upsert_videos(catalog())

@@ -225,7 +225,7 @@ def test_kuairand_catalog_as_published() -> None:
 def test_simulate_command_writes_the_documented_report(tmp_path: Path) -> None:
     out = tmp_path / "sim.json"
     config = tmp_path / "sim.toml"
-    config.write_text("model_min_examples = 100\ntrain_batch = 64\n")
+    config.write_text('model_min_examples = 100\ntrain_batch = 64\nlearned_ranker = "always"\n')
     code = main(
         ["simulate", "--videos", "400", "--viewers", "30", "--sessions", "2",
          "--systems", "reelrank,popular,random", "--config", str(config),
@@ -250,8 +250,9 @@ def test_simulate_command_writes_the_documented_report(tmp_path: Path) -> None:
         assert len(row["watch_s_by_round"]) == 2
     reelrank = report["systems"]["reelrank"]
     # The trainer runs on the simulated clock and its model serves once it has learned
-    # from 100 examples (the config file's setting over the simulation's defaults).
+    # from 100 examples (the config file's settings over the simulation's defaults).
     assert reelrank["trainer"]["examples_trained"] >= 100
+    assert reelrank["trainer"]["champion"]["pairs"] > 0
     assert reelrank["pages_by_ranker"].get("learned", 0) > 0
     assert main(["simulate", "--systems", "nope", "--quiet"]) == 2
     assert main(["simulate", "--catalog", "elsewhere", "--quiet"]) == 2

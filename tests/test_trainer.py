@@ -224,7 +224,7 @@ def test_serving_applies_full_sparse_and_dense_and_predicts_like_the_trainer(
     for server in (early, late):
         assert server.version() == trainer.version()
         assert server.examples == trainer.examples_trained
-        assert server.ready()
+        assert server.trained()
     assert early.trainer_status["examples_trained"] == trainer.examples_trained
     for user in users:
         feats, examples = probe(eng, user)
@@ -258,7 +258,7 @@ def _small_engine(tmp_path: Path, **kw: Any) -> Engine:
 def test_serving_falls_back_to_the_heuristic_when_the_learned_path_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    eng = _small_engine(tmp_path, model_min_examples=0)
+    eng = _small_engine(tmp_path, model_min_examples=0, learned_ranker="always")
     try:
         trainer = OnlineTrainer(eng.settings, eng.store, eng.params)
         trainer.publish_full()
@@ -292,7 +292,7 @@ def test_serving_falls_back_to_the_heuristic_when_the_learned_path_fails(
 def test_non_finite_learned_scores_fall_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    eng = _small_engine(tmp_path, model_min_examples=0)
+    eng = _small_engine(tmp_path, model_min_examples=0, learned_ranker="always")
     try:
         OnlineTrainer(eng.settings, eng.store, eng.params).publish_full()
         eng.model.poll()
@@ -315,7 +315,7 @@ def test_non_finite_learned_scores_fall_back(
 
 
 def test_the_heuristic_serves_while_the_model_warms_up(tmp_path: Path) -> None:
-    eng = _small_engine(tmp_path, model_min_examples=100, train_batch=32)
+    eng = _small_engine(tmp_path, model_min_examples=100, train_batch=32, learned_ranker="always")
     try:
         feed = eng.feed("u1", n=5)  # no model at all yet
         assert feed.ranker == "heuristic" and len(feed.items) == 5
@@ -360,6 +360,7 @@ def test_a_trainer_thread_takes_serving_from_heuristic_to_learned(tmp_path: Path
         model_poll_s=0.1,
         model_min_examples=200,
         train_max_wait_s=0.1,
+        learned_ranker="always",  # the champion test is test_champion.py's
     )
     eng = Engine(settings).open()
     try:

@@ -143,7 +143,11 @@ class Settings:
     )
     strikes_to_suspend: int = _doc("Strikes at which a creator's videos stop being distributed.", 3)
     seen_max: int = _doc("Videos remembered per user as seen (never served again).", 5000)
-    session_len: int = _doc("Engagements kept per user as the short-term session.", 20)
+    session_len: int = _doc(
+        "Engagements kept per user as the short-term session (the sequence model reads the "
+        "finishes, likes, shares, comments and follows among them).",
+        50,
+    )
     affinity_half_life_h: float = _doc("Half-life, in hours, of user interest affinities.", 48.0)
     hotness_half_life_h: float = _doc(
         "Half-life, in hours, of video hotness and decayed counters.", 24.0
@@ -170,10 +174,12 @@ class Settings:
             "pool": 20,
             "session": 100,
             "item2item": 150,
+            "sequence": 200,
             "two_tower": 200,
             "content": 150,
             "interest": 300,
             "trending": 200,
+            "popular": 200,
             "fresh": 100,
             "explore": 60,
         },
@@ -301,6 +307,25 @@ class Settings:
         "until then the heuristic scorer does, and responses say so.",
         2000,
     )
+    learned_ranker: str = _doc(
+        "When the trained ranker serves: `champion` (only while it orders recent pages "
+        "better than the heuristic scorer, compared on every training batch before it is "
+        "learned) or `always` (as soon as it has learned from `model_min_examples`).",
+        "champion",
+    )
+    champion_min_pairs: int = _doc(
+        "Page pairs (two impressions of one page whose outcomes differ) compared before the "
+        "learned ranker may take over from the heuristic.",
+        2000,
+    )
+    champion_window: int = _doc(
+        "The most recent page pairs the champion/challenger comparison is made on.", 20_000
+    )
+    champion_margin: float = _doc(
+        "Share of correctly ordered pairs by which the learned ranker must beat the "
+        "heuristic to serve.",
+        0.0,
+    )
     trainer_nice: int = _doc(
         "Niceness added to the trainer process, so serving wins the CPU when both want it.",
         10,
@@ -323,7 +348,10 @@ class Settings:
         "Candidates the cheap pre-ranker keeps for the learned ranker to score.", 300
     )
     fusion_weights: dict[str, float] = _doc(
-        "Learned-ranker fusion: score = sum of weight x P(action) over the heads.",
+        "Learned-ranker fusion: score = sum of weight x P(action) over the heads, plus "
+        "`watch_time` x the expected watch time as a share of the catalog's mean duration "
+        "(P(watch ratio) x duration / mean), so long videos watched well are valued over "
+        "short ones finished.",
         factory=lambda: {
             "finish": 1.0,
             "long_view": 0.5,
@@ -333,7 +361,8 @@ class Settings:
             "follow": 3.0,
             "skip": -1.0,
             "negative": -5.0,
-            "watch_ratio": 1.0,
+            "watch_ratio": 0.0,
+            "watch_time": 1.0,
         },
     )
 
@@ -567,6 +596,18 @@ def _validate(s: Settings) -> None:
         (s.model_poll_s > 0, "model_poll_s", "must be positive"),
         (0 <= s.trainer_nice <= 19, "trainer_nice", "must be 0..19"),
         (s.model_min_examples >= 0, "model_min_examples", "must not be negative"),
+        (
+            s.learned_ranker in ("champion", "always"),
+            "learned_ranker",
+            "must be champion or always",
+        ),
+        (s.champion_min_pairs >= 0, "champion_min_pairs", "must not be negative"),
+        (s.champion_window >= 1, "champion_window", "must be at least 1"),
+        (
+            math.isfinite(s.champion_margin) and -1 < s.champion_margin < 1,
+            "champion_margin",
+            "must be between -1 and 1",
+        ),
         (s.embedding_dim >= 1, "embedding_dim", "must be at least 1"),
         (s.embedding_capacity >= 2, "embedding_capacity", "must be at least 2"),
         (s.embedding_min_count >= 1, "embedding_min_count", "must be at least 1"),

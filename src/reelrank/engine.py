@@ -56,7 +56,9 @@ class Engine:
         self.state = OnlineState(settings, self.store)
         self.ingestor = EventIngestor(self.state, self.metrics, settings.max_future_skew_s)
         self.params: ParamChannel = open_params(settings.params_channel_url())
-        self.model = ModelServer(self.params, self.state.table, settings.model_min_examples)
+        self.model = ModelServer(
+            self.params, self.state.table, settings.model_min_examples, settings.learned_ranker
+        )
         self.retrieval = RetrievalIndex(
             self.model,
             self.state.table,
@@ -64,9 +66,21 @@ class Engine:
             settings.ann_min_vectors,
             settings.ann_nprobe,
         )
+        self.sequence = RetrievalIndex(
+            self.model,
+            self.state.table,
+            settings.two_tower_refresh_s,
+            settings.ann_min_vectors,
+            settings.ann_nprobe,
+            kind="sequence",
+        )
         self._catalog_lock = threading.RLock()  # serialises catalog writers
         self.lifecycle = Lifecycle(
-            settings, self.state, self.retrieval, self.metrics, self._catalog_lock
+            settings,
+            self.state,
+            [self.retrieval, self.sequence],
+            self.metrics,
+            self._catalog_lock,
         )
         sources = default_sources(settings.trending_refresh_s)
         self.pipeline = FeedPipeline(
@@ -122,7 +136,7 @@ class Engine:
             ("snapshot", s.snapshot_interval_s, self.snapshot),
             ("log-follower", 0.5, self.state.catch_up),
             ("model-sync", s.model_poll_s, self.sync_model),
-            ("retrieval", 1.0, self.retrieval.refresh),
+            ("retrieval", 1.0, self.refresh_indexes),
             ("lifecycle", 1.0, self.lifecycle_tick),
         ):
             t = threading.Thread(
@@ -138,6 +152,13 @@ class Engine:
                 job()
             except Exception:
                 log.exception("background job %s failed", getattr(job, "__name__", job))
+
+    def refresh_indexes(self, force: bool = False) -> bool:
+        """Rebuild the two-tower and sequence indexes when their models changed (each on
+        its own interval); True when either rebuilt."""
+        a = self.retrieval.refresh(force)
+        b = self.sequence.refresh(force)
+        return a or b
 
     def lifecycle_tick(self) -> None:
         """Reports that call for review (also from events other processes logged), then
@@ -249,6 +270,7 @@ class Engine:
                 "trainer_mode": self.settings.trainer_mode(),
                 "fusion_weights": self.settings.fusion_weights,
                 "retrieval": self.retrieval.status(),
+                "sequence": self.sequence.status(),
                 "content": {
                     "embedder": self.state.embedder.name,
                     "dim": self.state.embedder.dim,
@@ -325,6 +347,7 @@ class Engine:
             if rows:
                 with self.state.lock:  # counters grow in place of arrays events write to
                     self.state.counters.ensure(max(r for r, _ in rows) + 1)
+                    self.state.popularity.ensure(max(r for r, _ in rows) + 1)
                     self.state.pools.ensure(max(r for r, _ in rows) + 1)
             placed = []
             for review, (row, _) in zip(reviews, rows, strict=True):
@@ -480,11 +503,13 @@ class Engine:
         language: str | None = None,
         now: float | None = None,
         record: bool = True,
+        trace: bool = False,
     ) -> Feed:
         """A personalised page for the user; an unknown user gets a cold-start page.
 
-        `now` and `record=False` are for replay evaluation: the page as of another time,
-        not logged as served (nothing marked seen, no impression, no pool progress)."""
+        `now`, `record=False` and `trace` are for replay evaluation: the page as of another
+        time, not logged as served (nothing marked seen, no impression, no pool progress),
+        with where its candidates went stage by stage (`Feed.trace`)."""
         s = self.settings
         n = s.feed_default_n if n is None else n
         if not 1 <= n <= s.feed_max_n:
@@ -500,7 +525,7 @@ class Engine:
         )
         started = time.perf_counter()
         query = self.hydrate(request)
-        feed = self.pipeline.run(query)
+        feed = self.pipeline.run(query, trace=trace)
         self.metrics.feed_latency.observe(time.perf_counter() - started)
         self.metrics.feed_requests.labels("true" if feed.cold_start else "false").inc()
         if record:
@@ -526,6 +551,8 @@ class Engine:
             pools=self.state.pools,
             mutes=self.state.mutes.get(request.user_id),
             assignment=self.experiments.assign(request.user_id),
+            popularity=self.state.popularity,
+            sequence=self.sequence,
         )
         if user is not None:
             now = user.last_ts or request.now

@@ -60,7 +60,7 @@ class Lifecycle:
         self,
         settings: Settings,
         state: OnlineState,
-        retrieval: RetrievalIndex,
+        retrieval: list[RetrievalIndex],
         metrics: Metrics,
         catalog_lock: threading.RLock,
     ) -> None:
@@ -69,7 +69,7 @@ class Lifecycle:
         self.store = state.store
         self.table = state.table
         self.pools = state.pools
-        self.retrieval = retrieval
+        self.retrieval = retrieval  # the retrieval indexes new and edited videos go into
         self.metrics = metrics
         self.lock = catalog_lock
         s = settings
@@ -151,7 +151,8 @@ class Lifecycle:
                 status = e.detail["status"]  # type: ignore[index]
                 self.metrics.review_decisions.labels(_actor_label(e.actor), status).inc()
         self.state.index_content(placed)  # may mark embedding near-duplicates
-        self.retrieval.place(placed)
+        for index in self.retrieval:
+            index.place(placed)
         with self.state.lock:
             for row, _ in placed:
                 self._maybe_enter_pool(row, self.table.video(row), now)
@@ -222,7 +223,8 @@ class Lifecycle:
             self._track_pending(row, video)
             placed.append((row, video))
         self.state.index_content(placed)
-        self.retrieval.place(placed)
+        for index in self.retrieval:
+            index.place(placed)
         now = time.time()
         with self.state.lock:
             for row, video in placed:
@@ -434,7 +436,8 @@ class Lifecycle:
                 changed = self.table.suspend(creator_id, suspended)
                 placed = [(r, self.table.video(r)) for r in changed]
                 self.state.index_content(placed)
-                self.retrieval.place(placed)
+                for index in self.retrieval:
+                    index.place(placed)
                 with self.state.lock:
                     for r, v in placed:
                         self._maybe_enter_pool(r, v, time.time())

@@ -23,10 +23,14 @@ import numpy as np
 from scipy import sparse
 
 from ..engine import Engine
+from ..pipeline.feed import FeedTrace
+from ..pipeline.query import Candidates, FeedRequest
+from ..rank.features import extract
 from ..schema import Event, Impression
-from ..storage import open_store
 from . import metrics
+from .clocked import ClockedTrainer
 from .data import Dataset, Interaction, is_positive
+from .funnel import Funnel
 
 DURATION_MS = 300_000  # every item's length: watch ratios carry the signal
 
@@ -213,14 +217,45 @@ class ItemKNNSystem:
 class ReelrankSystem:
     """The engine itself: items become videos (title as caption, genres as hashtags),
     interactions become the events an app would send, and rankings are feed pages
-    computed at the interaction's time without being logged as served."""
+    computed at the interaction's time without being logged as served.
 
-    name = "reelrank"
+    With a `trainer` (what `reelrank serve` runs by default) the engine also learns
+    online. A log of ratings says nothing of what else was on screen, so each tested
+    interaction whose item reelrank had among its candidates becomes a logged page in the
+    trainer's own log: the chosen item; the best other candidate of each ranker (the
+    heuristic's and, once trained, the learned one's: what each most needs to tell from
+    the chosen one, and the pairs the champion/challenger comparison judges them on);
+    and `negatives` drawn at random from the other candidates (uniform draws teach the
+    ranker how likely each candidate is to be the chosen one); each impression with the
+    features the ranker saw, then the chosen item's events (play, watch, finish, like) and
+    a play and skip for the others. The trainer joins and trains on these as on a live
+    log, publishes on the event clock, and the learned ranker serves while it orders these
+    pages better than the heuristic (champion/challenger). The engine's own state receives
+    only the chosen item's events: the other page items are the trainer's negatives, not
+    things the user did, so they are neither marked seen nor counted as skips.
+    """
 
-    def __init__(self, engine: Engine, dataset: Dataset) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        dataset: Dataset,
+        name: str = "reelrank",
+        trainer: ClockedTrainer | None = None,
+        negatives: int = 16,
+        seed: int = 0,
+    ) -> None:
         self.engine = engine
         self.dataset = dataset
+        self.name = name
+        self.trainer = trainer
+        self.log = trainer.trainer.store if trainer is not None else None
+        self.negatives = negatives
+        self._rng = np.random.default_rng(seed)
         self._n = 0
+        self.funnel = Funnel()
+        self._trace: FeedTrace | None = None
+        self._traced: tuple[str, float, str] | None = None  # (user, ts, item) of the last test
+        self.pages_by_ranker: dict[str, int] = {}
 
     def add_item(self, item: str, ts: float) -> None:
         tags = [g.lower().replace(" ", "-") for g in self.dataset.genres.get(item, [])]
@@ -241,13 +276,116 @@ class ReelrankSystem:
             raise ValueError(f"item {item!r}: {got[0]['error']}")
 
     def recommend(self, user: str, ts: float, k: int) -> list[str]:
-        feed = self.engine.feed(user, n=k, now=ts, record=False)
+        feed = self.engine.feed(user, n=k, now=ts, record=False, trace=True)
+        self._trace, self._traced = feed.trace, None
+        self._asked = (user, ts)
+        self.pages_by_ranker[feed.ranker] = self.pages_by_ranker.get(feed.ranker, 0) + 1
         return [it.video_id for it in feed.items]
 
+    def tested(self, item: str) -> None:
+        """The item chosen in the test just ranked: follow it through the funnel."""
+        self._traced = (*self._asked, item)
+        self.funnel.add(self._trace, self.engine.state.table.row_of(item))
+
     def learn(self, x: Interaction, positive: bool) -> None:
+        if self.trainer is not None and not self._log_page(x, positive):
+            # No page: the events alone, as an app's log holds engagements that came from
+            # elsewhere than the feed (the sequence model learns from every engagement).
+            assert self.log is not None
+            events = [Event.model_validate(e) for e in self._events(x, positive)]
+            self.log.events.append(events, x.ts)
         result = self.engine.ingest(self._events(x, positive))
         if result.rejected:
             raise ValueError(f"replayed events rejected: {result.rejected[:3]}")
+        if self.trainer is not None:
+            self.trainer.tick(x.ts)
+
+    def _log_page(self, x: Interaction, positive: bool) -> bool:
+        """Log the page this test stands for, when the chosen item was among reelrank's
+        own candidates for it (the ranker only ever scores candidates, so a page with an
+        item recall missed would teach it a difference serving never sees)."""
+        assert self.log is not None
+        engine = self.engine
+        table = engine.state.table
+        row = table.row_of(x.item)
+        rows: np.ndarray
+        trace = self._trace if self._traced == (x.user, x.ts, x.item) else None
+        if trace is None or not np.any(trace.filtered == row):
+            return False
+        self._n += 1
+        request_id = f"replay-page-{self._n}"
+        query = engine.hydrate(FeedRequest(x.user, len(rows := trace.filtered), request_id, x.ts))
+        names = engine.pipeline.channel_names
+        cands = Candidates(rows, np.zeros(len(rows), np.int16), np.full(len(rows), "", object))
+        scorer = engine.pipeline.scorer
+        by_heuristic = scorer.score(query, cands)
+        others = rows != row
+        # The best other candidate of each ranker: what it most needs to tell from the
+        # chosen one. Each ranker's own pick counts against it alone in the comparison,
+        # so it takes one of each; before the model is trained, two of the heuristic's.
+        fair = engine.model.trained()
+        tops = [_best(by_heuristic, others, 1 if fair else 2)]
+        if fair:
+            view = trace.recall_view(rows, names)
+            by_learned = engine.pipeline.ranker.learned_scores(query, cands, view)
+            allowed = others.copy()
+            allowed[tops[0]] = False
+            tops.append(_best(by_learned, allowed, 1))
+        hard = np.concatenate(tops)
+        rest = np.flatnonzero(others & ~np.isin(np.arange(len(rows)), hard))
+        drawn = self._rng.choice(rest, min(self.negatives, len(rest)), replace=False)
+        at = np.concatenate([[int(np.flatnonzero(~others)[0])], hard, drawn]).astype(np.int64)
+        page = rows[at]
+        feats = extract(
+            query,
+            page,
+            scorer.smoothing,
+            trace.recall_view(page, names),
+            engine.model.sequence_scores(query, page),
+        )
+        # Which impressions the champion/challenger comparison sees: the chosen item and
+        # each ranker's best other candidate (a top-of-the-list test, fair to both), once
+        # both rankers exist; the random draws train but are left out of it.
+        heuristic = by_heuristic[at].astype(np.float64)
+        heuristic[1 + len(hard) :] = np.nan
+        if not fair:
+            heuristic[1:] = np.nan
+        feats.heuristic = heuristic
+        rows = page
+        version = engine.model.version()
+        ids = [table.video(int(r)).id for r in rows]
+        self.log.events.append_impressions(
+            [
+                Impression(
+                    request_id=request_id,
+                    position=i,
+                    user_id=x.user,
+                    video_id=vid,
+                    source="replay",
+                    score=0.0,
+                    model_version=version,
+                    ts=x.ts,
+                    features=feats.record(query, i),
+                )
+                for i, vid in enumerate(ids)
+            ]
+        )
+        events = self._events(x, positive, request_id)
+        for vid in ids[1:]:
+            for kind in ("play", "skip"):
+                self._n += 1
+                events.append(
+                    {
+                        "event_id": f"replay-{self._n}",
+                        "type": kind,
+                        "user_id": x.user,
+                        "video_id": vid,
+                        "ts": x.ts,
+                        "request_id": request_id,
+                    }
+                )
+        self.log.events.append([Event.model_validate(e) for e in events], x.ts)
+        return True
 
     def _events(
         self, x: Interaction, positive: bool, request_id: str | None = None
@@ -283,158 +421,18 @@ class ReelrankSystem:
             events.append(event)
         return events
 
-
-class LearnedReelrankSystem(ReelrankSystem):
-    """The engine with its online-trained multi-task ranker, learning from the replay.
-
-    Each interaction becomes a logged page in the trainer's own log: the chosen item plus
-    `negatives` items drawn at random from the catalog known at that moment (a log of
-    ratings says nothing of what else was on screen; negatives from reelrank's own pages
-    would be the model's own favourites, and its AUC against them is biased low), each
-    impression with the features the ranker saw, then the chosen item's events (play,
-    watch, finish, like) and a play and skip for the others. The trainer joins and trains
-    on these as it would on a live log. The engine itself receives only the chosen item's
-    events, as the heuristic replay does: the unchosen page items are the trainer's
-    negatives, not things the user did, so they are neither marked seen nor counted as
-    skips in the engine's state. New parameters reach serving every `sync_every` interactions
-    (online), or, with `sync_every=None`, once per simulated day (a daily batch job on
-    the same model and data). Before learning, the serving model scores the logged page:
-    per-head AUC of the ranker as served (the finish head against the chosen item, the
-    like head against ratings >= 4.5; the random items are the negatives), and the
-    heuristic scorer's AUC on the same pages for reference (`auc_heuristic`, against the
-    finish label).
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        dataset: Dataset,
-        name: str = "reelrank_learned",
-        sync_every: int | None = 50,
-        negatives: int = 4,
-        seed: int = 0,
-    ) -> None:
-        from ..train.trainer import OnlineTrainer
-
-        super().__init__(engine, dataset)
-        self.name = name
-        self.sync_every = sync_every
-        self.negatives = negatives
-        self.log = open_store("memory://")  # the trainer's impression and event log
-        self.trainer = OnlineTrainer(engine.settings, self.log, engine.params, None)
-        self.trainer.publish_full()
-        self.engine.sync_model()
-        self._interactions = 0
-        self._day: int | None = None
-        self.syncs = 0
-        self.scored: dict[str, tuple[list[float], list[float]]] = {
-            "finish": ([], []),
-            "like": ([], []),
-            "heuristic": ([], []),  # the heuristic scorer on the same pages, as a baseline
-        }
-        self.learned_pages = 0  # test pages served by the learned ranker
-        self._rng = np.random.default_rng(seed)
-
-    def recommend(self, user: str, ts: float, k: int) -> list[str]:
-        feed = self.engine.feed(user, n=k, now=ts, record=False)
-        if feed.ranker == "learned":
-            self.learned_pages += 1
-        return [it.video_id for it in feed.items]
-
-    def _sync(self) -> None:
-        self.trainer.drain()
-        self.trainer.publish_full()
-        self.engine.sync_model()
-        self.syncs += 1
-
-    def learn(self, x: Interaction, positive: bool) -> None:
-        from ..pipeline.query import Candidates, FeedRequest
-        from ..rank.features import extract
-        from ..rank.model import HEADS
-
-        engine = self.engine
-        day = int(x.ts // 86400)
-        if self.sync_every is None and self._day is not None and day != self._day:
-            self._sync()  # the new day starts with a model trained on every earlier day
-        self._day = day
-        self._n += 1
-        request_id = f"replay-page-{self._n}"
-        table = engine.state.table
-        row = table.row_of(x.item)
-        drawn = self._rng.integers(0, table.size, size=2 * self.negatives)
-        rows = np.asarray(
-            [row, *dict.fromkeys(int(r) for r in drawn if r != row)][: self.negatives + 1],
-            dtype=np.int64,
-        )
-        others = [table.video(int(r)).id for r in rows[1:]]
-        query = engine.hydrate(FeedRequest(x.user, len(rows), request_id, x.ts))
-        feats = extract(query, rows, engine.pipeline.scorer.smoothing)
-        if engine.model.ready():
-            probs = engine.model.predict(feats)
-            liked = positive and x.rating is not None and x.rating >= 4.5
-            for head, label in (("finish", positive), ("like", liked)):
-                col = probs[:, HEADS.index(head)]
-                labels, scores = self.scored[head]
-                labels.extend([float(label)] + [0.0] * len(others))
-                scores.extend(float(v) for v in col)
-            cands = Candidates(rows, np.zeros(len(rows), np.int16), np.full(len(rows), ""))
-            labels, scores = self.scored["heuristic"]
-            labels.extend([float(positive)] + [0.0] * len(others))
-            scores.extend(float(v) for v in engine.pipeline.scorer.score(query, cands))
-        version = engine.model.version()
-        self.log.events.append_impressions(
-            [
-                Impression(
-                    request_id=request_id,
-                    position=i,
-                    user_id=x.user,
-                    video_id=vid,
-                    source="replay",
-                    score=0.0,
-                    model_version=version,
-                    ts=x.ts,
-                    features=feats.record(query, i),
-                )
-                for i, vid in enumerate([x.item, *others])
-            ]
-        )
-        chosen = self._events(x, positive, request_id)
-        result = engine.ingest(chosen)
-        if result.rejected:
-            raise ValueError(f"replayed events rejected: {result.rejected[:3]}")
-        events = list(chosen)
-        for vid in others:
-            for kind in ("play", "skip"):
-                self._n += 1
-                events.append(
-                    {
-                        "event_id": f"replay-{self._n}",
-                        "type": kind,
-                        "user_id": x.user,
-                        "video_id": vid,
-                        "ts": x.ts,
-                        "request_id": request_id,
-                    }
-                )
-        self.log.events.append([Event.model_validate(e) for e in events], x.ts)
-        self.trainer.step()
-        self._interactions += 1
-        if self.sync_every is not None and self._interactions % self.sync_every == 0:
-            self._sync()
-
     def figures(self) -> dict[str, Any]:
-        """Per-head AUC of the ranker as served, and the trainer's own figures."""
-        out: dict[str, Any] = {"syncs": self.syncs, "learned_pages": self.learned_pages}
-        for head, (labels, scores) in self.scored.items():
-            got = metrics.auc(labels, scores)
-            out[f"auc_{head}"] = round(got, 4) if got is not None else None
-        out["scored"] = len(self.scored["finish"][0])
-        status = self.trainer.status()
-        out["examples_trained"] = status["examples_trained"]
-        out["trainer_auc"] = {
-            h: f.get("auc") for h, f in status.get("heads", {}).items() if f.get("auc") is not None
-        }
+        """Pages by ranker, and the trainer's figures (champion/challenger included)."""
+        out: dict[str, Any] = {"pages_by_ranker": dict(self.pages_by_ranker)}
+        if self.trainer is not None:
+            out["trainer"] = self.trainer.status()
         return out
+
+
+def _best(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best scores among the allowed, best first."""
+    idx = np.flatnonzero(allowed)
+    return idx[np.argsort(-scores[idx], kind="stable")[:k]]
 
 
 @dataclass
@@ -471,6 +469,8 @@ def replay(
                 score = scores[system.name]
                 score.seconds += time.perf_counter() - started
                 score.ranks.append(metrics.rank_of(x.item, ranking))
+                if isinstance(system, ReelrankSystem):
+                    system.tested(x.item)
                 for item in ranking[: min(ks)]:
                     score.exposure[item] = score.exposure.get(item, 0) + 1
                     if total_positives:
@@ -521,6 +521,9 @@ def replay(
         row[f"novelty@{k}"] = round(metrics.novelty(score.novelty), 4)
         row["seconds"] = round(score.seconds, 1)
         report["systems"][name] = row
+    for system in systems:
+        if isinstance(system, ReelrankSystem):
+            report["systems"][system.name]["funnel"] = system.funnel.report()
     return report
 
 

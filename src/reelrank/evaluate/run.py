@@ -3,6 +3,7 @@ a table and write the JSON report."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -11,10 +12,12 @@ from typing import Any
 
 from ..config import load_settings
 from ..engine import Engine
+from ..storage import open_store
+from .clocked import ClockedTrainer
 from .data import Dataset, load_csv, load_movielens
+from .funnel import funnel_table
 from .replay import (
     ItemKNNSystem,
-    LearnedReelrankSystem,
     PopularSystem,
     RecentPopularSystem,
     ReelrankSystem,
@@ -24,13 +27,22 @@ from .replay import (
 
 SYSTEMS = (
     "reelrank",
+    "reelrank_heuristic",
     "reelrank_learned",
     "reelrank_daily",
     "popular",
     "recent_popular",
     "item_knn",
 )
-DEFAULT_SYSTEMS = ("reelrank", "popular", "recent_popular", "item_knn")
+DEFAULT_SYSTEMS = ("reelrank", "reelrank_heuristic", "popular", "recent_popular", "item_knn")
+ENGINE_SYSTEMS = {
+    "reelrank": "the engine as `reelrank serve` runs it: online training, parameters "
+    "published on the event clock, the learned ranker serving while it beats the heuristic",
+    "reelrank_heuristic": "the engine with the heuristic ranker only (no training)",
+    "reelrank_learned": "online training as `reelrank`, the learned ranker serving as soon "
+    "as it is trained (no champion/challenger)",
+    "reelrank_daily": "the same model and data, parameters published once per simulated day",
+}
 
 
 def load(ratings: str, movies: str | None, fmt: str) -> Dataset:
@@ -55,6 +67,9 @@ def table(report: dict[str, Any]) -> str:
     lines = [line("system", columns)]
     for name, row in rows.items():
         lines.append(line(name, ["-" if row.get(c) is None else str(row[c]) for c in columns]))
+    for name, row in rows.items():
+        if isinstance(row.get("funnel"), dict):
+            lines += ["", funnel_table(name, row["funnel"])]
     return "\n".join(lines)
 
 
@@ -94,8 +109,9 @@ def _evaluate(
 ) -> dict[str, Any]:
     total = min(limit, len(dataset.interactions)) if limit else len(dataset.interactions)
     with tempfile.TemporaryDirectory(prefix="reelrank-eval-") as tmp:
-        # A throwaway in-memory engine: the heuristic ranker and every channel, hashed
-        # caption embeddings, no recall time budget (results must not depend on load).
+        # Throwaway in-memory engines with every channel, hashed caption embeddings and no
+        # recall time budget (results must not depend on load); the replay steps their
+        # trainers on the event clock (so the engine starts none of its own).
         settings = load_settings(
             env={},
             config_file=config,
@@ -107,19 +123,27 @@ def _evaluate(
         )
         engines: list[Engine] = []
 
-        def engine() -> Engine:  # one per engine-backed system: they must not share state
-            engines.append(Engine(settings).open())
+        def engine(**changes: Any) -> Engine:  # one per engine-backed system, unshared
+            engines.append(Engine(dataclasses.replace(settings, **changes)).open())
             return engines[-1]
+
+        def trainer(e: Engine, daily: bool = False) -> ClockedTrainer:
+            return ClockedTrainer(e, open_store("memory://"), daily=daily)
 
         try:
             chosen: list[System] = []
             for name in systems:
                 if name == "reelrank":
-                    chosen.append(ReelrankSystem(engine(), dataset))
+                    e = engine()
+                    chosen.append(ReelrankSystem(e, dataset, name, trainer(e)))
+                elif name == "reelrank_heuristic":
+                    chosen.append(ReelrankSystem(engine(), dataset, name))
                 elif name == "reelrank_learned":
-                    chosen.append(LearnedReelrankSystem(engine(), dataset, name, sync_every=50))
+                    e = engine(learned_ranker="always")
+                    chosen.append(ReelrankSystem(e, dataset, name, trainer(e)))
                 elif name == "reelrank_daily":
-                    chosen.append(LearnedReelrankSystem(engine(), dataset, name, sync_every=None))
+                    e = engine()
+                    chosen.append(ReelrankSystem(e, dataset, name, trainer(e, daily=True)))
                 elif name == "popular":
                     chosen.append(PopularSystem())
                 elif name == "recent_popular":
@@ -140,16 +164,15 @@ def _evaluate(
             if bar is not None:
                 bar.close()
             for system in chosen:
-                if isinstance(system, LearnedReelrankSystem):
+                if isinstance(system, ReelrankSystem):
                     report["systems"][system.name].update(system.figures())
         finally:
             for e in engines:
                 e.close()
     report["engine_settings"] = {
-        "reelrank": "heuristic ranker (no trainer)",
-        "reelrank_learned": "online-trained ranker, parameters synced every 50 interactions",
-        "reelrank_daily": "the same ranker and data, parameters synced once per simulated day",
+        **{k: v for k, v in ENGINE_SYSTEMS.items() if k in systems},
         "content_embedder": "hashed",
+        "recall_budget_ms": 0.0,
     }
     if output:
         path = Path(output)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..metrics import Metrics
 from ..rank.cascade import RankCascade
-from ..rank.features import extract
+from ..rank.features import RecallView, extract
 from ..recall.base import RecallSource
 from ..rerank.filters import Filter, run_filter
 from ..rerank.policy import POOL_SOURCE, PolicySelector
@@ -43,6 +43,45 @@ class Feed:
     ranker_note: str | None = None
     experiments: dict[str, str] = field(default_factory=dict)  # experiment id -> arm
     features: list[dict[str, Any]] = field(default_factory=list)  # per item, for the log
+    trace: FeedTrace | None = None  # where candidates went, when asked for
+
+
+@dataclass
+class FeedTrace:
+    """Where the page's candidates went, stage by stage (for replay diagnostics).
+
+    candidates: every row the channels returned, with `channels` (all that returned it)
+    and `position`; filtered: the rows left after the filters; ranked: the n best rows by
+    ranker score (before the policy layer), best first; served: the page's rows.
+    """
+
+    candidates: Candidates
+    names: list[str]  # the pipeline's channel names (bit i of `channels` is names[i])
+    filtered: np.ndarray
+    ranked: np.ndarray
+    served: np.ndarray
+
+    def channels_of(self, row: int) -> list[str]:
+        """The names of the channels that returned `row` (empty when none did)."""
+        c = self.candidates
+        at = np.flatnonzero(c.rows == row)
+        if len(at) == 0 or c.channels is None:
+            return []
+        bits = int(c.channels[at[0]])
+        return [name for i, name in enumerate(self.names) if bits >> i & 1]
+
+    def recall_view(self, rows: np.ndarray, names: list[str]) -> RecallView:
+        """What recall said of `rows` (any rows: those no channel returned get none)."""
+        c = self.candidates
+        if c.channels is None or c.position is None or len(c) == 0:
+            return RecallView.none(len(rows))
+        order = np.argsort(c.rows, kind="stable")
+        sorted_rows = c.rows[order]
+        at = np.clip(np.searchsorted(sorted_rows, rows), 0, len(sorted_rows) - 1)
+        hit = sorted_rows[at] == rows
+        bits = np.where(hit, c.channels[order][at], 0)
+        position = np.where(hit, c.position[order][at], 1.0)
+        return RecallView.of(bits, position, names)
 
 
 class FeedPipeline:
@@ -76,6 +115,7 @@ class FeedPipeline:
         self.quotas = quotas
         self.metrics = metrics
         self.channel_names = [s.name for s in sources]
+        ranker.channel_names = self.channel_names
         self._pool_ids = [i for i, n in enumerate(self.channel_names) if n == POOL_SOURCE]
         self.budget_s = budget_ms / 1000.0
         self._pool = (
@@ -135,8 +175,9 @@ class FeedPipeline:
             parts.append(Candidates(rows, np.full(len(rows), i, np.int16), reasons))
         return Candidates.concat(parts)
 
-    def run(self, query: Query) -> Feed:
-        cands = self.recall(query)
+    def run(self, query: Query, trace: bool = False) -> Feed:
+        cands = self.recall(query).with_recall_view()
+        recalled = cands
         removed: dict[str, int] = {}
         for f in self.filters:
             result = run_filter(f, query, cands)
@@ -149,6 +190,7 @@ class FeedPipeline:
             owed = np.flatnonzero(np.isin(cands.source, self._pool_ids))[:PROTECTED_POOL]
             protect = np.zeros(len(cands), dtype=bool)
             protect[owed] = True
+        filtered = cands.rows
         ranked = self.ranker.rank(query, cands, protect)
         cands, scores = ranked.cands, ranked.scores
         selection = self.selector.select(query, cands, scores, query.request.n)
@@ -163,8 +205,18 @@ class FeedPipeline:
         if ranked.features is not None:
             feats, at = ranked.features, picked
         else:
-            feats = extract(query, cands.rows[picked], self.scorer.smoothing)
+            shown = cands.take(picked)
+            feats = extract(
+                query, shown.rows, self.scorer.smoothing, self.ranker.recall_view(shown)
+            )
+            feats.heuristic = scores[picked]
             at = np.arange(len(picked))
+        feed_trace = None
+        if trace:
+            best = np.argsort(-scores, kind="stable")[: query.request.n]
+            feed_trace = FeedTrace(
+                recalled, self.channel_names, filtered, cands.rows[best], cands.rows[picked]
+            )
         return Feed(
             request_id=query.request.request_id,
             model_version=ranked.model_version,
@@ -175,6 +227,7 @@ class FeedPipeline:
             ranker_note=ranked.note,
             experiments=query.assignment.arms,
             features=[feats.record(query, int(i)) for i in at],
+            trace=feed_trace,
         )
 
     def _item(self, query: Query, cands: Candidates, scores: np.ndarray, i: int) -> FeedItem:

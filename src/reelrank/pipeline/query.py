@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from ..schema import User
 from ..state.catalog import VideoTable
 from ..state.coengagement import CoEngagement
 from ..state.counters import VideoCounters
+from ..state.popularity import Popularity
 from ..state.profiles import UserState
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ class Query:
     pools: PoolBook | None = None  # traffic pools and operator boosts
     mutes: UserMutes | None = None  # the user's muted keywords and hashtags
     assignment: Assignment = NO_ASSIGNMENT  # the user's experiment arms and overrides
+    popularity: Popularity | None = None  # engagement at several horizons
+    sequence: RetrievalIndex | None = None  # the sequence model's video index
+    cache: dict[str, Any] = field(default_factory=dict)  # per-request values (user vectors)
     tag_affinity: dict[str, float] = field(default_factory=dict)
     sound_affinity: dict[str, float] = field(default_factory=dict)
     creator_affinity: dict[str, float] = field(default_factory=dict)
@@ -71,11 +75,18 @@ class Query:
 
 @dataclass
 class Candidates:
-    """Parallel arrays, one entry per candidate video."""
+    """Parallel arrays, one entry per candidate video.
+
+    `channels` and `position`, when set, say which channels returned the video (bit i for
+    channel i, all of them, not only `source`) and its best place in their lists (0 the
+    top, 1 the end): the learned ranker's view of recall.
+    """
 
     rows: np.ndarray  # (n,) int64 video rows
     source: np.ndarray  # (n,) int16 index into the pipeline's channel names
     reason: np.ndarray  # (n,) object: the channel's reason text
+    channels: np.ndarray | None = None  # (n,) int64 bit mask of recalling channels
+    position: np.ndarray | None = None  # (n,) float, best relative place in a channel
 
     @classmethod
     def empty(cls) -> Candidates:
@@ -86,7 +97,11 @@ class Candidates:
 
     def take(self, mask_or_index: np.ndarray) -> Candidates:
         return Candidates(
-            self.rows[mask_or_index], self.source[mask_or_index], self.reason[mask_or_index]
+            self.rows[mask_or_index],
+            self.source[mask_or_index],
+            self.reason[mask_or_index],
+            None if self.channels is None else self.channels[mask_or_index],
+            None if self.position is None else self.position[mask_or_index],
         )
 
     @classmethod
@@ -98,6 +113,25 @@ class Candidates:
             np.concatenate([p.source for p in parts]),
             np.concatenate([p.reason for p in parts]),
         )
+
+    def with_recall_view(self) -> Candidates:
+        """Fill `channels` and `position` from duplicates across channels (before the
+        duplicate filter keeps only the first)."""
+        n = len(self.rows)
+        if n == 0:
+            return Candidates(self.rows, self.source, self.reason, np.zeros(0, np.int64),
+                              np.zeros(0))  # fmt: skip
+        _, inverse = np.unique(self.rows, return_inverse=True)
+        bits = np.zeros(inverse.max() + 1, np.int64)
+        np.bitwise_or.at(bits, inverse, np.left_shift(1, self.source.astype(np.int64)))
+        # each channel's part is contiguous and in its own order
+        starts = np.flatnonzero(np.r_[True, self.source[1:] != self.source[:-1]])
+        lengths = np.diff(np.r_[starts, n])
+        place = np.arange(n) - np.repeat(starts, lengths)
+        rel = place / np.repeat(np.maximum(lengths - 1, 1), lengths)
+        best = np.ones(len(bits))
+        np.minimum.at(best, inverse, rel)
+        return Candidates(self.rows, self.source, self.reason, bits[inverse], best[inverse])
 
 
 @dataclass

@@ -1,8 +1,11 @@
-"""Pre-rank, rank, fall back: the learned ranker when it is ready, the heuristic otherwise.
+"""Pre-rank, rank, fall back: the learned ranker while it is the champion, the heuristic
+otherwise.
 
-Until the trainer has learned from `model_min_examples` examples, the heuristic scores and
-the response says so; any failure in the learned path falls back to the heuristic, is
-counted, and never fails the request.
+The learned ranker serves once the trainer has learned from `model_min_examples` examples
+and only while it orders recent traffic better than the heuristic scorer does (the
+trainer's champion/challenger comparison, `train/champion.py`); until then the heuristic
+scores and the response says why. Any failure in the learned path falls back to the
+heuristic, is counted, and never fails the request.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import numpy as np
 
 from ..metrics import Metrics
 from ..pipeline.query import Candidates, Query
-from .features import CandidateFeatures, extract
+from .features import CandidateFeatures, RecallView, extract
 from .heuristic import HeuristicScorer
-from .learned import ModelServer, fuse_scores
+from .learned import ModelServer
+from .value import fuse_scores
 
 log = logging.getLogger(__name__)
 
@@ -51,44 +55,84 @@ class RankCascade:
         self.fusion_weights = fusion_weights
         self.prerank_keep = prerank_keep
         self.metrics = metrics
+        self.channel_names: list[str] = []  # the pipeline's, for the recall features
 
-    def prerank(self, query: Query, cands: Candidates, protect: np.ndarray | None) -> Candidates:
-        """Keep the `prerank_keep` best by heuristic rank + learned user.video rank, plus
-        the `protect`ed candidates (videos owed pool impressions: the policy's
+    def recall_view(self, cands: Candidates) -> RecallView:
+        """Which channels returned each candidate, for the ranker's features."""
+        if cands.channels is None or cands.position is None:
+            return RecallView.none(len(cands))
+        return RecallView.of(cands.channels, cands.position, self.channel_names)
+
+    def prerank(
+        self,
+        query: Query,
+        cands: Candidates,
+        heuristic: np.ndarray,
+        protect: np.ndarray | None,
+    ) -> np.ndarray:
+        """Indices of the `prerank_keep` best by heuristic rank + learned user.video rank,
+        plus the `protect`ed candidates (videos owed pool impressions: the policy's
         exploration slots need them whatever they score)."""
         if len(cands) <= self.prerank_keep:
-            return cands
+            return np.arange(len(cands))
         assert self.server is not None
-        fused = _ranks(self.heuristic.score(query, cands)) + _ranks(
-            self.server.dot(query, cands.rows)
-        )
+        fused = _ranks(heuristic) + _ranks(self.server.dot(query, cands.rows))
         keep = np.zeros(len(cands), dtype=bool)
         keep[np.argpartition(-fused, self.prerank_keep - 1)[: self.prerank_keep]] = True
         if protect is not None:
             keep |= protect
-        return cands.take(keep)
+        return np.flatnonzero(keep)
+
+    def learned_scores(self, query: Query, cands: Candidates, view: RecallView) -> np.ndarray:
+        """The learned fusion of every candidate (no pre-rank), for offline comparison
+        with the heuristic; the model must be trained."""
+        assert self.server is not None
+        feats = extract(
+            query,
+            cands.rows,
+            self.heuristic.smoothing,
+            view,
+            self.server.sequence_scores(query, cands.rows),
+        )
+        table = query.table
+        return fuse_scores(
+            self.server.predict(feats),
+            self.fusion_weights,
+            table.duration_ms[cands.rows] / 1000.0,
+            table.mean_duration_s,
+        )
 
     def rank(self, query: Query, cands: Candidates, protect: np.ndarray | None = None) -> Ranked:
         server = self.server
         note = None
         arm = query.assignment
+        heuristic = self.heuristic.score(query, cands)
         if server is None:
             note = "learned ranker disabled"
         elif arm.ranker == "heuristic":
             note = "experiment arm: heuristic ranker"
         elif not server.ready():
-            note = (
-                f"learned ranker warming up ({server.examples} of {server.min_examples} examples)"
-            )
+            note = server.not_ready_note()
         elif len(cands):
             try:
-                kept = self.prerank(query, cands, protect)
-                feats = extract(query, kept.rows, self.heuristic.smoothing)
+                at = self.prerank(query, cands, heuristic, protect)
+                kept = cands.take(at)
+                feats = extract(
+                    query,
+                    kept.rows,
+                    self.heuristic.smoothing,
+                    self.recall_view(kept),
+                    server.sequence_scores(query, kept.rows),
+                )
+                feats.heuristic = heuristic[at]
                 probs = server.predict(feats)
                 weights = self.fusion_weights
                 if arm.fusion_weights:
                     weights = {**weights, **arm.fusion_weights}
-                scores = fuse_scores(probs, weights)
+                table = query.table
+                scores = fuse_scores(
+                    probs, weights, table.duration_ms[kept.rows] / 1000.0, table.mean_duration_s
+                )
                 if not np.isfinite(scores).all():
                     raise ValueError("the learned ranker produced non-finite scores")
                 self.metrics.ranker_requests.labels("learned").inc()
@@ -98,11 +142,4 @@ class RankCascade:
                 self.metrics.ranker_fallbacks.labels("error").inc()
                 note = "learned ranker failed; heuristic fallback"
         self.metrics.ranker_requests.labels("heuristic").inc()
-        return Ranked(
-            cands,
-            self.heuristic.score(query, cands),
-            None,
-            self.heuristic.model_version,
-            "heuristic",
-            note,
-        )
+        return Ranked(cands, heuristic, None, self.heuristic.model_version, "heuristic", note)

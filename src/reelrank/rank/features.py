@@ -2,7 +2,12 @@
 impression, so that training sees exactly what serving saw.
 
 Sparse slots are string ids, one embedding table per slot; `hashtag` holds up to MAX_TAGS
-ids, mean-pooled. Dense features are scaled to roughly [-3, 3].
+ids, mean-pooled. Dense features are scaled to roughly [-3, 3]. Besides the video's rates
+and the user's affinities they carry what each app weighs differently, for the ranker to
+learn from the app's own log: popularity at five horizons (relative to the catalog's
+mean, so that the scale carries from one app to another), co-engagement with the user's
+latest videos, the sequence model's score, and which recall channels found the video and
+how high (a learned fusion of the channels).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import numpy as np
 
 from ..pipeline.query import Query
 from ..state.catalog import MAX_TAGS
-from .signals import affinity, rate_lifts, slog, views
+from ..state.popularity import HORIZONS
+from .signals import affinity, coengagement_scores, rate_lifts, slog, views
 from .two_tower import HISTORY
 
 SINGLE_SLOTS = ("user", "video", "creator", "sound", "region", "language", "device", "hour")
@@ -23,6 +29,20 @@ VIDEO_SLOTS = ("video", "creator", "sound")  # resolved through the catalog's co
 CONTEXT_SLOTS = ("user", "region", "language", "device", "hour")  # one value per request
 TAG_SLOT = "hashtag"
 SLOTS = (*SINGLE_SLOTS, TAG_SLOT)
+CHANNELS = (  # recall channels the ranker knows by name (one flag each)
+    "following",
+    "pool",
+    "session",
+    "item2item",
+    "sequence",
+    "two_tower",
+    "content",
+    "interest",
+    "trending",
+    "popular",
+    "fresh",
+    "explore",
+)
 DENSE = (
     "finish_lift",
     "like_lift",
@@ -38,6 +58,11 @@ DENSE = (
     "followed",
     "interest_match",
     "log_user_engagements",
+    *(f"pop_{name}" for name, _ in HORIZONS),
+    "coengaged",
+    "sequence_score",
+    "recall_position",
+    *(f"channel_{name}" for name in CHANNELS),
 )
 
 
@@ -49,6 +74,7 @@ class CandidateFeatures:
     context: dict[str, str | None]  # the request-level slots
     dense: np.ndarray  # (n, len(DENSE)) float32
     history: list[str]  # the user's latest engaged videos, newest first (two-tower input)
+    heuristic: np.ndarray | None = None  # (n,) the heuristic scorer's scores, when known
 
     def record(self, query: Query, i: int) -> dict[str, Any]:
         """The JSON-able features of candidate i, as logged with its impression."""
@@ -64,8 +90,14 @@ class CandidateFeatures:
                 "sound": video.sound_id,
             },
             "hashtags": table.tag_names(row),
-            "dense": [round(float(x), 5) for x in self.dense[i]],
+            "dense": self.dense[i].astype(np.float64).round(5).tolist(),
             "history": self.history,
+            # the heuristic's score, for the champion/challenger comparison in training
+            **(
+                {"heuristic": round(float(self.heuristic[i]), 6)}
+                if self.heuristic is not None
+                else {}
+            ),
         }
 
 
@@ -94,8 +126,38 @@ def history_of(query: Query, k: int = HISTORY) -> list[str]:
     return out
 
 
-def extract(query: Query, rows: np.ndarray, smoothing: float) -> CandidateFeatures:
-    """Dense features for candidate rows, vectorised. rows: (n,) -> dense (n, D)."""
+@dataclass
+class RecallView:
+    """What recall said of candidates: flags (n, len(CHANNELS)) and best relative place."""
+
+    flags: np.ndarray
+    position: np.ndarray
+
+    @classmethod
+    def of(cls, bits: np.ndarray, position: np.ndarray, names: list[str]) -> RecallView:
+        """From `Candidates.channels` bit masks over the pipeline's channel `names`."""
+        flags = np.zeros((len(bits), len(CHANNELS)), dtype=np.float32)
+        for i, name in enumerate(names):
+            if name in CHANNELS:
+                flags[:, CHANNELS.index(name)] = (bits >> i) & 1
+        return cls(flags, position)
+
+    @classmethod
+    def none(cls, n: int) -> RecallView:
+        """Rows no channel returned."""
+        return cls(np.zeros((n, len(CHANNELS)), dtype=np.float32), np.ones(n))
+
+
+def extract(
+    query: Query,
+    rows: np.ndarray,
+    smoothing: float,
+    recall: RecallView | None = None,
+    sequence: np.ndarray | None = None,
+) -> CandidateFeatures:
+    """Dense features for candidate rows, vectorised. rows: (n,) -> dense (n, D).
+    `recall` says which channels returned each row (None: none did); `sequence` is the
+    sequence model's score of each row (None: no model yet)."""
     counters = query.counters
     table = query.table
     lifts = rate_lifts(query, rows, smoothing)
@@ -119,6 +181,17 @@ def extract(query: Query, rows: np.ndarray, smoothing: float) -> CandidateFeatur
         np.minimum(aff.interests, 3.0),
         np.full(len(rows), np.log1p(engagements) / 3.0),
     ]
+    n = len(rows)
+    if query.popularity is not None:
+        rel = query.popularity.relative(rows, query.size)
+        cols += list(np.log1p(rel.T) / 2.0)
+    else:
+        cols += [np.zeros(n)] * len(HORIZONS)
+    cols.append(slog(coengagement_scores(query, rows)))
+    cols.append(np.zeros(n) if sequence is None else np.asarray(sequence, np.float64))
+    recall = recall if recall is not None else RecallView.none(n)
+    cols.append(recall.position)
+    cols += list(recall.flags.T)
     dense = np.clip(np.stack(cols, axis=1), -5.0, 5.0).astype(np.float32)
     return CandidateFeatures(
         rows=rows, context=context_of(query), dense=dense, history=history_of(query)

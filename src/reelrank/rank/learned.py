@@ -26,7 +26,8 @@ from ..train.embedding import ServingTable
 from ..train.trainer import decode
 from .features import CONTEXT_SLOTS, SINGLE_SLOTS, TAG_SLOT, CandidateFeatures, history_of
 from .features import context_of as context_of_query
-from .model import MultiTaskRanker, RankerConfig, fuse
+from .model import MultiTaskRanker, RankerConfig
+from .sequence import SEQ_EVENTS, SEQ_SLOT, SequenceConfig, SequenceEncoder
 from .two_tower import HISTORY, TT_SLOTS, USER_CONTEXT, Tower, TwoTowerConfig, tt_slot
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,17 @@ class _TwoTower:
         self.version = version
 
 
+class _Sequence:
+    """The sequence model's attention weights, from one published payload."""
+
+    def __init__(self, payload: dict[str, Any], version: int) -> None:
+        self.config = SequenceConfig.from_json(json.loads(payload["config"]))
+        self.module = SequenceEncoder(self.config)
+        self.module.load_state_dict(payload["state"])
+        self.module.eval()
+        self.version = version
+
+
 @dataclass
 class _Live:
     """Everything a request reads. A full snapshot builds a new one aside and swaps it in;
@@ -79,18 +91,26 @@ class _Live:
     sparse_version: int
     examples: int
     tt: _TwoTower | None = None
+    seq: _Sequence | None = None
 
 
-_ROW_KEYED = ("video", tt_slot("video"))  # aligned by catalog row, not by an IdMap
+_ROW_KEYED = ("video", tt_slot("video"), SEQ_SLOT)  # aligned by catalog row, not an IdMap
 
 
 class ModelServer:
     """Holds the serving model and keeps it in step with the parameter channel."""
 
-    def __init__(self, channel: ParamChannel, catalog: VideoTable, min_examples: int) -> None:
+    def __init__(
+        self,
+        channel: ParamChannel,
+        catalog: VideoTable,
+        min_examples: int,
+        policy: str = "champion",
+    ) -> None:
         self.channel = channel
         self.catalog = catalog
         self.min_examples = min_examples
+        self.policy = policy  # "champion": serve only while it beats the heuristic
         self.after = 0
         self.live: _Live | None = None
         self.trainer_status: dict[str, Any] = {}
@@ -140,6 +160,7 @@ class ModelServer:
         module.load_state_dict(payload["state"])
         module.eval()
         tt = _TwoTower(payload["tt"], int(payload["dense_version"])) if "tt" in payload else None
+        seq = _Sequence(payload["seq"], int(payload["dense_version"])) if "seq" in payload else None
         if kind == "full":
             tables = {s: ServingTable(s, config.dim) for s in (*SINGLE_SLOTS, TAG_SLOT)}
             aligned = {
@@ -158,6 +179,9 @@ class ModelServer:
                         tt_slot(TAG_SLOT): _Aligned(self.catalog.tags),
                     }
                 )
+            if seq is not None:
+                tables[SEQ_SLOT] = ServingTable(SEQ_SLOT, seq.config.dim)
+                aligned[SEQ_SLOT] = _Aligned(None)
             fresh = _Live(
                 config=config,
                 module=module,
@@ -167,6 +191,7 @@ class ModelServer:
                 sparse_version=int(payload["sparse_version"]),
                 examples=int(payload["examples"]),
                 tt=tt,
+                seq=seq,
             )
             self._apply_rows(fresh, payload["slots"])
             self._resolve_new_catalog_ids(fresh)
@@ -178,6 +203,8 @@ class ModelServer:
             live.module = module
             if tt is not None and live.tt is not None:
                 live.tt = tt
+            if seq is not None and live.seq is not None and seq.config == live.seq.config:
+                live.seq = seq
             live.dense_version = int(payload["dense_version"])
             live.examples = int(payload["examples"])
 
@@ -220,22 +247,108 @@ class ModelServer:
     def examples(self) -> int:
         return self.live.examples if self.live is not None else 0
 
-    def ready(self) -> bool:
+    def trained(self) -> bool:
+        """Loaded and trained on at least `min_examples` examples."""
         return self.live is not None and self.live.examples >= self.min_examples
+
+    @property
+    def champion(self) -> dict[str, Any]:
+        """The trainer's latest champion/challenger figures ({} before any)."""
+        found: dict[str, Any] = self.trainer_status.get("champion") or {}
+        return found
+
+    def ready(self) -> bool:
+        """The learned ranker should score requests: trained, and (under the champion
+        policy) ordering recent traffic better than the heuristic."""
+        if not self.trained():
+            return False
+        return self.policy != "champion" or self.champion.get("champion") == "learned"
+
+    def not_ready_note(self) -> str:
+        """Why the heuristic scores instead, in words."""
+        if not self.trained():
+            return f"learned ranker warming up ({self.examples} of {self.min_examples} examples)"
+        c = self.champion
+        if not c or c.get("learned") is None or c.get("pairs", 0) < c.get("min_pairs", 0):
+            return (
+                f"learned ranker on trial ({c.get('pairs', 0)} of {c.get('min_pairs', '?')} "
+                "page pairs compared with the heuristic)"
+            )
+        return (
+            f"the heuristic orders recent pages better ({c['heuristic']:.3f} against "
+            f"{c['learned']:.3f} of pairs for the learned ranker)"
+        )
+
+    # -- the sequence model -------------------------------------------------------------
+    def sequence_version(self) -> tuple[int, int] | None:
+        """(dense, sparse) versions of the loaded sequence model, None before one."""
+        live = self.live
+        if live is None or live.seq is None or not self.trained():
+            return None
+        return live.seq.version, live.sparse_version
+
+    def seq_video_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The sequence model's item vectors of catalog rows: (n,) -> (n, d)."""
+        live = self.live
+        assert live is not None and live.seq is not None
+        self._ensure_resolved(live)  # catalog rows added since the last look
+        table = live.tables[SEQ_SLOT]
+        return np.asarray(table.weight[live.aligned[SEQ_SLOT].gather(rows)])
+
+    def seq_user_vector(self, query: Query) -> np.ndarray | None:
+        """The user's next-video vector from their latest engagements (cached on the
+        query), None without a model or an engagement."""
+        if "seq_user" in query.cache:
+            found: np.ndarray | None = query.cache["seq_user"]
+            return found
+        vec = None
+        live = self.live
+        if live is not None and live.seq is not None and query.user is not None:
+            history: list[str] = []
+            for video_id, kind, _ in list(query.user.session):
+                if kind in SEQ_EVENTS:
+                    if history and history[-1] == video_id:
+                        continue
+                    if video_id in history:
+                        history.remove(video_id)
+                    history.append(video_id)
+            history = history[-live.seq.config.max_len :]
+            if history:
+                table = live.tables[SEQ_SLOT]
+                items = torch.from_numpy(table.weight[table.lookup(list(history))])[None]
+                valid = torch.ones(1, len(history), dtype=torch.bool)
+                with torch.inference_mode():
+                    vec = live.seq.module(items, valid)[0, -1].numpy()
+        query.cache["seq_user"] = vec
+        return vec
+
+    def sequence_scores(self, query: Query, rows: np.ndarray) -> np.ndarray | None:
+        """The sequence model's score of each row for this user, None without a model."""
+        if self.sequence_version() is None:
+            return None
+        user = self.seq_user_vector(query)
+        if user is None:
+            return None
+        return self.seq_video_vectors(rows) @ user
 
     def version(self) -> str:
         live = self.live
         return f"mtl-{live.dense_version}.{live.sparse_version}" if live else "mtl-none"
 
+    def _ensure_resolved(self, live: _Live) -> None:
+        c = self.catalog
+        if any(
+            al.known < (len(c.records) if al.names is None else len(al.names))
+            for al in live.aligned.values()
+        ):
+            self._resolve_new_catalog_ids(live)
+
     def _video_side(self, live: _Live, rows: np.ndarray, prefix: str = "") -> dict[str, np.ndarray]:
         """Serving rows of the video-side slots (the ranker's, or with prefix "tt_" the
         two-tower's) for catalog rows."""
+        self._ensure_resolved(live)
         c = self.catalog
         a = live.aligned
-        if any(
-            al.known < (len(c.records) if al.names is None else len(al.names)) for al in a.values()
-        ):
-            self._resolve_new_catalog_ids(live)
         return {
             "video": a[prefix + "video"].gather(rows),
             "creator": a[prefix + "creator"].gather(c.creator[rows].astype(np.int64)),
@@ -247,7 +360,7 @@ class ModelServer:
     def retrieval_version(self) -> tuple[int, int] | None:
         """(dense, sparse) versions of the loaded retrieval model, None before one."""
         live = self.live
-        if live is None or live.tt is None or not self.ready():
+        if live is None or live.tt is None or not self.trained():
             return None
         return live.tt.version, live.sparse_version
 
@@ -322,6 +435,10 @@ class ModelServer:
         return {
             "loaded": live is not None,
             "ready": self.ready(),
+            "serving": "learned" if self.ready() else "heuristic",
+            "note": None if self.ready() else self.not_ready_note(),
+            "policy": self.policy,
+            "champion": self.champion or None,
             "model_version": self.version() if live is not None else None,
             "examples": self.examples,
             "min_examples": self.min_examples,
@@ -332,8 +449,3 @@ class ModelServer:
             if self.last_applied
             else None,
         }
-
-
-def fuse_scores(probs: np.ndarray, weights: dict[str, float]) -> np.ndarray:
-    """sum_a w_a * P(a) per candidate."""
-    return np.asarray(fuse(torch.from_numpy(probs), weights).numpy(), dtype=np.float64)

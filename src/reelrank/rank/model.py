@@ -112,9 +112,3 @@ class MultiTaskRanker(nn.Module):
         gates = self.gates(x).view(len(x), len(HEADS), -1).softmax(dim=2)  # (B, heads, E)
         mixed = torch.einsum("bte,beh->bth", gates, experts)  # (B, heads, H)
         return torch.cat([tower(mixed[:, i]) for i, tower in enumerate(self.towers)], dim=1)
-
-
-def fuse(probs: torch.Tensor, weights: dict[str, float]) -> torch.Tensor:
-    """score = sum_a w_a * P(a). probs (n, len(HEADS)) -> (n,)."""
-    w = torch.tensor([weights.get(h, 0.0) for h in HEADS], dtype=probs.dtype)
-    return probs @ w

@@ -92,3 +92,37 @@ def affinity(query: Query, rows: np.ndarray) -> Affinity:
 def slog(x: np.ndarray) -> np.ndarray:
     """Signed log1p: keeps the sign, tames the scale."""
     return np.sign(x) * np.log1p(np.abs(x))
+
+
+COENGAGED_SEEDS = 10  # the user's latest engaged videos that co-engagement scores from
+SEED_DECAY = 0.85  # weight of the i-th latest seed: 0.85 ** i
+
+
+def coengagement_scores(query: Query, rows: np.ndarray) -> np.ndarray:
+    """(n,) item-to-item evidence for each row: its normalised co-engagement with the
+    user's latest engaged videos, the newest weighing most."""
+    graph, user = query.coengagement, query.user
+    out = np.zeros(len(rows))
+    if graph is None or user is None or not user.session or len(rows) == 0:
+        return out
+    table = query.table
+    acc: dict[int, float] = {}
+    seeds: list[int] = []
+    for video_id, _, _ in reversed(list(user.session)):
+        row = table.row_of(video_id)
+        if row >= 0 and row not in seeds:
+            seeds.append(row)
+            if len(seeds) == COENGAGED_SEEDS:
+                break
+    for age, seed in enumerate(seeds):
+        w = SEED_DECAY**age
+        for b, score in graph.weights(seed).items():
+            acc[b] = acc.get(b, 0.0) + w * score
+    if acc:
+        keys = np.fromiter(acc.keys(), np.int64, len(acc))
+        vals = np.fromiter(acc.values(), np.float64, len(acc))
+        order = np.argsort(keys)
+        keys, vals = keys[order], vals[order]
+        pos = np.clip(np.searchsorted(keys, rows), 0, len(keys) - 1)
+        out = np.where(keys[pos] == rows, vals[pos], 0.0)
+    return out

@@ -8,9 +8,10 @@ from .fresh import FreshRecall
 from .interest import InterestRecall
 from .item2item import ItemToItemRecall
 from .pool import PoolRecall
+from .popular import PopularRecall
 from .session import SessionRecall
 from .trending import TrendingRecall
-from .two_tower import RetrievalIndex, TwoTowerRecall
+from .two_tower import RetrievalIndex, SequenceRecall, TwoTowerRecall
 
 __all__ = [
     "ContentRecall",
@@ -20,8 +21,10 @@ __all__ = [
     "InterestRecall",
     "ItemToItemRecall",
     "PoolRecall",
+    "PopularRecall",
     "RecallSource",
     "RetrievalIndex",
+    "SequenceRecall",
     "SessionRecall",
     "TrendingRecall",
     "TwoTowerRecall",
@@ -37,10 +40,12 @@ def default_sources(trending_refresh_s: float) -> list[RecallSource]:
         PoolRecall(),
         SessionRecall(trending_refresh_s),
         ItemToItemRecall(),
+        SequenceRecall(),
         TwoTowerRecall(),
         ContentRecall(),
         InterestRecall(trending_refresh_s),
         TrendingRecall(trending_refresh_s),
+        PopularRecall(trending_refresh_s),
         FreshRecall(trending_refresh_s),
         ExploreRecall(),
     ]

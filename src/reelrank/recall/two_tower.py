@@ -28,6 +28,9 @@ CHUNK = 65_536  # videos embedded per numpy call during a full refresh
 
 
 class RetrievalIndex:
+    """Every approved video's vector under one retrieval model, `kind` "two_tower" or
+    "sequence" (the sequence model's item embeddings)."""
+
     def __init__(
         self,
         model: ModelServer,
@@ -35,8 +38,18 @@ class RetrievalIndex:
         refresh_s: float,
         ann_min: int,
         nprobe: int,
+        kind: str = "two_tower",
     ) -> None:
         self.model = model
+        self.kind = kind
+        if kind == "two_tower":
+            self._version, self._vectors = model.retrieval_version, model.tt_video_vectors
+            self._user = model.tt_user_vector
+        elif kind == "sequence":
+            self._version, self._vectors = model.sequence_version, model.seq_video_vectors
+            self._user = model.seq_user_vector
+        else:
+            raise ValueError(f"unknown retrieval index kind {kind!r}")
         self.table = table
         self.refresh_s = refresh_s
         self.ann_min = ann_min
@@ -61,7 +74,7 @@ class RetrievalIndex:
             return self._refresh(force)
 
     def _refresh(self, force: bool) -> bool:
-        version = self.model.retrieval_version()
+        version = self._version()
         if version is None:
             return False
         wait = max(self.refresh_s, 10.0 * self.build_s)  # at most a tenth of a core
@@ -76,10 +89,8 @@ class RetrievalIndex:
         try:
             size = self.table.size
             rows = np.flatnonzero(self.table.approved[:size])
-            vectors = [
-                self.model.tt_video_vectors(rows[i : i + CHUNK]) for i in range(0, len(rows), CHUNK)
-            ]
-            dim = vectors[0].shape[1] if vectors else self.model.tt_video_vectors(rows[:0]).shape[1]
+            vectors = [self._vectors(rows[i : i + CHUNK]) for i in range(0, len(rows), CHUNK)]
+            dim = vectors[0].shape[1] if vectors else self._vectors(rows[:0]).shape[1]
             index = self._new_index(dim)
             if len(rows):  # at ann_min or more, this upsert trains the IVF index once
                 index.upsert(rows, np.concatenate(vectors))
@@ -93,7 +104,7 @@ class RetrievalIndex:
         self.version = version
         self.built_at = time.monotonic()
         self.build_s = time.perf_counter() - started
-        log.info("two-tower index rebuilt: %d videos in %.2f s", len(rows), self.build_s)
+        log.info("%s index rebuilt: %d videos in %.2f s", self.kind, len(rows), self.build_s)
         return True
 
     def place(self, placed: list[tuple[int, Video]]) -> None:
@@ -105,19 +116,19 @@ class RetrievalIndex:
                 self._place(self.index, placed)
 
     def _place(self, index: VectorIndex, placed: list[tuple[int, Video]]) -> None:
-        if not placed or self.model.retrieval_version() is None:
+        if not placed or self._version() is None:
             return
         keep = np.array([r for r, v in placed if v.status is ReviewStatus.APPROVED], np.int64)
         drop = np.array([r for r, v in placed if v.status is not ReviewStatus.APPROVED], np.int64)
         if len(keep):
-            index.upsert(keep, self.model.tt_video_vectors(keep))
+            index.upsert(keep, self._vectors(keep))
         if len(drop):
             index.remove(drop)
 
     def user_vector(self, query: Query) -> np.ndarray | None:
-        if self.index is None or self.model.retrieval_version() is None:
+        if self.index is None or self._version() is None:
             return None
-        return self.model.tt_user_vector(query)
+        return self._user(query)
 
     def status(self) -> dict[str, Any]:
         index = self.index
@@ -145,3 +156,21 @@ class TwoTowerRecall:
         keys, _ = index.search(vec, quota)
         keys = keys[keys < query.size]
         return Recalled.of(keys, "picked for you by the retrieval model")
+
+
+class SequenceRecall:
+    """The videos the sequence model expects next, from the user's latest engagements."""
+
+    name = "sequence"
+
+    def recall(self, query: Query, quota: int) -> Recalled:
+        retrieval = query.sequence
+        if retrieval is None:
+            return Recalled.join([])
+        index = retrieval.index
+        vec = retrieval.user_vector(query)
+        if vec is None or index is None:
+            return Recalled.join([])
+        keys, _ = index.search(vec, quota)
+        keys = keys[keys < query.size]
+        return Recalled.of(keys, "what viewers with your latest watches went on to enjoy")

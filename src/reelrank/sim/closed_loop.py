@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..engine import Engine
+from ..evaluate.clocked import ClockedTrainer
 from .catalog import SimCatalog
 from .tally import Tally
 from .viewers import Behaviour, Reaction, SessionMood, SimViewer, match, react
@@ -76,7 +77,10 @@ class ReelrankFeed:
 
     name = "reelrank"
 
-    def __init__(self, engine: Engine, trainer: ClockedTrainer | None = None) -> None:
+    def __init__(
+        self, engine: Engine, trainer: ClockedTrainer | None = None, name: str = "reelrank"
+    ) -> None:
+        self.name = name
         self.engine = engine
         self.trainer = trainer
         self._ids = itertools.count()
@@ -149,45 +153,6 @@ class ReelrankFeed:
         self.engine.lifecycle.evaluate_pools(now)
         if self.trainer is not None:
             self.trainer.tick(now)
-
-
-class ClockedTrainer:
-    """The engine's online trainer, stepped between sessions and publishing on the
-    simulation's clock (`sync_interval_s`, `dense_sync_interval_s`), so the model is as
-    fresh, in simulated time, as the settings say; serving picks it up at once."""
-
-    def __init__(self, engine: Engine) -> None:
-        from ..train.trainer import OnlineTrainer
-
-        self.engine = engine
-        self.trainer = OnlineTrainer(engine.settings, engine.store, engine.params)
-        self.trainer.publish_full()
-        engine.model.poll()
-        self.last_sparse = self.last_dense = -np.inf
-        self.published = {"sparse": 0, "dense": 0}  # examples trained at the last of each
-
-    def tick(self, now: float) -> None:
-        """Train what the logs hold; publish what changed once its interval has passed
-        (an interval with nothing new trained publishes nothing, as it would change
-        nothing but the version)."""
-        s = self.engine.settings
-        self.trainer.step()
-        trained = self.trainer.examples_trained
-        published = False
-        if now - self.last_sparse >= s.sync_interval_s and trained > self.published["sparse"]:
-            self.trainer.publish_sparse()
-            self.last_sparse, self.published["sparse"], published = now, trained, True
-        if now - self.last_dense >= s.dense_sync_interval_s and trained > self.published["dense"]:
-            self.trainer.publish_dense()
-            self.last_dense, self.published["dense"], published = now, trained, True
-        if published:
-            self.engine.model.poll()
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "examples_trained": self.trainer.examples_trained,
-            "join": vars(self.trainer.joiner.stats),
-        }
 
 
 def _check(results: list[dict[str, Any]]) -> None:

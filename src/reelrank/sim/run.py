@@ -18,15 +18,26 @@ from threadpoolctl import threadpool_limits
 from ..config import Settings, load_settings
 from ..engine import Engine
 from ..errors import ConfigError, InvalidInput
+from ..evaluate.clocked import ClockedTrainer
 from ..evaluate.replay import ItemKNNSystem, PopularSystem, RecentPopularSystem
 from ..schema import MAX_WATCH_MS
 from .catalog import SimCatalog, open_catalog
-from .closed_loop import ClockedTrainer, FeedSystem, ReelrankFeed, run_closed_loop
+from .closed_loop import FeedSystem, ReelrankFeed, run_closed_loop
 from .reference_feeds import OracleFeed, RandomFeed, ReplayFeed
 from .viewers import Behaviour, SimViewer, draw_viewers
 
-SYSTEMS = ("reelrank", "popular", "recent_popular", "item_knn", "random", "oracle")
-DEFAULT_SYSTEMS = ("reelrank", "popular", "recent_popular", "item_knn", "random")
+SYSTEMS = (
+    "reelrank",
+    "reelrank_heuristic",
+    "popular",
+    "recent_popular",
+    "item_knn",
+    "random",
+    "oracle",
+)
+DEFAULT_SYSTEMS = ("reelrank", "reelrank_heuristic", "popular", "recent_popular", "item_knn",
+                   "random")  # fmt: skip
+ENGINE_SYSTEMS = ("reelrank", "reelrank_heuristic")  # the engine, with and without training
 
 # The engine under simulation, unless the config file says otherwise: in memory, hashed
 # caption embeddings (no model download), no recall time budget (pages must not depend
@@ -147,7 +158,7 @@ def simulate(
         }
         for name in systems:
             start = time.time()
-            if name != "reelrank":
+            if name not in ENGINE_SYSTEMS:
                 system = make_system(name, b, seed)
                 report["systems"][name] = _run(
                     system, cat, population, sessions, b, start, page, seed, round_hours,
@@ -157,8 +168,8 @@ def simulate(
             # The engine does not start a trainer of its own: the simulation steps it.
             engine = Engine(dataclasses.replace(settings, trainer="off")).open()
             try:
-                trainer = ClockedTrainer(engine) if training else None
-                feed = ReelrankFeed(engine, trainer)
+                trainer = ClockedTrainer(engine) if training and name == "reelrank" else None
+                feed = ReelrankFeed(engine, trainer, name)
                 row = _run(
                     feed, cat, population, sessions, b, start, page, seed, round_hours,
                     discovery_impressions, progress,

@@ -82,6 +82,7 @@ class VideoTable:
         self.by_sound = Postings()
         self.by_tag = Postings()
         self.suspended: set[int] = set()  # creator ints whose videos are not distributed
+        self.duration_sum_ms = 0.0  # over every placed video, for the mean duration
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
@@ -115,6 +116,8 @@ class VideoTable:
                 self.records.append(None)
             if old is not None:
                 self._unindex(row, old)
+                self.duration_sum_ms -= float(self.duration_ms[row])
+            self.duration_sum_ms += float(video.duration_ms)
             creator = self.creators.add(video.creator_id)
             sound = self.sounds.add(video.sound_id) if video.sound_id else -1
             tags = list(dict.fromkeys(self.tags.add(t) for t in video.hashtags))[:MAX_TAGS]
@@ -165,6 +168,12 @@ class VideoTable:
         for t in self.tag_ids[row]:
             if t >= 0:
                 self.by_tag.remove(int(t), row)
+
+    @property
+    def mean_duration_s(self) -> float:
+        """The mean duration of the catalog's videos, in seconds (1 when empty)."""
+        placed = len(self.rows)
+        return self.duration_sum_ms / placed / 1000.0 if placed else 1.0
 
     def video(self, row: int) -> Video:
         """The record at a row."""

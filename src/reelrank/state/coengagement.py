@@ -56,6 +56,15 @@ class CoEngagement:
         scored.sort(key=lambda bw: -bw[1])
         return scored[:k]
 
+    def weights(self, row: int) -> dict[int, float]:
+        """Every neighbour of `row` with its normalised score (unsorted)."""
+        nbrs = self.pairs.get(row)
+        if not nbrs:
+            return {}
+        n_a = self.engagements.get(row, 1)
+        eng = self.engagements
+        return {b: w / math.sqrt(n_a * eng.get(b, 1)) for b, w in list(nbrs.items())}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "pairs": {str(a): {str(b): w for b, w in n.items()} for a, n in self.pairs.items()},

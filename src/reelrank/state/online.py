@@ -24,6 +24,7 @@ from ..storage import Store
 from .catalog import VideoTable
 from .coengagement import CoEngagement
 from .counters import VideoCounters
+from .popularity import Popularity
 from .profiles import UserState
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class OnlineState:
         self._consume = threading.Lock()  # one consumer of the logs at a time
         self.table = VideoTable()
         self.counters = VideoCounters(settings.hotness_half_life_h * 3600.0)
+        self.popularity = Popularity()
         self.coengagement = CoEngagement(
             window_s=settings.coengagement_window_s,
             max_neighbours=settings.coengagement_max_neighbours,
@@ -263,6 +265,7 @@ class OnlineState:
                     self.table.suspend(key, True)
             for row, video in self.store.catalog.iter_videos():
                 self.counters.ensure(row + 1)
+                self.popularity.ensure(row + 1)
                 self.pools.ensure(row + 1)
                 self.table.upsert(row, video)
                 if self.table.approved[row]:
@@ -422,6 +425,7 @@ class OnlineState:
         if counter is not None:
             counters.add(row, counter, 1, ts)
         counters.heat(row, t, ts)
+        self.popularity.add(row, t, ts)
         if not shapes_profile:
             self.applied += 1
             return
@@ -478,6 +482,7 @@ class OnlineState:
             }
             arrays = self.counters.to_arrays(self.table.size)
             arrays.update(self.pools.to_arrays(self.table.size))
+            arrays.update(self.popularity.to_arrays(self.table.size))
         buf = io.BytesIO()
         arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
         np.savez(buf, **arrays)  # type: ignore[arg-type]
@@ -489,6 +494,7 @@ class OnlineState:
             arrays = {k: z[k] for k in z.files if k != "meta"}
         self.counters.load_arrays(arrays)
         self.pools.load_arrays(arrays)
+        self.popularity.load_arrays(arrays)
         self.reporters = {int(r): set(u) for r, u in meta.get("reporters", {}).items()}
         s = self.settings
         for uid, raw in meta["users"].items():

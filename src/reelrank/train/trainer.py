@@ -26,13 +26,17 @@ from torch.nn import functional as F
 from ..config import Settings
 from ..rank.features import CONTEXT_SLOTS, DENSE, SINGLE_SLOTS, TAG_SLOT, tag_keys
 from ..rank.model import HEADS, MultiTaskRanker, RankerConfig
+from ..rank.sequence import SEQ_SLOT, SequenceConfig
 from ..rank.two_tower import TwoTowerConfig
+from ..rank.value import fuse_scores
 from ..state.catalog import MAX_TAGS
 from ..storage import Store
 from ..storage.params import ParamChannel
+from .champion import ChampionChallenger
 from .embedding import EmbeddingTable
 from .joiner import Example, SampleJoiner
 from .metrics import ProgressiveMetrics
+from .sequence import SequenceLearner
 from .two_tower import TwoTowerLearner
 
 log = logging.getLogger(__name__)
@@ -104,10 +108,23 @@ class OnlineTrainer:
             min_count=settings.embedding_min_count,
             expire_s=settings.embedding_expire_h * 3600.0,
         )
+        self.sequence = SequenceLearner(
+            SequenceConfig(),
+            capacity=settings.embedding_capacity,
+            min_count=settings.embedding_min_count,
+            expire_s=settings.embedding_expire_h * 3600.0,
+        )
         self.joiner = SampleJoiner(
             settings.join_window_s, settings.join_require_view, settings.correction_window_s
         )
         self.metrics = ProgressiveMetrics()
+        self.champion = ChampionChallenger(
+            settings.fusion_weights,
+            window=settings.champion_window,
+            min_pairs=settings.champion_min_pairs,
+            margin=settings.champion_margin,
+        )
+        self.duration_sum_s = 0.0  # over examples trained: their mean duration
         self.head_w = torch.tensor([self.config.head_weights.get(h, 1.0) for h in HEADS])
         self.event_offset = 0
         self.impression_offset = 0
@@ -145,6 +162,7 @@ class OnlineTrainer:
                     break
             for offset, event in events:
                 self._take(self.joiner.add_event(event))
+                self.sequence.observe(event)  # the user's sequence, learned as it grows
                 self.event_offset = offset
             if events:
                 self.last_input = time.monotonic()
@@ -174,6 +192,7 @@ class OnlineTrainer:
             trained += self.step()
         with self.lock:
             self._take(self.joiner.advance(float("inf")))
+            self.sequence.flush()
             return trained + self._flush()
 
     def _flush(self) -> int:
@@ -233,7 +252,9 @@ class OnlineTrainer:
         tags = self.tables[TAG_SLOT].weight[tag_rows].requires_grad_(True)
         self.model.train()
         logits = self.model(single, tags, mask, dense)
-        self.metrics.add(torch.sigmoid(logits).detach().numpy(), labels.numpy())  # test first
+        probs = torch.sigmoid(logits).detach().numpy()
+        self.metrics.add(probs, labels.numpy())  # test first
+        self._compare(examples, probs, labels.numpy())
         loss = (
             F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)
             * self.head_w
@@ -258,11 +279,36 @@ class OnlineTrainer:
             for table in self.tables.values():
                 table.expire(self.newest_ts)
             self.tt.expire(self.newest_ts)
+            self.sequence.table.expire(self.newest_ts)
         return len(examples)
 
+    def _compare(self, examples: list[Example], probs: np.ndarray, labels: np.ndarray) -> None:
+        """Champion/challenger on this batch, before learning from it: the learned fusion
+        against the heuristic score logged with each impression."""
+        duration_s = np.array([e.features.get("duration_ms", 1000.0) for e in examples]) / 1000.0
+        self.duration_sum_s += float(duration_s.sum())
+        mean_s = self.duration_sum_s / max(self.examples_trained + len(examples), 1)
+        fresh = [i for i, e in enumerate(examples) if not e.correction]
+        if not fresh:
+            return
+        ix = np.asarray(fresh)
+        heuristic = np.array(
+            [float(examples[i].features.get("heuristic", np.nan)) for i in fresh], np.float64
+        )
+        learned = fuse_scores(probs[ix], self.settings.fusion_weights, duration_s[ix], mean_s)
+        self.champion.add(
+            [examples[i].request_id for i in fresh],
+            learned,
+            heuristic,
+            labels[ix],
+            duration_s[ix],
+            mean_s,
+        )
+
     def all_tables(self) -> dict[str, EmbeddingTable]:
-        """The ranker's tables and the two-tower's (named tt_*), as published."""
-        return {**self.tables, **self.tt.tables}
+        """The ranker's tables, the two-tower's (named tt_*) and the sequence model's item
+        rows, as published."""
+        return {**self.tables, **self.tt.tables, SEQ_SLOT: self.sequence.table}
 
     def predict(self, examples: list[Example]) -> np.ndarray:
         """P(action) per head for examples, without learning: (n, len(HEADS))."""
@@ -315,6 +361,7 @@ class OnlineTrainer:
                         "config": json.dumps(self.config.to_json()),
                         "state": self.model.state_dict(),
                         "tt": self.tt.payload(),
+                        "seq": self.sequence.payload(),
                         "dense_version": self.dense_version,
                         "examples": self.examples_trained,
                     }
@@ -336,6 +383,7 @@ class OnlineTrainer:
                         s: _delta_tensors(t.full_delta()) for s, t in self.all_tables().items()
                     },
                     "tt": self.tt.payload(),
+                    "seq": self.sequence.payload(),
                     "dense_version": self.dense_version,
                     "sparse_version": self.sparse_version,
                     "examples": self.examples_trained,
@@ -364,7 +412,9 @@ class OnlineTrainer:
             "skipped_examples": self.skipped,
             "embedding_rows": {s: len(t) for s, t in self.tables.items()},
             "heads": self.metrics.summary(),
+            "champion": self.champion.status(),
             "two_tower": self.tt.status(),
+            "sequence": self.sequence.status(),
             "published_at": time.time(),
         }
 
@@ -382,6 +432,7 @@ class OnlineTrainer:
                 "optimizer": self.optimizer.state_dict(),
                 "tables": {s: t.state() for s, t in self.tables.items()},
                 "two_tower": self.tt.state(),
+                "sequence": self.sequence.state(),
                 "joiner": json.dumps(self.joiner.state()),
                 "event_offset": self.event_offset,
                 "impression_offset": self.impression_offset,
@@ -390,6 +441,11 @@ class OnlineTrainer:
                 "dense_version": self.dense_version,
                 "sparse_version": self.sparse_version,
                 "newest_ts": self.newest_ts,
+                "champion": {
+                    k: torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v
+                    for k, v in self.champion.state().items()
+                },
+                "duration_sum_s": self.duration_sum_s,
             }
             path = self.checkpoint_path
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -406,15 +462,26 @@ class OnlineTrainer:
             return False
         with self.lock:
             state = torch.load(self.checkpoint_path, weights_only=True)
-            self.config = RankerConfig.from_json(json.loads(state["config"]))
-            self.model = MultiTaskRanker(self.config)
-            self.model.load_state_dict(state["model"])
+            config = RankerConfig.from_json(json.loads(state["config"]))
+            model = MultiTaskRanker(config)
+            try:
+                model.load_state_dict(state["model"])
+            except RuntimeError:
+                log.warning(
+                    "the trainer checkpoint %s holds a ranker of another shape (an older "
+                    "feature set); training starts afresh from the logs",
+                    self.checkpoint_path,
+                )
+                return False
+            self.config, self.model = config, model
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.dense_lr)
             self.optimizer.load_state_dict(state["optimizer"])
             for slot, t in self.tables.items():
                 t.load_state(state["tables"][slot])
             if "two_tower" in state:  # checkpoints from before the retrieval model lack it
                 self.tt.load_state(state["two_tower"])
+            if "sequence" in state:  # nor the sequence model
+                self.sequence.load_state(state["sequence"])
             self.joiner.load_state(json.loads(state["joiner"]))
             self.event_offset = int(state["event_offset"])
             self.impression_offset = int(state["impression_offset"])
@@ -423,6 +490,9 @@ class OnlineTrainer:
             self.dense_version = int(state["dense_version"])
             self.sparse_version = int(state["sparse_version"])
             self.newest_ts = float(state["newest_ts"])
+            if "champion" in state:
+                self.champion.load_state(state["champion"])
+                self.duration_sum_s = float(state["duration_sum_s"])
         log.info(
             "trainer resumed at event offset %d, impression offset %d (%d examples trained)",
             self.event_offset,

@@ -1,0 +1,171 @@
+"""The sequence model's online learner: every engagement extends its user's sequence and
+the sequence is learned at once.
+
+The learner folds the event log in offset order. An engagement (finish, replay, like,
+share, comment, follow) appends the video to its user's sequence (a video engaged again
+moves to the end); the sequence, newest last, joins the next mini-batch. A batch trains
+every position of its sequences to predict the video that followed, against the true next
+video and `negatives` videos drawn uniformly from the table, with a softmax cross-entropy
+(a sampled softmax: many negatives train the top of the ranking far faster than one).
+Each step also rehearses the current sequences of `rehearse` users drawn at random, so a
+single pass over the stream does not leave the attention weights under-trained.
+Item rows learn by row-wise Adagrad and are published as sparse deltas; the attention
+weights by Adam, published with the dense weights.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict, deque
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..rank.sequence import SEQ_EVENTS, SEQ_SLOT, SequenceConfig, SequenceEncoder
+from ..schema import Event
+from .embedding import EmbeddingTable
+
+MAX_USERS = 1_000_000  # sequences kept in memory; the least recently active go first
+
+
+class SequenceLearner:
+    def __init__(
+        self,
+        config: SequenceConfig,
+        capacity: int = 1 << 20,
+        min_count: int = 1,
+        expire_s: float = 7 * 86400.0,
+    ) -> None:
+        self.config = config
+        self.model = SequenceEncoder(config)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.table = EmbeddingTable(
+            SEQ_SLOT, config.dim, capacity, min_count, expire_s, init_std=0.1, seed=config.seed
+        )
+        self.history: OrderedDict[str, deque[str]] = OrderedDict()
+        self.pending: list[tuple[list[str], float]] = []
+        self.rng = np.random.default_rng(config.seed)
+        self.sequences = 0  # sequences trained
+        self.batches = 0
+        self.loss = 0.0  # moving average of the batch loss
+
+    def observe(self, event: Event) -> int:
+        """Fold one event; train when a batch is full. Returns sequences trained."""
+        if event.type.value not in SEQ_EVENTS:
+            return 0
+        seq = self.history.get(event.user_id)
+        if seq is None:
+            seq = self.history[event.user_id] = deque(maxlen=self.config.max_len + 1)
+            if len(self.history) > MAX_USERS:
+                self.history.popitem(last=False)
+        else:
+            self.history.move_to_end(event.user_id)
+        if seq and seq[-1] == event.video_id:
+            return 0  # a second engagement with the video just engaged (finish, then like)
+        if event.video_id in seq:
+            seq.remove(event.video_id)
+        seq.append(event.video_id)
+        if len(seq) < 2:
+            return 0
+        self.pending.append((list(seq), event.ts))
+        if len(self.pending) < self.config.batch:
+            return 0
+        return self.flush()
+
+    def flush(self) -> int:
+        """Train what is pending."""
+        if not self.pending:
+            return 0
+        batch, self.pending = self.pending, []
+        seqs = [s for s, _ in batch]
+        if self.config.rehearse and len(self.history) > 1:
+            # Rehearsal: a single pass over a stream under-trains attention; users' current
+            # sequences drawn at random revisit what was learned (online, bounded cost).
+            users = list(self.history.values())
+            for i in self.rng.integers(0, len(users), self.config.rehearse):
+                if len(users[i]) >= 2:
+                    seqs.append(list(users[i]))
+        self._train(seqs, max(t for _, t in batch))
+        return len(batch)
+
+    def _train(self, seqs: list[list[str]], ts: float) -> None:
+        c = self.config
+        n = c.max_len + 1
+        keys: list[str | None] = []
+        for s in seqs:
+            s = s[-n:]
+            keys += [None] * (n - len(s)) + list(s)
+        table = self.table
+        rows = table.lookup(keys, admit=True, ts=ts).reshape(len(seqs), n)
+        present = torch.tensor([k is not None for k in keys]).view(len(seqs), n)
+        inputs, targets = rows[:, :-1], rows[:, 1:]
+        valid_in = present[:, :-1]
+        valid = valid_in & present[:, 1:] & torch.from_numpy(targets > 0)
+        if not bool(valid.any()):
+            return
+        known = len(table.ids)
+        negs = self.rng.integers(1, max(known, 2), size=c.negatives)
+        emb_in = table.weight[inputs].requires_grad_(True)
+        emb_t = table.weight[targets].requires_grad_(True)
+        emb_n = table.weight[negs].requires_grad_(True)
+        self.model.train()
+        h = self.model(emb_in, valid_in)  # (B, L, d)
+        pos = (h * emb_t).sum(-1, keepdim=True)  # (B, L, 1)
+        neg = h @ emb_n.T  # (B, L, K)
+        hit = torch.from_numpy(negs[None, None, :] == targets[:, :, None])
+        neg = neg.masked_fill(hit, -1e9)  # a drawn negative that is the true next video
+        logits = torch.cat([pos, neg], dim=-1)[valid]
+        loss = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        assert emb_in.grad is not None and emb_t.grad is not None and emb_n.grad is not None
+        grads = torch.cat(
+            [emb_in.grad.reshape(-1, c.dim), emb_t.grad.reshape(-1, c.dim), emb_n.grad]
+        )
+        used = np.concatenate([inputs.reshape(-1), targets.reshape(-1), negs])
+        keep = used > 0  # the shared default row (padding, unadmitted ids) stays put
+        table.apply_gradients(used[keep], grads[torch.from_numpy(keep)], c.sparse_lr, ts)
+        self.sequences += len(seqs)
+        self.batches += 1
+        value = float(loss.detach())
+        self.loss = value if self.batches == 1 else 0.98 * self.loss + 0.02 * value
+
+    # -- publishing and checkpoints ------------------------------------------------------
+    def payload(self) -> dict[str, Any]:
+        """What serving needs besides the item rows: config and attention weights."""
+        return {"config": json.dumps(self.config.to_json()), "state": self.model.state_dict()}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "sequences_trained": self.sequences,
+            "users": len(self.history),
+            "items": len(self.table),
+            "loss": round(self.loss, 4) if self.batches else None,
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": json.dumps(self.config.to_json()),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "table": self.table.state(),
+            "history": json.dumps({u: list(s) for u, s in self.history.items()}),
+            "sequences": self.sequences,
+            "batches": self.batches,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if SequenceConfig.from_json(json.loads(state["config"])) != self.config:
+            return  # another shape: the sequence model starts afresh
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.table.load_state(state["table"])
+        n = self.config.max_len + 1
+        self.history = OrderedDict(
+            (u, deque(s, maxlen=n)) for u, s in json.loads(state["history"]).items()
+        )
+        self.sequences = int(state["sequences"])
+        self.batches = int(state["batches"])

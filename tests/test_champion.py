@@ -1,0 +1,137 @@
+"""Champion and challenger (issue 13): the learned ranker serves only while it orders
+recent pages better than the heuristic scorer, judged on every training batch before the
+trainer learns from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from reelrank.engine import Engine
+from reelrank.rank.model import HEADS
+from reelrank.rank.value import fuse_scores, realised_value
+from reelrank.train.champion import ChampionChallenger
+from reelrank.train.trainer import OnlineTrainer
+
+from .conftest import make_settings, video
+
+WEIGHTS = {"finish": 1.0, "like": 2.0, "skip": -1.0, "watch_time": 1.0}
+
+
+def _labels(finish: list[int]) -> np.ndarray:
+    y = np.zeros((len(finish), len(HEADS)), np.float32)
+    y[:, HEADS.index("finish")] = finish
+    y[:, HEADS.index("skip")] = [1 - f for f in finish]
+    return y
+
+
+def _pages(n_pages: int, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Pages of five impressions, one of them finished."""
+    rng = np.random.default_rng(seed)
+    rids, finish = [], []
+    for p in range(n_pages):
+        hit = rng.integers(0, 5)
+        for i in range(5):
+            rids.append(f"page-{p}")
+            finish.append(int(i == hit))
+    y = np.array(finish, np.float32)
+    return rids, y, _labels(finish)
+
+
+def test_the_better_orderer_of_pages_is_the_champion() -> None:
+    rids, y, labels = _pages(400)
+    rng = np.random.default_rng(1)
+    good = y + rng.normal(0, 0.3, len(y))  # finished impressions mostly on top
+    noise = rng.normal(0, 1, len(y))
+    duration = np.full(len(y), 30.0)
+    c = ChampionChallenger(WEIGHTS, window=10_000, min_pairs=500)
+    c.add(rids, good, noise, labels, duration, 30.0)
+    status = c.status()
+    assert status["pairs"] == 400 * 4  # one finished against four others per page
+    assert status["learned"] > 0.9 and 0.4 < status["heuristic"] < 0.6
+    assert status["champion"] == "learned"
+
+    flipped = ChampionChallenger(WEIGHTS, window=10_000, min_pairs=500)
+    flipped.add(rids, noise, good, labels, duration, 30.0)
+    assert flipped.status()["champion"] == "heuristic"
+
+    few = ChampionChallenger(WEIGHTS, window=10_000, min_pairs=5_000)
+    few.add(rids, good, noise, labels, duration, 30.0)
+    assert few.status()["champion"] == "heuristic"  # not enough evidence yet
+
+    margin = ChampionChallenger(WEIGHTS, window=10_000, min_pairs=500, margin=0.6)
+    margin.add(rids, good, noise, labels, duration, 30.0)
+    assert margin.status()["champion"] == "heuristic"  # wins, but not by the margin
+
+
+def test_ties_count_half_and_unscored_impressions_are_left_out() -> None:
+    rids, _, labels = _pages(50)
+    flat = np.zeros(len(rids))
+    heuristic = np.zeros(len(rids))
+    heuristic[::5] = np.nan  # the first impression of every page was never scored
+    c = ChampionChallenger(WEIGHTS, window=1000, min_pairs=1)
+    c.add(rids, flat, heuristic, labels, np.ones(len(rids)), 1.0)
+    s = c.status()
+    assert s["learned"] == 0.5 and s["heuristic"] == 0.5
+    # Pages whose finished impression went unscored have no pair left.
+    assert s["pairs"] < 50 * 4
+
+
+def test_the_window_keeps_only_recent_pairs() -> None:
+    rids, y, labels = _pages(300)
+    d = np.ones(len(y))
+    c = ChampionChallenger(WEIGHTS, window=400, min_pairs=100)
+    c.add(rids, y, -y, labels, d, 1.0)  # learned right, heuristic wrong
+    assert c.status()["champion"] == "learned"
+    c.add(rids, -y, y, labels, d, 1.0)  # then the other way round, for longer than the window
+    s = c.status()
+    assert s["pairs"] == 400 and s["champion"] == "heuristic" and s["learned"] == 0.0
+
+
+def test_value_weighs_watch_time_so_a_long_video_watched_well_beats_a_short_one_finished() -> None:
+    probs = np.zeros((2, len(HEADS)))
+    probs[:, HEADS.index("finish")] = [0.9, 0.3]
+    probs[:, HEADS.index("watch_ratio")] = [0.95, 0.7]
+    duration = np.array([10.0, 90.0])  # a 10 s clip and a 90 s video
+    w = {"finish": 1.0, "watch_time": 1.0}
+    short, long = fuse_scores(probs, w, duration, 50.0)
+    assert long > short  # 0.3 + 0.7 * 1.8 = 1.56 against 0.9 + 0.95 * 0.2 = 1.09
+    by_finish = fuse_scores(probs, {"finish": 1.0}, duration, 50.0)
+    assert by_finish[0] > by_finish[1]  # on finish rate alone the short clip would win
+    labels = np.zeros((2, len(HEADS)))
+    labels[:, HEADS.index("watch_ratio")] = [1.0, 0.5]
+    realised = realised_value(labels, duration, 50.0, {"watch_time": 1.0})
+    np.testing.assert_allclose(realised, [0.2, 0.9])
+
+
+def test_serving_follows_the_published_champion(tmp_path: Path) -> None:
+    eng = Engine(make_settings(tmp_path, model_min_examples=0, champion_min_pairs=100)).open()
+    try:
+        eng.upsert_videos([video(i, hashtags=[f"t{i % 5}"]) for i in range(60)])
+        trainer = OnlineTrainer(eng.settings, eng.store, eng.params)
+        trainer.publish_full()
+        eng.sync_model()
+        feed = eng.feed("u1", n=5)
+        assert feed.ranker == "heuristic"
+        assert feed.ranker_note is not None and "on trial (0 of 100" in feed.ranker_note
+        rids, y, labels = _pages(100)
+        d = np.full(len(y), 15.0)
+        trainer.champion.add(rids, -y, y, labels, d, 15.0)  # the heuristic orders better
+        trainer.publish_sparse()  # the status travels with every sparse publication
+        eng.sync_model()
+        feed = eng.feed("u1", n=5)
+        assert feed.ranker == "heuristic"
+        assert feed.ranker_note is not None and "the heuristic orders recent pages better" in (
+            feed.ranker_note
+        )
+        trainer.champion.add(rids, y, -y, labels, d, 15.0)
+        trainer.champion.add(rids, y, -y, labels, d, 15.0)  # now the learned one, for longer
+        trainer.publish_sparse()
+        eng.sync_model()
+        assert eng.feed("u1", n=5).ranker == "learned"
+        serving = eng.model_status()["serving"]
+        assert serving["serving"] == "learned" and serving["champion"]["champion"] == "learned"
+        assert serving["champion"]["learned"] > serving["champion"]["heuristic"]
+    finally:
+        eng.close()
