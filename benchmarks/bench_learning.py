@@ -130,10 +130,11 @@ from reelrank.rank.model import HEADS  # noqa: E402
 from reelrank.rank.value import fuse_scores  # noqa: E402
 from reelrank.sim.world import TOPICS, Viewer, World, make_world, react  # noqa: E402
 from reelrank.storage import open_store  # noqa: E402
+from reelrank.storage.codec import decode  # noqa: E402
 from reelrank.storage.params import open_params  # noqa: E402
 from reelrank.train.joiner import Example, SampleJoiner  # noqa: E402
 from reelrank.train.metrics import auc  # noqa: E402
-from reelrank.train.trainer import OnlineTrainer, decode, ranker_config  # noqa: E402
+from reelrank.train.trainer import OnlineTrainer, ranker_config  # noqa: E402
 
 KEY = "bench-key"
 HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}

@@ -76,8 +76,8 @@ def test_pages_keep_the_hard_rules_caps_and_slots(
         for t in "abcde":
             assert sum(t in v["hashtags"] for v in chosen) <= 5
         for pos, explored in enumerate(sel.exploration):
-            if explored:
-                assert pos in (1, 3)
+            if explored:  # a slot past the end of a short page takes its last place
+                assert pos in {min(p, n - 1) for p in (1, 3)}
                 assert CHANNELS[sources[picked[pos]]] in ("fresh", "explore")
     finally:
         eng.close()

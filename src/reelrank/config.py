@@ -243,8 +243,10 @@ class Settings:
         0.1,
     )
     exploration_positions: list[int] = _doc(
-        "Page positions (0-based) of the exploration slots, used in this order.",
-        factory=lambda: [3, 8],
+        "Page positions (0-based) of the exploration slots, used in this order; a position "
+        "past the end of a shorter page means its last place. The default, the last place of "
+        "every ten, bounds what exploration costs the ranked top ten to its tenth place.",
+        factory=lambda: [9, 19, 29],
     )
     experiments: list[dict[str, Any]] = _doc(
         "A/B experiments, as TOML `[[experiments]]` tables or a JSON list: `id`, `layer` "

@@ -62,6 +62,9 @@ class Funnel:
         n = max(self.tests, 1)
         out: dict[str, Any] = {"k": self.k, "tests": self.tests}
         out["share"] = {s: round(self.reached[s] / n, 4) for s in STAGES}
+        ranked = self.reached["ranked"]
+        # Hits the policy layer (diversity, exploration slots) cost the ranked top k.
+        out["policy_cost"] = round(1 - self.reached["served"] / ranked, 4) if ranked else None
         out["candidates_per_test"] = round(self.candidates / n, 1)
         out["recalled_by"] = {c: round(v / n, 4) for c, v in self.recalled_by.most_common()}
         out["hits_by"] = dict(self.hits_by.most_common())
@@ -85,6 +88,7 @@ def funnel_table(name: str, funnel: dict[str, Any]) -> str:
                 strict=True,
             )
         ),
+        f"  the policy layer cost {funnel['policy_cost'] or 0:.1%} of the ranked top {k}'s hits",
         "  recalled by: " + ", ".join(f"{c} {v:.3f}" for c, v in funnel["recalled_by"].items()),
         f"  hits in the served top {k} by channel (alone): "
         + ", ".join(

@@ -24,7 +24,8 @@ from scipy import sparse
 
 from ..engine import Engine
 from ..pipeline.feed import FeedTrace
-from ..pipeline.query import Candidates, FeedRequest
+from ..pipeline.query import Candidates
+from ..rank.cascade import sequence_feature
 from ..rank.features import extract
 from ..schema import Event, Impression
 from . import metrics
@@ -255,6 +256,7 @@ class ReelrankSystem:
         self.funnel = Funnel()
         self._trace: FeedTrace | None = None
         self._traced: tuple[str, float, str] | None = None  # (user, ts, item) of the last test
+        self._ranker = "heuristic"  # which ranker ranked the last test's page
         self.pages_by_ranker: dict[str, int] = {}
 
     def add_item(self, item: str, ts: float) -> None:
@@ -277,7 +279,7 @@ class ReelrankSystem:
 
     def recommend(self, user: str, ts: float, k: int) -> list[str]:
         feed = self.engine.feed(user, n=k, now=ts, record=False, trace=True)
-        self._trace, self._traced = feed.trace, None
+        self._trace, self._traced, self._ranker = feed.trace, None, feed.ranker
         self._asked = (user, ts)
         self.pages_by_ranker[feed.ranker] = self.pages_by_ranker.get(feed.ranker, 0) + 1
         return [it.video_id for it in feed.items]
@@ -314,23 +316,26 @@ class ReelrankSystem:
             return False
         self._n += 1
         request_id = f"replay-page-{self._n}"
-        query = engine.hydrate(FeedRequest(x.user, len(rows := trace.filtered), request_id, x.ts))
+        query = trace.query  # the test's own request: the state is what it was then
+        rows = trace.filtered
         names = engine.pipeline.channel_names
-        cands = Candidates(rows, np.zeros(len(rows), np.int16), np.full(len(rows), "", object))
-        scorer = engine.pipeline.scorer
-        by_heuristic = scorer.score(query, cands)
         others = rows != row
         # The best other candidate of each ranker: what it most needs to tell from the
         # chosen one. Each ranker's own pick counts against it alone in the comparison,
         # so it takes one of each; before the model is trained, two of the heuristic's.
         fair = engine.model.trained()
-        tops = [_best(by_heuristic, others, 1 if fair else 2)]
+        tops = [_best(trace.heuristic, others, 1 if fair else 2)]
         if fair:
-            view = trace.recall_view(rows, names)
-            by_learned = engine.pipeline.ranker.learned_scores(query, cands, view)
-            allowed = others.copy()
-            allowed[tops[0]] = False
-            tops.append(_best(by_learned, allowed, 1))
+            taken = [row, *rows[tops[0]].tolist()]
+            if self._ranker == "learned":  # the page's own ranking is the learned one's
+                tops.append(_first(rows, trace.ranked, taken, 1))
+            else:
+                cands = Candidates(
+                    rows, np.zeros(len(rows), np.int16), np.full(len(rows), "", object)
+                )
+                view = trace.recall_view(rows, names)
+                by_learned = engine.pipeline.ranker.learned_scores(query, cands, view)
+                tops.append(_best(by_learned, ~np.isin(rows, taken), 1))
         hard = np.concatenate(tops)
         rest = np.flatnonzero(others & ~np.isin(np.arange(len(rows)), hard))
         drawn = self._rng.choice(rest, min(self.negatives, len(rest)), replace=False)
@@ -339,14 +344,15 @@ class ReelrankSystem:
         feats = extract(
             query,
             page,
-            scorer.smoothing,
+            engine.pipeline.scorer.smoothing,
             trace.recall_view(page, names),
-            engine.model.sequence_scores(query, page),
+            sequence_feature(query, page),
         )
         # Which impressions the champion/challenger comparison sees: the chosen item and
         # each ranker's best other candidate (a top-of-the-list test, fair to both), once
-        # both rankers exist; the random draws train but are left out of it.
-        heuristic = by_heuristic[at].astype(np.float64)
+        # both rankers exist; the random draws train but are left out of it. Scores as
+        # the heuristic gave them among all the candidates.
+        heuristic = trace.heuristic[at].astype(np.float64)
         heuristic[1 + len(hard) :] = np.nan
         if not fair:
             heuristic[1:] = np.nan
@@ -427,6 +433,12 @@ class ReelrankSystem:
         if self.trainer is not None:
             out["trainer"] = self.trainer.status()
         return out
+
+
+def _first(rows: np.ndarray, ranking: np.ndarray, taken: list[int], k: int) -> np.ndarray:
+    """Indices in `rows` of the first k of `ranking` (rows, best first) not `taken`."""
+    picked = [r for r in ranking.tolist() if r not in taken][:k]
+    return np.array([int(np.flatnonzero(rows == r)[0]) for r in picked], dtype=np.int64)
 
 
 def _best(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:

@@ -52,14 +52,18 @@ class FeedTrace:
 
     candidates: every row the channels returned, with `channels` (all that returned it)
     and `position`; filtered: the rows left after the filters; ranked: the n best rows by
-    ranker score (before the policy layer), best first; served: the page's rows.
+    the serving ranker's score (before the policy layer), best first; heuristic: the
+    heuristic's score of each filtered row (it scores every request, serving or not);
+    served: the page's rows.
     """
 
     candidates: Candidates
     names: list[str]  # the pipeline's channel names (bit i of `channels` is names[i])
     filtered: np.ndarray
     ranked: np.ndarray
+    heuristic: np.ndarray
     served: np.ndarray
+    query: Query  # the hydrated request the page was computed for
 
     def channels_of(self, row: int) -> list[str]:
         """The names of the channels that returned `row` (empty when none did)."""
@@ -190,7 +194,7 @@ class FeedPipeline:
             owed = np.flatnonzero(np.isin(cands.source, self._pool_ids))[:PROTECTED_POOL]
             protect = np.zeros(len(cands), dtype=bool)
             protect[owed] = True
-        filtered = cands.rows
+        filtered_cands = cands
         ranked = self.ranker.rank(query, cands, protect)
         cands, scores = ranked.cands, ranked.scores
         selection = self.selector.select(query, cands, scores, query.request.n)
@@ -214,8 +218,15 @@ class FeedPipeline:
         feed_trace = None
         if trace:
             best = np.argsort(-scores, kind="stable")[: query.request.n]
+            h = ranked.heuristic
             feed_trace = FeedTrace(
-                recalled, self.channel_names, filtered, cands.rows[best], cands.rows[picked]
+                recalled,
+                self.channel_names,
+                filtered_cands.rows,
+                cands.rows[best],
+                h if h is not None else np.zeros(len(filtered_cands)),
+                cands.rows[picked],
+                query,
             )
         return Feed(
             request_id=query.request.request_id,

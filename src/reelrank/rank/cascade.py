@@ -33,6 +33,17 @@ class Ranked:
     model_version: str
     ranker: str  # "learned" or "heuristic"
     note: str | None = None  # why the heuristic scored, when it did
+    heuristic: np.ndarray | None = None  # the heuristic's score of every candidate given
+
+
+CHANNEL_BEST = 0.1  # the share of each channel's list kept past the pre-ranker
+
+
+def sequence_feature(query: Query, rows: np.ndarray) -> np.ndarray | None:
+    """The sequence model's score of each row relative to its first choice in the catalog
+    (the ranker's `sequence_score` feature), None before the model and its index."""
+    index = query.sequence
+    return index.relative_scores(query, rows) if index is not None else None
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -71,14 +82,18 @@ class RankCascade:
         protect: np.ndarray | None,
     ) -> np.ndarray:
         """Indices of the `prerank_keep` best by heuristic rank + learned user.video rank,
-        plus the `protect`ed candidates (videos owed pool impressions: the policy's
-        exploration slots need them whatever they score)."""
+        plus every channel's own best (the first tenth of each channel's list: what one
+        signal, a sequence or co-engagement, ranks first must reach the ranker even when
+        the cheap scores miss it) and the `protect`ed candidates (videos owed pool
+        impressions: the policy's exploration slots need them whatever they score)."""
         if len(cands) <= self.prerank_keep:
             return np.arange(len(cands))
         assert self.server is not None
         fused = _ranks(heuristic) + _ranks(self.server.dot(query, cands.rows))
         keep = np.zeros(len(cands), dtype=bool)
         keep[np.argpartition(-fused, self.prerank_keep - 1)[: self.prerank_keep]] = True
+        if cands.position is not None:
+            keep |= cands.position <= CHANNEL_BEST
         if protect is not None:
             keep |= protect
         return np.flatnonzero(keep)
@@ -92,7 +107,7 @@ class RankCascade:
             cands.rows,
             self.heuristic.smoothing,
             view,
-            self.server.sequence_scores(query, cands.rows),
+            sequence_feature(query, cands.rows),
         )
         table = query.table
         return fuse_scores(
@@ -122,7 +137,7 @@ class RankCascade:
                     kept.rows,
                     self.heuristic.smoothing,
                     self.recall_view(kept),
-                    server.sequence_scores(query, kept.rows),
+                    sequence_feature(query, kept.rows),
                 )
                 feats.heuristic = heuristic[at]
                 probs = server.predict(feats)
@@ -136,10 +151,12 @@ class RankCascade:
                 if not np.isfinite(scores).all():
                     raise ValueError("the learned ranker produced non-finite scores")
                 self.metrics.ranker_requests.labels("learned").inc()
-                return Ranked(kept, scores, feats, server.version(), "learned")
+                return Ranked(kept, scores, feats, server.version(), "learned", None, heuristic)
             except Exception:
                 log.exception("learned ranker failed; the heuristic scores this request")
                 self.metrics.ranker_fallbacks.labels("error").inc()
                 note = "learned ranker failed; heuristic fallback"
         self.metrics.ranker_requests.labels("heuristic").inc()
-        return Ranked(cands, heuristic, None, self.heuristic.model_version, "heuristic", note)
+        return Ranked(
+            cands, heuristic, None, self.heuristic.model_version, "heuristic", note, heuristic
+        )

@@ -157,7 +157,8 @@ def extract(
 ) -> CandidateFeatures:
     """Dense features for candidate rows, vectorised. rows: (n,) -> dense (n, D).
     `recall` says which channels returned each row (None: none did); `sequence` is the
-    sequence model's score of each row (None: no model yet)."""
+    sequence model's score of each row less its best score in the catalog (None: no
+    model yet)."""
     counters = query.counters
     table = query.table
     lifts = rate_lifts(query, rows, smoothing)
@@ -188,7 +189,7 @@ def extract(
     else:
         cols += [np.zeros(n)] * len(HORIZONS)
     cols.append(slog(coengagement_scores(query, rows)))
-    cols.append(np.zeros(n) if sequence is None else np.asarray(sequence, np.float64))
+    cols.append(np.zeros(n) if sequence is None else np.asarray(sequence, np.float64) / 2.0)
     recall = recall if recall is not None else RecallView.none(n)
     cols.append(recall.position)
     cols += list(recall.flags.T)

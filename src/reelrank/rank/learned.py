@@ -21,9 +21,9 @@ import torch
 
 from ..pipeline.query import Query
 from ..state.catalog import IdMap, VideoTable
+from ..storage.codec import decode
 from ..storage.params import ParamChannel
 from ..train.embedding import ServingTable
-from ..train.trainer import decode
 from .features import CONTEXT_SLOTS, SINGLE_SLOTS, TAG_SLOT, CandidateFeatures, history_of
 from .features import context_of as context_of_query
 from .model import MultiTaskRanker, RankerConfig
@@ -213,7 +213,7 @@ class ModelServer:
             table = live.tables.get(slot)
             if table is None:
                 continue
-            changed = table.apply({**delta, "vectors": delta["vectors"].numpy()})
+            changed = table.apply({**delta, "vectors": np.asarray(delta["vectors"])})
             aligned = live.aligned.get(slot)
             if aligned is not None and changed:
                 with self._align_lock:

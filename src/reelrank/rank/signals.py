@@ -105,24 +105,27 @@ def coengagement_scores(query: Query, rows: np.ndarray) -> np.ndarray:
     out = np.zeros(len(rows))
     if graph is None or user is None or not user.session or len(rows) == 0:
         return out
-    table = query.table
-    acc: dict[int, float] = {}
-    seeds: list[int] = []
-    for video_id, _, _ in reversed(list(user.session)):
-        row = table.row_of(video_id)
-        if row >= 0 and row not in seeds:
-            seeds.append(row)
-            if len(seeds) == COENGAGED_SEEDS:
-                break
-    for age, seed in enumerate(seeds):
-        w = SEED_DECAY**age
-        for b, score in graph.weights(seed).items():
-            acc[b] = acc.get(b, 0.0) + w * score
-    if acc:
+    found = query.cache.get("coengaged")
+    if found is None:  # once per request: every scoring of its candidates reuses it
+        table = query.table
+        acc: dict[int, float] = {}
+        seeds: list[int] = []
+        for video_id, _, _ in reversed(list(user.session)):
+            row = table.row_of(video_id)
+            if row >= 0 and row not in seeds:
+                seeds.append(row)
+                if len(seeds) == COENGAGED_SEEDS:
+                    break
+        for age, seed in enumerate(seeds):
+            w = SEED_DECAY**age
+            for b, score in graph.weights(seed).items():
+                acc[b] = acc.get(b, 0.0) + w * score
         keys = np.fromiter(acc.keys(), np.int64, len(acc))
         vals = np.fromiter(acc.values(), np.float64, len(acc))
         order = np.argsort(keys)
-        keys, vals = keys[order], vals[order]
+        found = query.cache["coengaged"] = (keys[order], vals[order])
+    keys, vals = found
+    if len(keys):
         pos = np.clip(np.searchsorted(keys, rows), 0, len(keys) - 1)
         out = np.where(keys[pos] == rows, vals[pos], 0.0)
     return out

@@ -130,6 +130,25 @@ class RetrievalIndex:
             return None
         return self._user(query)
 
+    def relative_scores(self, query: Query, rows: np.ndarray) -> np.ndarray | None:
+        """Each row's score for the user less the best score in the index, so 0 is the
+        model's first choice in the whole catalog (a scale that does not depend on which
+        other candidates a request has); None without a model, an index or a user vector."""
+        key = f"{self.kind}_best"
+        if key not in query.cache:
+            vec = self.user_vector(query)
+            index = self.index
+            best = None
+            if vec is not None and index is not None:
+                _, scores = index.search(vec, 1)
+                best = (vec, float(scores[0])) if len(scores) else None
+            query.cache[key] = best
+        found = query.cache[key]
+        if found is None or not len(rows):
+            return None if found is None else np.zeros(0)
+        vec, best = found
+        return np.asarray(self._vectors(rows) @ vec - best, dtype=np.float64)
+
     def status(self) -> dict[str, Any]:
         index = self.index
         return {

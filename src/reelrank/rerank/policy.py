@@ -12,9 +12,11 @@ share words, so raw cosines would penalise staying on a topic the viewer loves; 
 near-duplicate content should weigh much.
 A creator or hashtag the user has already been served `fatigue_*_per_day` times today
 (UTC) is skipped. The page positions in `exploration_positions` (as many as
-`exploration_fraction` of the page) go to candidates from the exploration channels:
-videos owed traffic-pool or boost impressions first, else new and out-of-profile videos,
-labelled as exploration in their reasons.
+`exploration_fraction` of the page; a position past the end of a short page means its last
+place) go to candidates from the exploration channels: videos owed traffic-pool or boost
+impressions first, else new and out-of-profile videos, labelled as exploration in their
+reasons. By default the slots are the last place of every ten, so exploration costs the
+ranked top ten at most its tenth place (the funnel of `reelrank evaluate` measures it).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class PolicySelector:
         self.creator_cap = fatigue_creator_per_day
         self.tag_cap = fatigue_tag_per_day
         self.fraction = exploration_fraction
-        positions = exploration_positions if exploration_positions is not None else [3, 8]
+        positions = exploration_positions if exploration_positions is not None else [9, 19, 29]
         self.positions = sorted(positions)
 
     def select(self, query: Query, cands: Candidates, scores: np.ndarray, n: int) -> Selection:
@@ -101,7 +103,8 @@ class PolicySelector:
         fraction = query.assignment.exploration_fraction
         fraction = self.fraction if fraction is None else fraction
         k_explore = min(math.floor(n * fraction + 0.5), len(self.positions))
-        explore_at = set([p for p in self.positions if p < n][:k_explore])
+        # A slot past the end of a short page takes its last place.
+        explore_at = set(sorted(dict.fromkeys(min(p, n - 1) for p in self.positions))[:k_explore])
 
         picked: list[int] = []
         explored: list[bool] = []

@@ -9,7 +9,6 @@ so a restart resumes exactly where the checkpoint left off.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from ..rank.two_tower import TwoTowerConfig
 from ..rank.value import fuse_scores
 from ..state.catalog import MAX_TAGS
 from ..storage import Store
+from ..storage.codec import encode, encode_sparse
 from ..storage.params import ParamChannel
 from .champion import ChampionChallenger
 from .embedding import EmbeddingTable
@@ -44,18 +44,6 @@ log = logging.getLogger(__name__)
 READ_LIMIT = 5000
 IDLE_CLOSE_S = 2.0  # with no new log records for this long, close windows by wall clock
 EXPIRE_EVERY = 200  # batches between expiry sweeps
-
-
-def encode(obj: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
-def decode(blob: bytes) -> dict[str, Any]:
-    """Parameters are tensors, numbers and strings: loaded with weights_only=True."""
-    out: dict[str, Any] = torch.load(io.BytesIO(blob), weights_only=True)
-    return out
 
 
 def two_tower_config(settings: Settings) -> TwoTowerConfig:
@@ -340,13 +328,11 @@ class OnlineTrainer:
 
     def publish_sparse(self) -> None:
         with self.lock:
-            deltas = {s: _delta_tensors(t.take_delta()) for s, t in self.all_tables().items()}
+            deltas = {s: t.take_delta() for s, t in self.all_tables().items()}
             if any(d["ids"] or d["evicted"] for d in deltas.values()):
                 self.sparse_version += 1
                 self.params.publish(
-                    "sparse",
-                    self.version(),
-                    encode({"slots": deltas, "sparse_version": self.sparse_version}),
+                    "sparse", self.version(), encode_sparse(deltas, self.sparse_version)
                 )
             self.params.publish("status", self.version(), orjson.dumps(self.status()))
 
