@@ -205,7 +205,18 @@ def test_evaluate_command_writes_the_report(
     assert code == 0
     report: dict[str, Any] = json.loads(out.read_text())
     assert set(report) >= {"dataset", "protocol", "systems"}
-    assert set(report["systems"]) == {"reelrank", "popular", "recent_popular", "item_knn"}
+    assert set(report["systems"]) == {
+        "reelrank",
+        "reelrank_heuristic",
+        "popular",
+        "recent_popular",
+        "item_knn",
+    }
+    for name in ("reelrank", "reelrank_heuristic"):  # the engine rows carry their funnel
+        funnel = report["systems"][name]["funnel"]
+        assert funnel["tests"] == report["protocol"]["tests"]
+        assert set(funnel["share"]) == {"in_catalog", "recalled", "filtered", "ranked", "served"}
+    assert "trainer" in report["systems"]["reelrank"]
     for row in report["systems"].values():
         assert {"hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "mrr@20"} <= set(row)
         assert 0.0 <= row["ndcg@10"] <= row["hr@10"] <= row["hr@20"] <= 1.0
@@ -214,6 +225,7 @@ def test_evaluate_command_writes_the_report(
     assert report["systems"]["popular"]["hr@10"] > 0.3
     printed = capsys.readouterr().out
     assert "rating / 5 stands in for the watch ratio" in printed and "item_knn" in printed
+    assert "reelrank: funnel of" in printed and "the policy layer cost" in printed
     assert main(["evaluate", "--ratings", str(path), "--systems", "nope", "--quiet"]) == 2
     assert main(["evaluate", "--ratings", str(tmp_path / "missing.csv"), "--quiet"]) == 2
 

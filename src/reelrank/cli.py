@@ -298,8 +298,10 @@ def _add_simulate_parser(sub: Any) -> None:
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument(
         "--systems",
-        default="reelrank,popular,recent_popular,item_knn,random",
-        help="comma-separated systems (also `oracle`, which knows the planted tastes)",
+        default="reelrank,reelrank_heuristic,popular,recent_popular,item_knn,random",
+        help="comma-separated systems: reelrank (the engine with its online trainer), "
+        "reelrank_heuristic (the heuristic ranker only), popular, recent_popular, item_knn, "
+        "random, and oracle (which knows the planted tastes)",
     )
     sim.add_argument(
         "--discovery", type=int, default=10, help="impressions a new video needs to count found"
@@ -358,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay a timestamped interaction log through reelrank and baselines",
         description="Replays the log in time order, test then train: before each positive "
         "interaction every system ranks the catalog for that user and the rank of the "
-        "chosen item is scored (HR, NDCG, MRR at 10 and 20); then every system learns it.",
+        "chosen item is scored (HR, NDCG, MRR at 10 and 20); then every system learns it. "
+        "For the engine rows the report also follows each tested positive through recall, "
+        "the filters, the ranker and the policy layer (the funnel).",
     )
     ev.add_argument("--ratings", required=True, help="the log: MovieLens ratings.csv or CSV")
     ev.add_argument("--movies", help="MovieLens movies.csv: titles and genres for captions")
@@ -372,10 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="write the JSON report here")
     ev.add_argument(
         "--systems",
-        default="reelrank,popular,recent_popular,item_knn",
-        help="comma-separated systems to replay (default: reelrank,popular,recent_popular,"
-        "item_knn); also reelrank_learned (the online-trained ranker, synced every 50 "
-        "interactions) and reelrank_daily (the same, synced once per simulated day)",
+        default="reelrank,reelrank_heuristic,popular,recent_popular,item_knn",
+        help="comma-separated systems to replay (default: reelrank,reelrank_heuristic,popular,"
+        "recent_popular,item_knn). reelrank is the engine as `serve` runs it, online "
+        "training included; reelrank_heuristic the heuristic ranker only; also "
+        "reelrank_learned (the learned ranker serving as soon as it is trained, without the "
+        "champion test) and reelrank_daily (parameters published once per simulated day)",
     )
     ev.add_argument("--limit", type=int, help="replay only the first N interactions")
     ev.add_argument("--config", help="TOML config file of reelrank settings")

@@ -504,12 +504,14 @@ class Engine:
         now: float | None = None,
         record: bool = True,
         trace: bool = False,
+        explain: bool = True,
     ) -> Feed:
         """A personalised page for the user; an unknown user gets a cold-start page.
 
         `now`, `record=False` and `trace` are for replay evaluation: the page as of another
         time, not logged as served (nothing marked seen, no impression, no pool progress),
-        with where its candidates went stage by stage (`Feed.trace`)."""
+        with where its candidates went stage by stage (`Feed.trace`), and `explain=False`
+        without the scorer's reasons (each video keeps its channel's)."""
         s = self.settings
         n = s.feed_default_n if n is None else n
         if not 1 <= n <= s.feed_max_n:
@@ -525,7 +527,7 @@ class Engine:
         )
         started = time.perf_counter()
         query = self.hydrate(request)
-        feed = self.pipeline.run(query, trace=trace)
+        feed = self.pipeline.run(query, trace=trace, explain=explain)
         self.metrics.feed_latency.observe(time.perf_counter() - started)
         self.metrics.feed_requests.labels("true" if feed.cold_start else "false").inc()
         if record:
@@ -705,6 +707,8 @@ class Engine:
             "model": {
                 "version": self.model.version() if self.model.live is not None else None,
                 "ready": self.model.ready(),
+                "note": None if self.model.ready() else self.model.not_ready_note(),
+                "champion": self.model.champion or None,
                 "examples_trained": trainer.get("examples_trained", 0),
                 "examples_per_s": trainer.get("examples_per_s"),
                 "lag_s": trainer.get("lag_s"),

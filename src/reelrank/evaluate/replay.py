@@ -278,7 +278,7 @@ class ReelrankSystem:
             raise ValueError(f"item {item!r}: {got[0]['error']}")
 
     def recommend(self, user: str, ts: float, k: int) -> list[str]:
-        feed = self.engine.feed(user, n=k, now=ts, record=False, trace=True)
+        feed = self.engine.feed(user, n=k, now=ts, record=False, trace=True, explain=False)
         self._trace, self._traced, self._ranker = feed.trace, None, feed.ranker
         self._asked = (user, ts)
         self.pages_by_ranker[feed.ranker] = self.pages_by_ranker.get(feed.ranker, 0) + 1

@@ -179,7 +179,9 @@ class FeedPipeline:
             parts.append(Candidates(rows, np.full(len(rows), i, np.int16), reasons))
         return Candidates.concat(parts)
 
-    def run(self, query: Query, trace: bool = False) -> Feed:
+    def run(self, query: Query, trace: bool = False, explain: bool = True) -> Feed:
+        """The page for a hydrated query; `trace` keeps where candidates went, `explain`
+        False gives each video only its channel's reason (replays skip the wording)."""
         cands = self.recall(query).with_recall_view()
         recalled = cands
         removed: dict[str, int] = {}
@@ -199,7 +201,7 @@ class FeedPipeline:
         cands, scores = ranked.cands, ranked.scores
         selection = self.selector.select(query, cands, scores, query.request.n)
         picked = selection.picked
-        items = [self._item(query, cands, scores, int(i)) for i in picked]
+        items = [self._item(query, cands, scores, int(i), explain) for i in picked]
         for item, explored in zip(items, selection.exploration, strict=True):
             if explored and item.source != "pool":  # the pool's own reason says why
                 item.reasons.append("exploration slot: a new or unusual pick for you")
@@ -241,11 +243,14 @@ class FeedPipeline:
             trace=feed_trace,
         )
 
-    def _item(self, query: Query, cands: Candidates, scores: np.ndarray, i: int) -> FeedItem:
+    def _item(
+        self, query: Query, cands: Candidates, scores: np.ndarray, i: int, explain: bool = True
+    ) -> FeedItem:
         row = int(cands.rows[i])
         video = query.table.video(row)
         reasons = [str(cands.reason[i])]
-        reasons.extend(self._score_reasons(query, row))
+        if explain:
+            reasons.extend(self._score_reasons(query, row))
         return FeedItem(
             video_id=video.id,
             score=round(float(scores[i]), 6),

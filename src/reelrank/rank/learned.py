@@ -27,7 +27,7 @@ from ..train.embedding import ServingTable
 from .features import CONTEXT_SLOTS, SINGLE_SLOTS, TAG_SLOT, CandidateFeatures, history_of
 from .features import context_of as context_of_query
 from .model import MultiTaskRanker, RankerConfig
-from .sequence import SEQ_EVENTS, SEQ_SLOT, SequenceConfig, SequenceEncoder
+from .sequence import SEQ_EVENTS, SEQ_SLOT, NumpyEncoder, SequenceConfig, SequenceEncoder
 from .two_tower import HISTORY, TT_SLOTS, USER_CONTEXT, Tower, TwoTowerConfig, tt_slot
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,8 @@ class _Sequence:
 
     def __init__(self, payload: dict[str, Any], version: int) -> None:
         self.config = SequenceConfig.from_json(json.loads(payload["config"]))
-        self.module = SequenceEncoder(self.config)
-        self.module.load_state_dict(payload["state"])
-        self.module.eval()
+        SequenceEncoder(self.config).load_state_dict(payload["state"])  # checks the shapes
+        self.encoder = NumpyEncoder(self.config, payload["state"])
         self.version = version
 
 
@@ -315,10 +314,7 @@ class ModelServer:
             history = history[-live.seq.config.max_len :]
             if history:
                 table = live.tables[SEQ_SLOT]
-                items = torch.from_numpy(table.weight[table.lookup(list(history))])[None]
-                valid = torch.ones(1, len(history), dtype=torch.bool)
-                with torch.inference_mode():
-                    vec = live.seq.module(items, valid)[0, -1].numpy()
+                vec = live.seq.encoder.last(table.weight[table.lookup(history)])
         query.cache["seq_user"] = vec
         return vec
 

@@ -18,7 +18,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from scipy.special import erf
 from torch import nn
 
 SEQ_SLOT = "seq_video"  # the item embedding table's slot name
@@ -28,7 +30,7 @@ SEQ_EVENTS = frozenset({"finish", "replay", "like", "share", "comment", "follow"
 @dataclass(frozen=True)
 class SequenceConfig:
     dim: int = 32
-    max_len: int = 50  # latest engagements a user vector is built from
+    max_len: int = 20  # latest engagements a user vector is built from
     blocks: int = 2
     heads: int = 1
     dropout: float = 0.1
@@ -94,4 +96,72 @@ class SequenceEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, mask) * valid.unsqueeze(2)
         out: torch.Tensor = self.norm(x)
+        return out
+
+
+LN_EPS = 1e-5  # torch's LayerNorm default
+
+
+def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    out: np.ndarray = (x - mean) / np.sqrt(var + LN_EPS) * w + b
+    return out
+
+
+class NumpyEncoder:
+    """The encoder's last output for one sequence, in numpy: serving asks for one user
+    vector per request, where a framework call per layer costs more than the arithmetic.
+    Matches `SequenceEncoder` in eval mode (tests/test_sequence.py holds them together)."""
+
+    def __init__(self, config: SequenceConfig, state: dict[str, torch.Tensor]) -> None:
+        self.config = config
+        w = {k: v.detach().numpy().astype(np.float64) for k, v in state.items()}
+        d = config.dim
+        self.position = w["position.weight"]
+        self.norm = (w["norm.weight"], w["norm.bias"])
+        self.blocks = []
+        for i in range(config.blocks):
+            b = f"blocks.{i}."
+            w_in, b_in = w[b + "attn.in_proj_weight"], w[b + "attn.in_proj_bias"]
+            self.blocks.append(
+                {
+                    "norm1": (w[b + "norm1.weight"], w[b + "norm1.bias"]),
+                    "norm2": (w[b + "norm2.weight"], w[b + "norm2.bias"]),
+                    "q": (w_in[:d].T, b_in[:d]),
+                    "k": (w_in[d : 2 * d].T, b_in[d : 2 * d]),
+                    "v": (w_in[2 * d :].T, b_in[2 * d :]),
+                    "out": (w[b + "attn.out_proj.weight"].T, w[b + "attn.out_proj.bias"]),
+                    "ff1": (w[b + "ff.0.weight"].T, w[b + "ff.0.bias"]),
+                    "ff2": (w[b + "ff.3.weight"].T, w[b + "ff.3.bias"]),
+                }
+            )
+
+    def last(self, items: np.ndarray) -> np.ndarray:
+        """items (n, d), oldest first -> the next-item vector (d,)."""
+        n, d = items.shape
+        heads = self.config.heads
+        hd = d // heads
+        x = items.astype(np.float64) * math.sqrt(d) + self.position[self.config.max_len - n :]
+        causal = np.triu(np.full((n, n), -1e9), 1)
+        for j, blk in enumerate(self.blocks):
+            q_in = _layer_norm(x, *blk["norm1"])
+            only_last = j == len(self.blocks) - 1  # only the last position is read
+            rows = q_in[-1:] if only_last else q_in
+            m = len(rows)
+            (wq, bq), (wk, bk), (wv, bv) = blk["q"], blk["k"], blk["v"]
+            q = (rows @ wq + bq).reshape(m, heads, hd).transpose(1, 0, 2)
+            k = (q_in @ wk + bk).reshape(n, heads, hd).transpose(1, 0, 2)
+            v = (q_in @ wv + bv).reshape(n, heads, hd).transpose(1, 0, 2)
+            scores = q @ k.transpose(0, 2, 1) / math.sqrt(hd) + causal[n - m :]
+            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            scores /= scores.sum(axis=-1, keepdims=True)
+            wo, bo = blk["out"]
+            x = (x[-1:] if only_last else x) + (scores @ v).transpose(1, 0, 2).reshape(m, d) @ wo
+            x = x + bo
+            (w1, b1), (w2, b2) = blk["ff1"], blk["ff2"]
+            h = _layer_norm(x, *blk["norm2"]) @ w1 + b1
+            h = 0.5 * h * (1.0 + erf(h / math.sqrt(2.0)))  # exact GELU, as torch's default
+            x = x + h @ w2 + b2
+        out: np.ndarray = _layer_norm(x, *self.norm)[-1].astype(np.float32)
         return out

@@ -68,10 +68,20 @@ def affinity(query: Query, rows: np.ndarray) -> Affinity:
     n = len(rows)
 
     def lookup(names: object, col: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+        """(n,) each row's weight for its value in `col` (0 when it has none)."""
         if not weights:
             return np.zeros(n)
-        by_int = {names.get(k): w for k, w in weights.items()}  # type: ignore[attr-defined]
-        return np.array([by_int.get(v, 0.0) for v in col[rows].tolist()], dtype=np.float64)
+        keys = np.array([names.get(k) for k in weights], np.int64)  # type: ignore[attr-defined]
+        vals = np.fromiter(weights.values(), np.float64, len(weights))
+        known = keys >= 0
+        keys, vals = keys[known], vals[known]
+        if not len(keys):
+            return np.zeros(n)
+        order = np.argsort(keys)
+        keys, vals = keys[order], vals[order]
+        values = col[rows]
+        at = np.clip(np.searchsorted(keys, values), 0, len(keys) - 1)
+        return np.where(keys[at] == values, vals[at], 0.0)
 
     interests = query.profile.interests if query.profile is not None else []
     followed = np.zeros(n)

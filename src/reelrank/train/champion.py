@@ -5,9 +5,11 @@ Progressive validation, test then train: before the trainer learns from a batch,
 learned model's fused score and the heuristic's score (logged with each impression) are
 compared on it. The measure is the share of correctly ordered pairs within each page
 (impressions of one request): a pair whose realised values differ counts 1 for a ranker
-that put the better one higher, a half for a tie. The realised value of an impression is
-the fusion applied to what happened (finish, like, share, ..., watch time), so the
-comparison asks exactly what the feed optimises. Pairs are kept for the last `window`;
+that put the better one higher, a half for a tie, and weighs as much as the two values
+differ. The realised value of an impression is the fusion applied to what happened
+(finish, like, share, ..., watch time), so the comparison asks exactly what the feed
+optimises: telling a long video watched through from a skip matters more than telling
+two near-equal videos apart. Pairs are kept for the last `window`;
 the learned ranker is the champion while its share beats the heuristic's by `margin`
 over at least `min_pairs` pairs.
 """
@@ -35,6 +37,7 @@ class ChampionChallenger:
         self.margin = margin
         self.learned = np.zeros(window, dtype=np.float32)  # per pair: 1, 0.5 or 0
         self.heuristic = np.zeros(window, dtype=np.float32)
+        self.weight = np.zeros(window, dtype=np.float32)  # per pair: the value difference
         self.pairs = 0  # total recorded
 
     def add(
@@ -56,6 +59,7 @@ class ChampionChallenger:
                 groups.setdefault(rid, []).append(i)
         got_l: list[np.ndarray] = []
         got_h: list[np.ndarray] = []
+        got_w: list[np.ndarray] = []
         for idx in groups.values():
             if len(idx) < 2:
                 continue
@@ -66,6 +70,7 @@ class ChampionChallenger:
             if not keep.any():
                 continue
             a, b, sign = a[keep], b[keep], np.sign(dv[keep])
+            got_w.append(np.abs(dv[keep]))
             for scores, out in ((learned, got_l), (heuristic, got_h)):
                 ds = (scores[ix[a]] - scores[ix[b]]) * sign
                 out.append(np.where(ds > 0, 1.0, np.where(ds == 0, 0.5, 0.0)))
@@ -73,15 +78,19 @@ class ChampionChallenger:
             return
         vl = np.concatenate(got_l)[-self.window :]
         vh = np.concatenate(got_h)[-self.window :]
+        vw = np.concatenate(got_w)[-self.window :]
         at = (self.pairs + np.arange(len(vl))) % self.window
         self.learned[at] = vl
         self.heuristic[at] = vh
+        self.weight[at] = vw
         self.pairs += len(vl)
 
     def status(self) -> dict[str, Any]:
         k = min(self.pairs, self.window)
-        learned = float(self.learned[:k].mean()) if k else None
-        heuristic = float(self.heuristic[:k].mean()) if k else None
+        w = self.weight[:k].astype(np.float64)
+        total = float(w.sum())
+        learned = float(self.learned[:k] @ w) / total if total > 0 else None
+        heuristic = float(self.heuristic[:k] @ w) / total if total > 0 else None
         wins = (
             k >= self.min_pairs
             and learned is not None
@@ -98,10 +107,16 @@ class ChampionChallenger:
         }
 
     def state(self) -> dict[str, Any]:
-        return {"learned": self.learned, "heuristic": self.heuristic, "pairs": self.pairs}
+        return {
+            "learned": self.learned,
+            "heuristic": self.heuristic,
+            "weight": self.weight,
+            "pairs": self.pairs,
+        }
 
     def load_state(self, raw: dict[str, Any]) -> None:
-        if len(raw["learned"]) == self.window:
+        if len(raw["learned"]) == self.window and "weight" in raw:
             self.learned[:] = np.asarray(raw["learned"])
             self.heuristic[:] = np.asarray(raw["heuristic"])
+            self.weight[:] = np.asarray(raw["weight"])
             self.pairs = int(raw["pairs"])

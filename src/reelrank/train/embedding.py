@@ -12,6 +12,7 @@ touches only the rows in the batch.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -254,6 +255,6 @@ class ServingTable:
         self.size += 1
         return self.size - 1
 
-    def lookup(self, keys: list[str | None]) -> np.ndarray:
+    def lookup(self, keys: Sequence[str | None]) -> np.ndarray:
         rows = self.rows
         return np.array([rows.get(k, 0) if k is not None else 0 for k in keys], dtype=np.int64)

@@ -95,7 +95,8 @@ function drawTiles(o, f) {
     ["training examples/s", fmt(o.model.examples_per_s, 0), "examples-rate"],
     ["training lag", o.model.lag_s === null || o.model.lag_s === undefined ? "–" : `${fmt(o.model.lag_s, 1)} s`, "train-lag"],
     ["model version", o.model.version || "none yet", "model-version"],
-    ["ranker", o.model.ready ? "learned" : "heuristic (warming up)", "ranker"],
+    ["ranker", o.model.ready ? "learned" : "heuristic", "ranker"],
+    ["pairs ordered, learned / heuristic", championFigures(o.model.champion), "champion"],
     ["examples trained", fmt(o.model.examples_trained, 0), "examples"],
     ["feeds served", fmt(o.feed.requests, 0), "feeds"],
     ["events accepted", fmt(o.events.accepted, 0), "events"],
@@ -141,14 +142,22 @@ function drawCharts() {
   }
 }
 
+/** The champion/challenger comparison: shares of page pairs each ranker orders right. */
+function championFigures(c) {
+  if (!c || c.learned === null || c.learned === undefined) return "–";
+  return `${fmt(c.learned, 3)} / ${fmt(c.heuristic, 3)}`;
+}
+
 function drawModel(m) {
   const serving = m.serving || {};
   const trainer = m.trainer;
   const parts = [
     `serving ${serving.model_version || "nothing yet"}`,
-    serving.ready ? "learned ranker serving" : `heuristic serving until ${fmt(serving.min_examples, 0)} examples`,
+    serving.ready ? "learned ranker serving (it orders recent pages better than the heuristic)" : `heuristic serving: ${serving.note || "no learned ranker"}`,
     `trainer: ${serving.trainer_mode}`,
   ];
+  const c = serving.champion;
+  if (c && c.pairs) parts.push(`champion/challenger over ${fmt(c.pairs, 0)} page pairs: learned ${fmt(c.learned, 3)}, heuristic ${fmt(c.heuristic, 3)}`);
   if (trainer && trainer.two_tower) parts.push(`two-tower in-batch recall@10 ${fmt(trainer.two_tower.in_batch_recall_at_10, 3)}`);
   if (serving.retrieval) parts.push(`retrieval index ${serving.retrieval.ready ? `${fmt(serving.retrieval.videos, 0)} videos` : "not built yet"}`);
   $("model-note").textContent = parts.join(" · ");
