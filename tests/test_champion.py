@@ -135,3 +135,61 @@ def test_serving_follows_the_published_champion(tmp_path: Path) -> None:
         assert serving["champion"]["learned"] > serving["champion"]["heuristic"]
     finally:
         eng.close()
+
+
+def _served_batch(
+    c: ChampionChallenger, ranker: str, mean: float, n: int, rng: np.random.Generator
+) -> None:
+    """n viewed impressions of pages `ranker` served, realised values about `mean`: the
+    watch_time head carries them (a duration of 1 at a mean of 1 makes value = ratio)."""
+    labels = np.zeros((n, len(HEADS)), np.float32)
+    labels[:, HEADS.index("watch_ratio")] = np.clip(rng.normal(mean, 0.2, n), 0, 1)
+    rids = [f"{ranker}-{i}" for i in range(n)]  # one impression per page: no pairs
+    c.add(rids, np.zeros(n), np.zeros(n), labels, np.ones(n), 1.0, [ranker] * n)
+
+
+def test_served_pages_decide_once_both_rankers_have_enough_and_a_tie_does_not_flip() -> None:
+    rng = np.random.default_rng(0)
+    c = ChampionChallenger({"watch_time": 1.0}, window=5000, min_pairs=1, min_impressions=300)
+    _served_batch(c, "heuristic", 0.5, 2000, rng)
+    _served_batch(c, "learned", 0.6, 200, rng)
+    s = c.status()
+    assert s["decided_by"] == "pairs" and s["champion"] == "heuristic"  # too few learned yet
+    _served_batch(c, "learned", 0.6, 200, rng)
+    s = c.status()
+    assert s["decided_by"] == "served pages" and s["champion"] == "learned"
+    assert s["served"]["learned"]["value"] > s["served"]["heuristic"]["value"]
+    # A slightly better heuristic (within noise) does not take the feed back...
+    _served_batch(c, "heuristic", 0.605, 3000, rng)
+    assert c.status()["champion"] == "learned"
+    # ...a clearly better one does.
+    _served_batch(c, "heuristic", 0.8, 5000, rng)
+    assert c.status()["champion"] == "heuristic"
+
+
+def test_the_challenger_serves_its_share_of_pages(tmp_path: Path) -> None:
+    eng = Engine(
+        make_settings(tmp_path, model_min_examples=0, champion_min_pairs=100, champion_holdout=0.2)
+    ).open()
+    try:
+        eng.upsert_videos([video(i, hashtags=[f"t{i % 5}"]) for i in range(60)])
+        trainer = OnlineTrainer(eng.settings, eng.store, eng.params)
+        trainer.publish_full()
+        eng.sync_model()
+        pages = [eng.feed(f"u{i}", n=5, record=False) for i in range(300)]
+        held = [p for p in pages if p.ranker == "learned"]
+        assert 30 <= len(held) <= 90  # the challenger (learned) serves about a fifth
+        rids, y, labels = _pages(100)
+        d = np.full(len(y), 15.0)
+        trainer.champion.add(rids, y, -y, labels, d, 15.0)  # the learned one orders better
+        trainer.publish_sparse()
+        eng.sync_model()
+        pages = [eng.feed(f"u{i}", n=5, record=False) for i in range(300)]
+        held = [p for p in pages if p.ranker == "heuristic"]
+        assert 30 <= len(held) <= 90  # now the heuristic is the challenger
+        assert all(p.ranker_note and "champion holdout" in p.ranker_note for p in held)
+        served = eng.feed("u1", n=5)  # the served pages say who served them
+        logged = [f["served_by"] for f in served.features]
+        assert set(logged) == {served.ranker}
+    finally:
+        eng.close()

@@ -17,9 +17,10 @@ from benchmarks.peers.protocol import (
     set_ndcg,
     temporal_split,
     top_k,
+    user_split,
     validation_split,
 )
-from benchmarks.peers.systems import als_fit_rank, popular_fit_rank
+from benchmarks.peers.systems import als_fit_rank, ease_fit_rank, popular_fit_rank
 
 
 def synthetic(n: int = 400, users: int = 12, items: int = 30, seed: int = 0) -> list[Rating]:
@@ -188,3 +189,38 @@ def test_als_beats_popular_on_planted_taste() -> None:
     als, _ = als_fit_rank(split, {"factors": 8, "iterations": 10, "weight": "binary"}, 10)
     pop, _ = popular_fit_rank(split, {}, 10)
     assert score_rankings(als, split)["ndcg@10"] > score_rankings(pop, split)["ndcg@10"]
+
+
+def test_the_per_user_split_holds_out_each_users_latest_fifth() -> None:
+    ratings = synthetic(n=600, users=15)
+    split = user_split(ratings, 0.2, min_interactions=5)
+    by_user: dict[str, list[Rating]] = {}
+    for r in ratings:
+        by_user.setdefault(r.user, []).append(r)
+    test_ids = {id(r) for r in split.test}
+    for rs in by_user.values():
+        held = [r for r in rs if id(r) in test_ids]
+        if len(rs) < 5:
+            assert not held
+            continue
+        assert len(held) == math.ceil(0.2 * len(rs))
+        assert held == rs[-len(held) :]  # the user's latest, in time order
+    assert len(split.train) + len(split.test) == len(ratings)
+    assert len(split.users) > 10  # nearly every user is evaluated, unlike a global cut
+    valid = validation_split(split, 0.2, "users")
+    assert {id(r) for r in valid.train + valid.test} == {id(r) for r in split.train}
+
+
+def test_ease_beats_popular_on_planted_taste() -> None:
+    # As for ALS: two groups of users, each liking its own half of the catalog.
+    rng = random.Random(1)
+    ratings = [
+        Rating(f"u{u}", f"i{(u % 2) * 10 + i}", rng.random(), 5.0)
+        for u in range(40)
+        for i in rng.sample(range(10), 6)
+    ]
+    ratings.sort(key=lambda r: r.ts)
+    split = user_split(ratings, 0.2, min_interactions=3)
+    ease, _ = ease_fit_rank(split, {"lambda": 10.0}, 10)
+    pop, _ = popular_fit_rank(split, {}, 10)
+    assert score_rankings(ease, split)["ndcg@10"] > score_rankings(pop, split)["ndcg@10"]

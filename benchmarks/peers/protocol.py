@@ -1,4 +1,5 @@
-"""The peers protocol: one global temporal split, one user set, one catalog, one scorer.
+"""The peers protocols: one split (a global temporal split, or each user's last 20% by
+time), one user set, one catalog, one scorer.
 
 Every system is fitted on `Split.train` and ranks `Split.catalog` (the items seen in
 train) for each of `Split.users`; `evaluate` removes the user's train items, keeps the
@@ -86,12 +87,46 @@ def temporal_split(ratings: Sequence[Rating], test_share: float) -> Split:
     """
     if not 0 < test_share < 1:
         raise ValueError(f"test_share must be in (0, 1), got {test_share}")
-    if any(a.ts > b.ts for a, b in itertools.pairwise(ratings)):
-        raise ValueError("ratings must be sorted by timestamp")
+    _check_order(ratings)
     cut = len(ratings) - math.ceil(len(ratings) * test_share)
     if cut <= 0 or cut >= len(ratings):
         raise ValueError("too few ratings to split")
-    train, test = list(ratings[:cut]), list(ratings[cut:])
+    return _split(list(ratings[:cut]), list(ratings[cut:]))
+
+
+def user_split(ratings: Sequence[Rating], test_share: float, min_interactions: int = 5) -> Split:
+    """Each user's last `test_share` of their interactions by time (at least one) are test,
+    the rest train; a user with fewer than `min_interactions` stays whole in train.
+
+    Every user with enough history is evaluated, so far more users qualify than under a
+    global temporal split; the price is that one user's train part may be later than
+    another's test part (the usual per-user holdout of sequential recommendation). Feeds
+    are asked for at the time of the last train interaction overall.
+    """
+    if not 0 < test_share < 1:
+        raise ValueError(f"test_share must be in (0, 1), got {test_share}")
+    _check_order(ratings)
+    by_user: dict[str, list[int]] = {}
+    for i, r in enumerate(ratings):
+        by_user.setdefault(r.user, []).append(i)
+    held: set[int] = set()
+    for idx in by_user.values():
+        if len(idx) >= min_interactions:
+            held.update(idx[-math.ceil(len(idx) * test_share) :])
+    train = [r for i, r in enumerate(ratings) if i not in held]
+    test = [r for i, r in enumerate(ratings) if i in held]
+    if not train or not test:
+        raise ValueError("too few ratings to split")
+    return _split(train, test)
+
+
+def _check_order(ratings: Sequence[Rating]) -> None:
+    if any(a.ts > b.ts for a, b in itertools.pairwise(ratings)):
+        raise ValueError("ratings must be sorted by timestamp")
+
+
+def _split(train: list[Rating], test: list[Rating]) -> Split:
+    """What the protocol derives from a train and a test part (both in time order)."""
     catalog = list(dict.fromkeys(r.item for r in train))
     known = set(catalog)
     train_items: dict[str, set[str]] = {}
@@ -128,9 +163,24 @@ def temporal_split(ratings: Sequence[Rating], test_share: float) -> Split:
     )
 
 
-def validation_split(split: Split, valid_share: float) -> Split:
-    """The same rules applied to the train part alone: its last `valid_share` by time."""
+def validation_split(split: Split, valid_share: float, protocol: str = "temporal") -> Split:
+    """The same rules applied to the train part alone: its last `valid_share` by time
+    (`temporal`), or each user's last `valid_share` of their train part (`users`)."""
+    if protocol == "users":
+        return user_split(split.train, valid_share)
     return temporal_split(split.train, valid_share)
+
+
+PROTOCOLS = ("temporal", "users")
+
+
+def make_split(ratings: Sequence[Rating], protocol: str, test_share: float = 0.2) -> Split:
+    """The test split of a protocol: `temporal` (global) or `users` (per-user holdout)."""
+    if protocol == "users":
+        return user_split(ratings, test_share)
+    if protocol == "temporal":
+        return temporal_split(ratings, test_share)
+    raise ValueError(f"unknown protocol {protocol!r}; known: {PROTOCOLS}")
 
 
 # -- metrics -------------------------------------------------------------------------------

@@ -31,10 +31,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 import numpy as np  # noqa: E402
 from benchmarks.peers.protocol import (  # noqa: E402
+    PROTOCOLS,
     Split,
     load_ratings,
+    make_split,
     score_rankings,
-    temporal_split,
     top_k,
     validation_split,
 )
@@ -271,12 +272,13 @@ def tune_and_test(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="temporal")
     parser.add_argument("--data", required=True, help="folder with MovieLens ratings.csv")
     parser.add_argument("--output", required=True, help="JSON file to write")
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--test-share", type=float, default=0.2)
-    parser.add_argument("--valid-share", type=float, default=0.1)
+    parser.add_argument("--valid-share", type=float, help="default 0.1 (temporal) or 0.2 (users)")
     parser.add_argument("--budget", type=int, default=4, help="configurations per model")
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=1)
@@ -294,8 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    split = temporal_split(load_ratings(Path(args.data) / "ratings.csv"), args.test_share)
-    valid = validation_split(split, args.valid_share)
+    split = make_split(
+        load_ratings(Path(args.data) / "ratings.csv"), args.protocol, args.test_share
+    )
+    share = args.valid_share or (0.1 if args.protocol == "temporal" else 0.2)
+    valid = validation_split(split, share, args.protocol)
     from importlib.metadata import version
 
     out: dict[str, Any] = {

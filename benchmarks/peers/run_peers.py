@@ -30,20 +30,23 @@ if __package__ in (None, ""):  # run as a file: make `benchmarks.peers` importab
 
 from benchmarks.peers.protocol import (
     KS,
+    PROTOCOLS,
     Split,
     clean,
     load_ratings,
+    make_split,
     score_rankings,
     set_ndcg,
-    temporal_split,
     validation_split,
 )
 from benchmarks.peers.systems import (
     ALS_CONFIGS,
+    EASE_CONFIGS,
     HARNESS_SETTINGS,
     REELRANK_CONFIGS,
     Peer,
     als_fit_rank,
+    ease_fit_rank,
     popular_fit_rank,
     reelrank_fit_rank,
     versions,
@@ -71,6 +74,7 @@ def peers(data: Path) -> dict[str, Peer]:
         ),
         "popular": Peer("popular", [{"positives_only": True}], popular_fit_rank, versions()),
         "als": Peer("als", ALS_CONFIGS, als_fit_rank, versions("implicit", "numpy", "scipy")),
+        "ease": Peer("ease", EASE_CONFIGS, ease_fit_rank, versions("numpy", "scipy")),
     }
 
 
@@ -130,6 +134,8 @@ def start_recbole(args: argparse.Namespace, out: Path) -> subprocess.Popen[bytes
     command = [
         str(python),
         str(Path(__file__).with_name("recbole_peers.py")),
+        "--protocol",
+        args.protocol,
         "--data",
         str(args.data),
         "--output",
@@ -205,8 +211,21 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PROTOCOL_TEXT = {
+    "temporal": "global temporal split, the last 20% of ratings by time are test",
+    "users": "each user's last 20% of ratings by time are test (users with at least 5 "
+    "ratings; a per-user holdout, so one user's train part may be later than another's "
+    "test part; feeds are asked for at the time of the last train rating overall)",
+}
+VALID_TEXT = {
+    "temporal": "the last 10% of the train part",
+    "users": "each user's last 20% of their train part",
+}
+
+
 def markdown(report: dict[str, Any]) -> str:
     d = report["split"]
+    protocol = report.get("protocol", "temporal")
     out = [
         "# reelrank and reference recommenders on MovieLens latest-small",
         "",
@@ -218,12 +237,12 @@ def markdown(report: dict[str, Any]) -> str:
             else ""
         ),
         "",
-        "Protocol (benchmarks/peers/README.md): global temporal split, the last 20% of "
-        "ratings by time are test; positives are ratings >= 4.0; full ranking of the "
+        f"Protocol `{protocol}` (benchmarks/peers/README.md): {PROTOCOL_TEXT[protocol]}; "
+        "positives are ratings >= 4.0; full ranking of the "
         f"{d['catalog_items']} items seen in train, each user's train items excluded; "
         f"the same {d['evaluated_users']} users for every system (at least one train "
-        "interaction and one test positive on a train item). Tuned on the last 10% of "
-        "the train part by validation NDCG@10, up to "
+        f"interaction and one test positive on a train item). Tuned on {VALID_TEXT[protocol]} "
+        "by validation NDCG@10, up to "
         f"{report['budget']} configurations per system, then retrained on all of train.",
         "",
         f"Items first seen in test cannot be recommended by any system: "
@@ -235,9 +254,14 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         table(report),
         "",
-        f"Only {d['evaluated_users']} users qualify (most test users of a global temporal "
-        "split on this data set arrive after the cut), so differences inside the "
-        "bootstrap intervals (users resampled) are not evidence.",
+        (
+            f"Only {d['evaluated_users']} users qualify (most test users of a global "
+            "temporal split on this data set arrive after the cut), so differences inside "
+            "the bootstrap intervals (users resampled) are not evidence."
+            if protocol == "temporal"
+            else f"{d['evaluated_users']} users are evaluated; the interval is a 95% "
+            "bootstrap over users."
+        ),
         "",
         "## Chosen configurations",
         "",
@@ -263,8 +287,15 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="temporal",
+        help="temporal: one global temporal split (peers.json); users: each user's last 20%% "
+        "by time as test (peers-users.json)",
+    )
     parser.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--systems", nargs="+", default=["reelrank", "popular", "als"])
+    parser.add_argument("--systems", nargs="+", default=["reelrank", "popular", "als", "ease"])
     parser.add_argument("--budget", type=int, default=3, help="configurations per system")
     parser.add_argument("--recbole-python", default=str(RECBOLE_PYTHON))
     parser.add_argument("--recbole-models", nargs="*", default=list(RECBOLE_MODELS))
@@ -286,22 +317,23 @@ def main(argv: list[str] | None = None) -> int:
         log(f"no ratings.csv in {args.data}: pass --data")
         return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    split = temporal_split(load_ratings(args.data / "ratings.csv"), 0.2)
-    valid = validation_split(split, 0.1)
+    split = make_split(load_ratings(args.data / "ratings.csv"), args.protocol, 0.2)
+    valid = validation_split(split, 0.1 if args.protocol == "temporal" else 0.2, args.protocol)
+    stem = "peers" if args.protocol == "temporal" else "peers-users"
     log(f"test split: {split.describe()}")
     log(f"validation split: {valid.describe()}")
 
     if args.add_recbole is not None:
-        report = json.loads((args.output_dir / "peers.json").read_text())
+        report = json.loads((args.output_dir / f"{stem}.json").read_text())
         if report["users"] != split.users:
             raise RuntimeError("peers.json was made with other users than this split's")
         report["systems"].update(read_recbole(args.add_recbole, split))
         report["recbole_added_by"] = shlex.join(
             [".venv/bin/python", "-m", "benchmarks.peers.run_peers", *(argv or sys.argv[1:])]
         )
-        return finish(report, args.output_dir)
+        return finish(report, args.output_dir, stem)
 
-    recbole_out = args.output_dir / "peers-recbole.json"
+    recbole_out = args.output_dir / f"{stem}-recbole.json"
     recbole_started = time.perf_counter()
     proc = start_recbole(args, recbole_out) if args.recbole_models else None
     systems: dict[str, Any] = {}
@@ -318,24 +350,25 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
         "budget": args.budget,
+        "protocol": args.protocol,
         "split": split.describe(),
         "validation_split": valid.describe(),
         "users": split.users,
         "systems": systems,
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    return finish(report, args.output_dir)
+    return finish(report, args.output_dir, stem)
 
 
-def finish(report: dict[str, Any], output_dir: Path) -> int:
-    """Intervals, systems best first, then peers.json, peers.md and the table."""
+def finish(report: dict[str, Any], output_dir: Path, stem: str = "peers") -> int:
+    """Intervals, systems best first, then <stem>.json, <stem>.md and the table."""
     for record in report["systems"].values():
         record["ndcg@10_ci95"] = bootstrap_ci(record["notes"]["ndcg@10_per_user"])
     report["systems"] = dict(
         sorted(report["systems"].items(), key=lambda kv: -kv[1]["test"]["ndcg@10"])
     )
-    (output_dir / "peers.json").write_text(json.dumps(report, indent=1) + "\n")
-    (output_dir / "peers.md").write_text(markdown(report))
+    (output_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (output_dir / f"{stem}.md").write_text(markdown(report))
     print(table(report))
     return 0
 

@@ -323,6 +323,18 @@ class Settings:
     champion_window: int = _doc(
         "The most recent page pairs the champion/challenger comparison is made on.", 20_000
     )
+    champion_holdout: float = _doc(
+        "Share of pages served by the ranker that is not the champion once the learned "
+        "ranker is trained (chosen by a hash of the request id), so live traffic keeps "
+        "measuring both: the comparison of the value pages served by each earn decides the "
+        "champion once both have `champion_min_impressions`; 0 turns it off.",
+        0.05,
+    )
+    champion_min_impressions: int = _doc(
+        "Viewed impressions each ranker's pages need in the window before the value they "
+        "earn, rather than the ordering of pairs, decides the champion.",
+        500,
+    )
     champion_margin: float = _doc(
         "Share of correctly ordered pairs by which the learned ranker must beat the "
         "heuristic to serve.",
@@ -605,6 +617,8 @@ def _validate(s: Settings) -> None:
         ),
         (s.champion_min_pairs >= 0, "champion_min_pairs", "must not be negative"),
         (s.champion_window >= 1, "champion_window", "must be at least 1"),
+        (0 <= s.champion_holdout < 0.5, "champion_holdout", "must be 0 or more, below 0.5"),
+        (s.champion_min_impressions >= 1, "champion_min_impressions", "must be at least 1"),
         (
             math.isfinite(s.champion_margin) and -1 < s.champion_margin < 1,
             "champion_margin",

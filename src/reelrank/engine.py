@@ -92,6 +92,7 @@ class Engine:
                 settings.fusion_weights,
                 settings.prerank_keep,
                 self.metrics,
+                settings.champion_holdout,
             ),
             selector=PolicySelector(
                 [s.name for s in sources],

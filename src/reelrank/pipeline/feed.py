@@ -239,7 +239,7 @@ class FeedPipeline:
             ranker=ranked.ranker,
             ranker_note=ranked.note,
             experiments=query.assignment.arms,
-            features=[feats.record(query, int(i)) for i in at],
+            features=[{**feats.record(query, int(i)), "served_by": ranked.ranker} for i in at],
             trace=feed_trace,
         )
 

@@ -11,6 +11,7 @@ heuristic, is counted, and never fails the request.
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,12 +61,14 @@ class RankCascade:
         fusion_weights: dict[str, float],
         prerank_keep: int,
         metrics: Metrics,
+        holdout: float = 0.0,
     ) -> None:
         self.heuristic = heuristic
         self.server = server
         self.fusion_weights = fusion_weights
         self.prerank_keep = prerank_keep
         self.metrics = metrics
+        self.holdout = holdout  # share of pages the ranker that is not the champion serves
         self.channel_names: list[str] = []  # the pipeline's, for the recall features
 
     def recall_view(self, cands: Candidates) -> RecallView:
@@ -98,6 +101,16 @@ class RankCascade:
             keep |= protect
         return np.flatnonzero(keep)
 
+    def _held_out(self, query: Query) -> bool:
+        """Whether this page goes to the ranker that is not the champion (a share
+        `holdout` of pages, by the request id), so that live traffic keeps measuring both
+        (the champion/challenger comparison of pages served by each)."""
+        server = self.server
+        if not self.holdout or server is None or server.policy != "champion":
+            return False
+        digest = zlib.crc32(query.request.request_id.encode()) / 2**32
+        return digest < self.holdout
+
     def learned_scores(self, query: Query, cands: Candidates, view: RecallView) -> np.ndarray:
         """The learned fusion of every candidate (no pre-rank), for offline comparison
         with the heuristic; the model must be trained."""
@@ -122,11 +135,16 @@ class RankCascade:
         note = None
         arm = query.assignment
         heuristic = self.heuristic.score(query, cands)
+        held_out = self._held_out(query)
         if server is None:
             note = "learned ranker disabled"
         elif arm.ranker == "heuristic":
             note = "experiment arm: heuristic ranker"
-        elif not server.ready():
+        elif not server.trained():
+            note = server.not_ready_note()
+        elif server.ready() and held_out:
+            note = "champion holdout: the challenger serves this page, so both stay measured"
+        elif not server.ready() and not held_out:
             note = server.not_ready_note()
         elif len(cands):
             try:

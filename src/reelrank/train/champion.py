@@ -12,6 +12,17 @@ optimises: telling a long video watched through from a skip matters more than te
 two near-equal videos apart. Pairs are kept for the last `window`;
 the learned ranker is the champion while its share beats the heuristic's by `margin`
 over at least `min_pairs` pairs.
+
+Ordering the videos of a page is not choosing them: a ranker can order pages well and
+fill them worse. So live pages also say which ranker served them (`served_by`): the
+serving path gives a small share of pages to the ranker that is not the champion (the
+`champion_holdout` setting), at random by request, and the mean realised value of the
+viewed impressions of each ranker's pages is compared, an A/B test inside the engine.
+Once both rankers have `min_impressions` in the window, that comparison decides, with
+hysteresis: the challenger takes over only when its mean beats the champion's by two
+standard errors of the difference (values are noisy; a coin toss must not flip the
+feed). Until then the pairs decide (a replayed log, whose pages nobody served, only ever
+has pairs).
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ import numpy as np
 
 from ..rank.value import realised_value
 
+RANKERS = ("learned", "heuristic")
+
 
 class ChampionChallenger:
     def __init__(
@@ -30,11 +43,17 @@ class ChampionChallenger:
         window: int = 20_000,
         min_pairs: int = 2_000,
         margin: float = 0.0,
+        min_impressions: int = 500,
     ) -> None:
         self.weights = weights
         self.window = window
         self.min_pairs = min_pairs
         self.margin = margin
+        self.min_impressions = min_impressions
+        # Per ranker, the realised values of the viewed impressions of pages it served.
+        self.served = {r: np.zeros(window, dtype=np.float32) for r in RANKERS}
+        self.served_n = dict.fromkeys(RANKERS, 0)
+        self.current = "heuristic"  # the champion, decided as evidence arrives
         self.learned = np.zeros(window, dtype=np.float32)  # per pair: 1, 0.5 or 0
         self.heuristic = np.zeros(window, dtype=np.float32)
         self.weight = np.zeros(window, dtype=np.float32)  # per pair: the value difference
@@ -48,11 +67,26 @@ class ChampionChallenger:
         labels: np.ndarray,
         duration_s: np.ndarray,
         mean_duration_s: float,
+        served_by: list[str | None] | None = None,
     ) -> None:
         """One batch, scored before training: learned and heuristic scores (n,), labels
-        (n, len(HEADS)), each impression's duration. Impressions without a heuristic
-        score (NaN) are left out."""
+        (n, len(HEADS)), each impression's duration, and which ranker served its page
+        (None when no ranker did). Impressions without a heuristic score (NaN) are left
+        out of the pairs."""
         value = realised_value(labels, duration_s, mean_duration_s, self.weights)
+        if served_by is not None:
+            for ranker in RANKERS:
+                mine = value[[i for i, r in enumerate(served_by) if r == ranker]]
+                mine = mine[-self.window :]
+                at = (self.served_n[ranker] + np.arange(len(mine))) % self.window
+                self.served[ranker][at] = mine
+                self.served_n[ranker] += len(mine)
+        self._add_pairs(request_ids, learned, heuristic, value)
+        self._decide()
+
+    def _add_pairs(
+        self, request_ids: list[str], learned: np.ndarray, heuristic: np.ndarray, value: np.ndarray
+    ) -> None:
         groups: dict[str, list[int]] = {}
         for i, rid in enumerate(request_ids):
             if np.isfinite(heuristic[i]):
@@ -85,25 +119,58 @@ class ChampionChallenger:
         self.weight[at] = vw
         self.pairs += len(vl)
 
+    def _served(self, ranker: str) -> tuple[int, float | None, float]:
+        """Impressions, mean value and the mean's squared standard error."""
+        k = min(self.served_n[ranker], self.window)
+        if not k:
+            return 0, None, 0.0
+        values = self.served[ranker][:k].astype(np.float64)
+        return k, float(values.mean()), float(values.var()) / k
+
+    def _decide(self) -> None:
+        k = min(self.pairs, self.window)
+        (n_l, v_l, se_l), (n_h, v_h, se_h) = self._served("learned"), self._served("heuristic")
+        if min(n_l, n_h) >= self.min_impressions and v_l is not None and v_h is not None:
+            diff, se = v_l - v_h, float(np.sqrt(se_l + se_h))
+            if self.current == "heuristic" and diff > 2.0 * se:
+                self.current = "learned"
+            elif self.current == "learned" and diff < -2.0 * se:
+                self.current = "heuristic"
+            return
+        w = self.weight[:k].astype(np.float64)
+        total = float(w.sum())
+        wins = (
+            k >= self.min_pairs
+            and total > 0
+            and float(self.learned[:k] @ w) / total
+            > float(self.heuristic[:k] @ w) / total + self.margin
+        )
+        self.current = "learned" if wins else "heuristic"
+
     def status(self) -> dict[str, Any]:
         k = min(self.pairs, self.window)
         w = self.weight[:k].astype(np.float64)
         total = float(w.sum())
         learned = float(self.learned[:k] @ w) / total if total > 0 else None
         heuristic = float(self.heuristic[:k] @ w) / total if total > 0 else None
-        wins = (
-            k >= self.min_pairs
-            and learned is not None
-            and heuristic is not None
-            and learned > heuristic + self.margin
-        )
+        (n_l, v_l, _), (n_h, v_h, _) = self._served("learned"), self._served("heuristic")
+        by_pages = min(n_l, n_h) >= self.min_impressions
         return {
             "pairs": k,
             "learned": None if learned is None else round(learned, 5),
             "heuristic": None if heuristic is None else round(heuristic, 5),
             "min_pairs": self.min_pairs,
             "margin": self.margin,
-            "champion": "learned" if wins else "heuristic",
+            "served": {
+                "learned": {"impressions": n_l, "value": None if v_l is None else round(v_l, 5)},
+                "heuristic": {
+                    "impressions": n_h,
+                    "value": None if v_h is None else round(v_h, 5),
+                },
+                "min_impressions": self.min_impressions,
+            },
+            "decided_by": "served pages" if by_pages else "pairs",
+            "champion": self.current,
         }
 
     def state(self) -> dict[str, Any]:
@@ -112,6 +179,10 @@ class ChampionChallenger:
             "heuristic": self.heuristic,
             "weight": self.weight,
             "pairs": self.pairs,
+            "served_learned": self.served["learned"],
+            "served_heuristic": self.served["heuristic"],
+            "served_n": [self.served_n[r] for r in RANKERS],
+            "current": self.current,
         }
 
     def load_state(self, raw: dict[str, Any]) -> None:
@@ -120,3 +191,8 @@ class ChampionChallenger:
             self.heuristic[:] = np.asarray(raw["heuristic"])
             self.weight[:] = np.asarray(raw["weight"])
             self.pairs = int(raw["pairs"])
+        if "served_n" in raw and len(raw["served_learned"]) == self.window:
+            for i, r in enumerate(RANKERS):
+                self.served[r][:] = np.asarray(raw[f"served_{r}"])
+                self.served_n[r] = int(raw["served_n"][i])
+            self.current = str(raw.get("current", "heuristic"))

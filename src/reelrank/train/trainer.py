@@ -111,6 +111,7 @@ class OnlineTrainer:
             window=settings.champion_window,
             min_pairs=settings.champion_min_pairs,
             margin=settings.champion_margin,
+            min_impressions=settings.champion_min_impressions,
         )
         self.duration_sum_s = 0.0  # over examples trained: their mean duration
         self.head_w = torch.tensor([self.config.head_weights.get(h, 1.0) for h in HEADS])
@@ -291,6 +292,7 @@ class OnlineTrainer:
             labels[ix],
             duration_s[ix],
             mean_s,
+            [examples[i].features.get("served_by") for i in fresh],
         )
 
     def all_tables(self) -> dict[str, EmbeddingTable]:
