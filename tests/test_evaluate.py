@@ -349,3 +349,49 @@ def test_online_learning_beats_the_heuristic_on_the_replay(tmp_path: Path) -> No
     share = funnel["share"]
     assert 1 >= share["in_catalog"] >= share["recalled"] >= share["filtered"] >= share["served"]
     assert share["served"] == pytest.approx(learned["hr@10"], abs=1e-3)
+
+
+def test_the_funnel_follows_a_positive_stage_by_stage() -> None:
+    from reelrank.evaluate.funnel import Funnel
+    from reelrank.pipeline.feed import FeedTrace
+    from reelrank.pipeline.query import Candidates
+
+    names = ["session", "popular", "explore"]
+    # rows 1..6 recalled; row 3 by two channels; row 6 filtered out; 5 ranked but not served
+    cands = Candidates(
+        np.array([1, 2, 3, 3, 4, 5, 6]),
+        np.array([0, 0, 0, 1, 1, 1, 2], np.int16),
+        np.full(7, "r", object),
+    ).with_recall_view()
+
+    def trace(served: list[int]) -> FeedTrace:
+        return FeedTrace(
+            cands,
+            names,
+            np.array([1, 2, 3, 4, 5]),
+            np.array([3, 5, 1, 2, 4]),
+            np.zeros(5),
+            np.array(served),
+            None,  # type: ignore[arg-type]
+        )
+
+    f = Funnel(k=3)
+    f.add(trace([3, 1, 2]), 3)  # served, by session and popular
+    f.add(trace([3, 1, 2]), 5)  # ranked in the top 3, lost to the policy
+    f.add(trace([3, 1, 2]), 6)  # recalled, then filtered
+    f.add(trace([3, 1, 2]), 9)  # in the catalog, never recalled
+    f.add(trace([3, 1, 2]), -1)  # not in the catalog yet
+    f.add(None, 3)  # a system without a trace: counted as a test, reached nothing
+    got = f.report()
+    assert got["tests"] == 6
+    assert got["share"] == {
+        "in_catalog": round(4 / 6, 4),
+        "recalled": round(3 / 6, 4),
+        "filtered": round(2 / 6, 4),
+        "ranked": round(2 / 6, 4),
+        "served": round(1 / 6, 4),
+    }
+    assert got["policy_cost"] == 0.5  # one of the two ranked hits was not served
+    assert got["hits_by"] == {"session": 1, "popular": 1} and got["hits_only_by"] == {}
+    assert got["recalled_by"]["explore"] == round(1 / 6, 4)
+    assert trace([]).channels_of(3) == ["session", "popular"] and trace([]).channels_of(8) == []

@@ -120,6 +120,10 @@ class FeedPipeline:
         self.metrics = metrics
         self.channel_names = [s.name for s in sources]
         ranker.channel_names = self.channel_names
+        # Labelled metric children looked up once: a lookup per channel per request adds up.
+        self._seconds = {n: metrics.recall_seconds.labels(n) for n in self.channel_names}
+        self._recalled = {n: metrics.recall_candidates.labels(n) for n in self.channel_names}
+        self._items = {n: metrics.feed_items.labels(n) for n in self.channel_names}
         self._pool_ids = [i for i, n in enumerate(self.channel_names) if n == POOL_SOURCE]
         self.budget_s = budget_ms / 1000.0
         self._pool = (
@@ -137,7 +141,7 @@ class FeedPipeline:
         try:
             return source.recall(query, quota)
         finally:
-            self.metrics.recall_seconds.labels(source.name).observe(time.perf_counter() - started)
+            self._seconds[source.name].observe(time.perf_counter() - started)
 
     def recall(self, query: Query) -> Candidates:
         quotas = self.quotas
@@ -175,7 +179,7 @@ class FeedPipeline:
                 log.exception("recall source %s failed", source.name)
                 self.metrics.recall_failures.labels(source.name).inc()
                 continue
-            self.metrics.recall_candidates.labels(source.name).inc(len(rows))
+            self._recalled[source.name].inc(len(rows))
             parts.append(Candidates(rows, np.full(len(rows), i, np.int16), reasons))
         return Candidates.concat(parts)
 
@@ -206,7 +210,7 @@ class FeedPipeline:
             if explored and item.source != "pool":  # the pool's own reason says why
                 item.reasons.append("exploration slot: a new or unusual pick for you")
         for item in items:
-            self.metrics.feed_items.labels(item.source).inc()
+            self._items[item.source].inc()
         # What the ranker saw, logged with each impression so training sees the same.
         if ranked.features is not None:
             feats, at = ranked.features, picked

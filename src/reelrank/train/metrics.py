@@ -26,22 +26,36 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 class ProgressiveMetrics:
-    """Predictions made before training on each batch, kept for the last `window`."""
+    """Predictions made before training on each batch, kept for the last `window`.
 
-    def __init__(self, window: int = 20_000) -> None:
+    The summary (a sort per head over the window) is recomputed once `refresh` new
+    examples (a tenth of those seen, while fewer) have arrived since the last one, not at
+    every status publication."""
+
+    def __init__(self, window: int = 20_000, refresh: int = 1_000) -> None:
         self.window = window
+        self.refresh = refresh
         self.preds = np.zeros((window, len(HEADS)), dtype=np.float32)
         self.labels = np.zeros((window, len(HEADS)), dtype=np.float32)
         self.n = 0  # total recorded
+        self._summary: tuple[int, dict[str, dict[str, Any]]] | None = None
 
     def add(self, preds: np.ndarray, labels: np.ndarray) -> None:
-        for p, y in zip(preds, labels, strict=True):
-            i = self.n % self.window
-            self.preds[i] = p
-            self.labels[i] = y
-            self.n += 1
+        preds, labels = preds[-self.window :], labels[-self.window :]
+        at = (self.n + np.arange(len(preds))) % self.window
+        self.preds[at] = preds
+        self.labels[at] = labels
+        self.n += len(preds)
 
     def summary(self) -> dict[str, dict[str, Any]]:
+        due = min(self.refresh, max(1, self.n // 10))  # often while the window fills
+        if self._summary is not None and self.n - self._summary[0] < due:
+            return self._summary[1]
+        out = self._compute()
+        self._summary = (self.n, out)
+        return out
+
+    def _compute(self) -> dict[str, dict[str, Any]]:
         k = min(self.n, self.window)
         out: dict[str, dict[str, Any]] = {}
         for j, head in enumerate(HEADS):
