@@ -193,3 +193,28 @@ def test_the_challenger_serves_its_share_of_pages(tmp_path: Path) -> None:
         assert set(logged) == {served.ranker}
     finally:
         eng.close()
+
+
+def test_pages_split_half_and_half_until_the_served_comparison_settles(tmp_path: Path) -> None:
+    eng = Engine(make_settings(tmp_path, model_min_examples=0, champion_min_impressions=300)).open()
+    try:
+        eng.upsert_videos([video(i, hashtags=[f"t{i % 5}"]) for i in range(60)])
+        trainer = OnlineTrainer(eng.settings, eng.store, eng.params)
+        trainer.publish_full()
+        rng = np.random.default_rng(3)
+        _served_batch(trainer.champion, "heuristic", 0.5, 400, rng)  # served pages logged,
+        _served_batch(trainer.champion, "learned", 0.5, 100, rng)  # too few of the learned
+        trainer.publish_sparse()
+        eng.sync_model()
+        assert not eng.model.champion["settled"]
+        pages = [eng.feed(f"u{i}", n=5, record=False) for i in range(300)]
+        learned = sum(p.ranker == "learned" for p in pages)
+        assert 110 <= learned <= 190  # about half, not the 5% holdout
+        _served_batch(trainer.champion, "learned", 0.9, 400, rng)  # clearly better: settled
+        trainer.publish_sparse()
+        eng.sync_model()
+        assert eng.model.champion["settled"] and eng.model.champion["champion"] == "learned"
+        pages = [eng.feed(f"u{i}", n=5, record=False) for i in range(300)]
+        assert sum(p.ranker == "heuristic" for p in pages) <= 40  # back to the 5% holdout
+    finally:
+        eng.close()

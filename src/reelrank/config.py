@@ -327,7 +327,8 @@ class Settings:
         "Share of pages served by the ranker that is not the champion once the learned "
         "ranker is trained (chosen by a hash of the request id), so live traffic keeps "
         "measuring both: the comparison of the value pages served by each earn decides the "
-        "champion once both have `champion_min_impressions`; 0 turns it off.",
+        "champion once both have `champion_min_impressions` (pages split half and half "
+        "until it settles); 0 turns it off.",
         0.05,
     )
     champion_min_impressions: int = _doc(

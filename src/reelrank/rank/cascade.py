@@ -104,12 +104,21 @@ class RankCascade:
     def _held_out(self, query: Query) -> bool:
         """Whether this page goes to the ranker that is not the champion (a share
         `holdout` of pages, by the request id), so that live traffic keeps measuring both
-        (the champion/challenger comparison of pages served by each)."""
+        (the champion/challenger comparison of pages served by each). While served pages
+        are being logged but the comparison has not settled which ranker earns more, the
+        share is a half: an A/B test that settles in hundreds of pages instead of the
+        holdout's thousands."""
         server = self.server
         if not self.holdout or server is None or server.policy != "champion":
             return False
+        share = self.holdout
+        champion = server.champion
+        served = champion.get("served") or {}
+        logged = sum(served[r]["impressions"] for r in ("learned", "heuristic")) if served else 0
+        if logged and not champion.get("settled"):
+            share = 0.5
         digest = zlib.crc32(query.request.request_id.encode()) / 2**32
-        return digest < self.holdout
+        return digest < share
 
     def learned_scores(self, query: Query, cands: Candidates, view: RecallView) -> np.ndarray:
         """The learned fusion of every candidate (no pre-rank), for offline comparison

@@ -22,7 +22,9 @@ Once both rankers have `min_impressions` in the window, that comparison decides,
 hysteresis: the challenger takes over only when its mean beats the champion's by two
 standard errors of the difference (values are noisy; a coin toss must not flip the
 feed). Until then the pairs decide (a replayed log, whose pages nobody served, only ever
-has pairs).
+has pairs). While served pages are logged but the comparison is not settled either way,
+serving splits pages half and half (see `rank/cascade.py`), so it settles in hundreds of
+pages, not in the thousands a small holdout would need.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class ChampionChallenger:
         self.served = {r: np.zeros(window, dtype=np.float32) for r in RANKERS}
         self.served_n = dict.fromkeys(RANKERS, 0)
         self.current = "heuristic"  # the champion, decided as evidence arrives
+        self.settled = False  # the served pages tell the rankers apart (two standard errors)
         self.learned = np.zeros(window, dtype=np.float32)  # per pair: 1, 0.5 or 0
         self.heuristic = np.zeros(window, dtype=np.float32)
         self.weight = np.zeros(window, dtype=np.float32)  # per pair: the value difference
@@ -132,11 +135,11 @@ class ChampionChallenger:
         (n_l, v_l, se_l), (n_h, v_h, se_h) = self._served("learned"), self._served("heuristic")
         if min(n_l, n_h) >= self.min_impressions and v_l is not None and v_h is not None:
             diff, se = v_l - v_h, float(np.sqrt(se_l + se_h))
-            if self.current == "heuristic" and diff > 2.0 * se:
-                self.current = "learned"
-            elif self.current == "learned" and diff < -2.0 * se:
-                self.current = "heuristic"
+            self.settled = abs(diff) > 2.0 * se
+            if self.settled:
+                self.current = "learned" if diff > 0 else "heuristic"
             return
+        self.settled = False
         w = self.weight[:k].astype(np.float64)
         total = float(w.sum())
         wins = (
@@ -170,6 +173,7 @@ class ChampionChallenger:
                 "min_impressions": self.min_impressions,
             },
             "decided_by": "served pages" if by_pages else "pairs",
+            "settled": self.settled,
             "champion": self.current,
         }
 
