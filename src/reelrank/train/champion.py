@@ -24,7 +24,11 @@ standard errors of the difference (values are noisy; a coin toss must not flip t
 feed). Until then the pairs decide (a replayed log, whose pages nobody served, only ever
 has pairs). While served pages are logged but the comparison is not settled either way,
 serving splits pages half and half (see `rank/cascade.py`), so it settles in hundreds of
-pages, not in the thousands a small holdout would need.
+pages, not in the thousands a small holdout would need. The values are forgotten
+exponentially over all traffic (a memory of `window` impressions), so a challenger that
+served few pages for a while loses its old evidence, the comparison unsettles, and the
+rankers are tested half and half again: the learned model keeps changing, the evidence
+about what it was does not.
 """
 
 from __future__ import annotations
@@ -52,9 +56,12 @@ class ChampionChallenger:
         self.min_pairs = min_pairs
         self.margin = margin
         self.min_impressions = min_impressions
-        # Per ranker, the realised values of the viewed impressions of pages it served.
-        self.served = {r: np.zeros(window, dtype=np.float32) for r in RANKERS}
-        self.served_n = dict.fromkeys(RANKERS, 0)
+        # Per ranker, exponentially forgotten sums over the viewed impressions of the pages
+        # it served: weight, weight x value, weight x value^2, weight^2. Forgetting runs
+        # on all traffic, so a challenger that serves few pages loses its old evidence
+        # (about a model it no longer is) and is tested again.
+        self.keep = 1.0 - 1.0 / window
+        self.served = {r: np.zeros(4) for r in RANKERS}
         self.current = "heuristic"  # the champion, decided as evidence arrives
         self.settled = False  # the served pages tell the rankers apart (two standard errors)
         self.learned = np.zeros(window, dtype=np.float32)  # per pair: 1, 0.5 or 0
@@ -78,12 +85,15 @@ class ChampionChallenger:
         out of the pairs."""
         value = realised_value(labels, duration_s, mean_duration_s, self.weights)
         if served_by is not None:
-            for ranker in RANKERS:
-                mine = value[[i for i, r in enumerate(served_by) if r == ranker]]
-                mine = mine[-self.window :]
-                at = (self.served_n[ranker] + np.arange(len(mine))) % self.window
-                self.served[ranker][at] = mine
-                self.served_n[ranker] += len(mine)
+            logged = [i for i, r in enumerate(served_by) if r in RANKERS]
+            if logged:
+                fade = self.keep ** len(logged)
+                for ranker in RANKERS:
+                    sums = self.served[ranker]
+                    sums[:3] *= fade
+                    sums[3] *= fade * fade
+                    mine = value[[i for i in logged if served_by[i] == ranker]]
+                    sums += [len(mine), mine.sum(), (mine * mine).sum(), len(mine)]
         self._add_pairs(request_ids, learned, heuristic, value)
         self._decide()
 
@@ -123,12 +133,14 @@ class ChampionChallenger:
         self.pairs += len(vl)
 
     def _served(self, ranker: str) -> tuple[int, float | None, float]:
-        """Impressions, mean value and the mean's squared standard error."""
-        k = min(self.served_n[ranker], self.window)
-        if not k:
+        """Effective impressions, mean value and the mean's squared standard error."""
+        w, sv, sq, w2 = self.served[ranker]
+        if w <= 1e-9:
             return 0, None, 0.0
-        values = self.served[ranker][:k].astype(np.float64)
-        return k, float(values.mean()), float(values.var()) / k
+        n = w * w / w2  # the effective sample size of the weights
+        mean = sv / w
+        var = max(sq / w - mean * mean, 0.0)
+        return int(n), float(mean), float(var / n)
 
     def _decide(self) -> None:
         k = min(self.pairs, self.window)
@@ -185,7 +197,6 @@ class ChampionChallenger:
             "pairs": self.pairs,
             "served_learned": self.served["learned"],
             "served_heuristic": self.served["heuristic"],
-            "served_n": [self.served_n[r] for r in RANKERS],
             "current": self.current,
         }
 
@@ -195,8 +206,7 @@ class ChampionChallenger:
             self.heuristic[:] = np.asarray(raw["heuristic"])
             self.weight[:] = np.asarray(raw["weight"])
             self.pairs = int(raw["pairs"])
-        if "served_n" in raw and len(raw["served_learned"]) == self.window:
-            for i, r in enumerate(RANKERS):
-                self.served[r][:] = np.asarray(raw[f"served_{r}"])
-                self.served_n[r] = int(raw["served_n"][i])
+        if "served_learned" in raw and len(raw["served_learned"]) == 4:
+            for r in RANKERS:
+                self.served[r][:] = np.asarray(raw[f"served_{r}"], dtype=np.float64)
             self.current = str(raw.get("current", "heuristic"))
