@@ -46,6 +46,8 @@ def test_no_test_interaction_in_train_and_the_cut_is_temporal() -> None:
     train_ids = {id(r) for r in split.train}
     assert not any(id(r) in train_ids for r in split.test)
     assert split.cut_ts == split.train[-1].ts
+    assert set(split.ask_ts) == set(split.users)
+    assert set(split.ask_ts.values()) == {split.cut_ts}  # one global clock
 
 
 def test_evaluated_users_and_relevant_sets_follow_the_rules() -> None:
@@ -207,6 +209,14 @@ def test_the_per_user_split_holds_out_each_users_latest_fifth() -> None:
         assert held == rs[-len(held) :]  # the user's latest, in time order
     assert len(split.train) + len(split.test) == len(ratings)
     assert len(split.users) > 10  # nearly every user is evaluated, unlike a global cut
+    # A system on a clock is asked when the user's test part begins: after all of the
+    # user's train part, at their first test interaction.
+    for user in split.users:
+        rs = by_user[user]
+        held = [r for r in rs if id(r) in test_ids]
+        assert split.ask_ts[user] == held[0].ts
+        assert all(r.ts <= split.ask_ts[user] for r in rs if id(r) not in test_ids)
+    assert len(set(split.ask_ts.values())) > 1
     valid = validation_split(split, 0.2, "users")
     assert {id(r) for r in valid.train + valid.test} == {id(r) for r in split.train}
 

@@ -48,7 +48,11 @@ class Split:
     users: list[str]  # evaluated users, sorted
     test_positives: dict[str, set[str]]  # per evaluated user, catalog items only
     train_items: dict[str, set[str]]  # per user: excluded from that user's ranking
-    cut_ts: float  # time of the last train interaction: feeds are asked for at this time
+    cut_ts: float  # time of the last train interaction
+    # Per evaluated user, when a system that lives on a clock (reelrank) is asked for the
+    # feed: `cut_ts` under a global split; under a per-user split, the time of the user's
+    # first test interaction, with only the train interactions before it replayed.
+    ask_ts: dict[str, float] = field(default_factory=dict)
     unreachable: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -100,8 +104,10 @@ def user_split(ratings: Sequence[Rating], test_share: float, min_interactions: i
 
     Every user with enough history is evaluated, so far more users qualify than under a
     global temporal split; the price is that one user's train part may be later than
-    another's test part (the usual per-user holdout of sequential recommendation). Feeds
-    are asked for at the time of the last train interaction overall.
+    another's test part (the usual per-user holdout of sequential recommendation). A
+    system on a clock is asked for each user's feed when that user's test part begins
+    (`Split.ask_ts`), having seen only the train interactions before then; the fitted
+    models see the whole train part.
     """
     if not 0 < test_share < 1:
         raise ValueError(f"test_share must be in (0, 1), got {test_share}")
@@ -117,7 +123,7 @@ def user_split(ratings: Sequence[Rating], test_share: float, min_interactions: i
     test = [r for i, r in enumerate(ratings) if i in held]
     if not train or not test:
         raise ValueError("too few ratings to split")
-    return _split(train, test)
+    return _split(train, test, per_user_clock=True)
 
 
 def _check_order(ratings: Sequence[Rating]) -> None:
@@ -125,8 +131,9 @@ def _check_order(ratings: Sequence[Rating]) -> None:
         raise ValueError("ratings must be sorted by timestamp")
 
 
-def _split(train: list[Rating], test: list[Rating]) -> Split:
-    """What the protocol derives from a train and a test part (both in time order)."""
+def _split(train: list[Rating], test: list[Rating], per_user_clock: bool = False) -> Split:
+    """What the protocol derives from a train and a test part (both in time order);
+    `per_user_clock`: each user's feed is asked for when their test part begins."""
     catalog = list(dict.fromkeys(r.item for r in train))
     known = set(catalog)
     train_items: dict[str, set[str]] = {}
@@ -145,6 +152,12 @@ def _split(train: list[Rating], test: list[Rating]) -> Split:
         elif r.item not in train_items[r.user]:  # a re-rating of a train item is not new
             positives.setdefault(r.user, set()).add(r.item)
     users = sorted(positives)
+    ask_ts = dict.fromkeys(users, train[-1].ts)
+    if per_user_clock:
+        first: dict[str, float] = {}
+        for r in test:
+            first.setdefault(r.user, r.ts)
+        ask_ts = {u: first[u] for u in users}
     only_new = {r.user for r in test if r.positive and r.user in train_items} - set(users)
     return Split(
         train=train,
@@ -154,6 +167,7 @@ def _split(train: list[Rating], test: list[Rating]) -> Split:
         test_positives={u: positives[u] for u in users},
         train_items=train_items,
         cut_ts=train[-1].ts,
+        ask_ts=ask_ts,
         unreachable={
             "test_positives_on_items_new_in_test": new_item_positives,
             "test_positives_of_users_new_in_test": cold_user_positives,

@@ -215,7 +215,8 @@ PROTOCOL_TEXT = {
     "temporal": "global temporal split, the last 20% of ratings by time are test",
     "users": "each user's last 20% of ratings by time are test (users with at least 5 "
     "ratings; a per-user holdout, so one user's train part may be later than another's "
-    "test part; feeds are asked for at the time of the last train rating overall)",
+    "test part; reelrank replays the train part in time order and is asked for each "
+    "user's feed when that user's test part begins)",
 }
 VALID_TEXT = {
     "temporal": "the last 10% of the train part",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import numpy as np
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
-from .protocol import Split, top_k
+from .protocol import Split, clean, score_rankings, top_k
 
 Rankings = dict[str, list[str]]
 FitRank = Callable[[Split, dict[str, Any], int], tuple[Rankings, dict[str, Any]]]
@@ -102,7 +103,11 @@ def reelrank_fit_rank(
     are replayed in time order, test then train (reelrank.evaluate.replay: the title is
     the caption, the genres the hashtags, the rating stands in for the watch ratio; with
     `train`, the default, the online trainer learns from the replay's pages on the event
-    clock), then each evaluated user's feed of k at the cut time, not logged as served."""
+    clock). Each evaluated user's feed of k, not logged as served, is asked for at the
+    user's `Split.ask_ts`: once the replay has passed every train interaction up to that
+    time, and before any later one (under a per-user split, when the user's test part
+    begins). The notes also score the feeds asked for at the end of the replay, the
+    per-user split's other reading."""
     from reelrank import engine as engine_module
     from reelrank.config import load_settings
     from reelrank.engine import Engine
@@ -134,22 +139,47 @@ def reelrank_fit_rank(
                 else None
             )
             system = ReelrankSystem(engine, dataset, "reelrank", trainer)
+            rankings: Rankings = {}
+            rankers: dict[str, int] = {}
+            feed_s = 0.0
+
+            def ask(user: str, now: float) -> list[str]:
+                nonlocal feed_s
+                _wait_for_content(engine)
+                t0 = time.perf_counter()
+                feed = engine.feed(user, n=k, now=now, record=False, explain=False)
+                feed_s += time.perf_counter() - t0
+                rankers[feed.ranker] = rankers.get(feed.ranker, 0) + 1
+                return [it.video_id for it in feed.items]
+
+            # Users in order of their ask time; a user is asked once the next interaction
+            # to replay is later than their ask time.
+            due = sorted(split.users, key=lambda u: split.ask_ts[u])
+            at = 0
+            order = dataset.interactions
+
+            def on_step(n: int) -> None:
+                nonlocal at
+                after = order[n].ts if n < len(order) else math.inf
+                while at < len(due) and split.ask_ts[due[at]] < after:
+                    user = due[at]
+                    rankings[user] = ask(user, split.ask_ts[user])
+                    at += 1
+
             started = time.perf_counter()
             with threadpool_limits(1):
-                replay(dataset, [system])
+                replay(dataset, [system], progress=on_step)
             notes["replay_s"] = round(time.perf_counter() - started, 1)
             if trainer is not None:
                 notes["champion"] = trainer.status()["champion"]
-            _wait_for_content(engine)
-            started = time.perf_counter()
-            rankings: Rankings = {}
-            rankers: dict[str, int] = {}
-            for user in split.users:
-                feed = engine.feed(user, n=k, now=split.cut_ts, record=False, explain=False)
-                rankings[user] = [it.video_id for it in feed.items]
-                rankers[feed.ranker] = rankers.get(feed.ranker, 0) + 1
-            notes["feed_s"] = round(time.perf_counter() - started, 2)
+            notes["feed_s"] = round(feed_s, 2)
             notes["ranker_served"] = rankers
+            if any(split.ask_ts[u] != split.cut_ts for u in split.users):
+                end = {u: ask(u, split.cut_ts) for u in split.users}
+                known = set(split.catalog)
+                notes["feeds_at_end_of_replay"] = score_rankings(
+                    {u: clean(end[u], u, split, k, known) for u in split.users}, split
+                )
             notes["content_embedder"] = engine.state.embedder.name
             table = engine.state.table
             notes["videos_not_approved"] = int((~table.approved[: table.size]).sum())
