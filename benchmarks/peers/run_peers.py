@@ -13,6 +13,7 @@ See benchmarks/peers/README.md for the protocol and the RecBole environment.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import shlex
@@ -57,6 +58,15 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "movielens-latest-small"
 RECBOLE_PYTHON = ROOT / "benchmarks" / "peers" / ".venv" / "bin" / "python"
 RECBOLE_MODELS = ("BPR", "LightGCN", "SASRec")
 K = max(KS)
+
+
+# The packages each system of `peers()` imports when it runs.
+SYSTEM_MODULES: dict[str, tuple[str, ...]] = {
+    "reelrank": ("reelrank", "torch"),
+    "popular": (),
+    "als": ("implicit",),
+    "ease": ("scipy",),
+}
 
 
 def log(message: str) -> None:
@@ -316,6 +326,20 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if not (args.data / "ratings.csv").is_file():
         log(f"no ratings.csv in {args.data}: pass --data")
+        return 2
+    unknown = [name for name in args.systems if name not in peers(args.data)]
+    if unknown:
+        log(f"unknown systems {unknown}; known: {sorted(peers(args.data))}")
+        return 2
+    # Fail now, not after the half hour of reelrank's replays that run first.
+    missing = [
+        module
+        for name in args.systems
+        for module in SYSTEM_MODULES.get(name, ())
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        log(f"missing packages {missing}: install the bench extra (pip install -e '.[bench]')")
         return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     split = make_split(load_ratings(args.data / "ratings.csv"), args.protocol, 0.2)
