@@ -173,7 +173,7 @@ def reelrank_fit_rank(
             if trainer is not None:
                 notes["champion"] = trainer.status()["champion"]
             notes["feed_s"] = round(feed_s, 2)
-            notes["ranker_served"] = rankers
+            notes["ranker_served"] = dict(rankers)  # before the end-of-replay feeds below
             if any(split.ask_ts[u] != split.cut_ts for u in split.users):
                 end = {u: ask(u, split.cut_ts) for u in split.users}
                 known = set(split.catalog)
