@@ -150,7 +150,8 @@ def _served_batch(
 
 def test_served_pages_decide_once_both_rankers_have_enough_and_a_tie_does_not_flip() -> None:
     rng = np.random.default_rng(0)
-    c = ChampionChallenger({"watch_time": 1.0}, window=5000, min_pairs=1, min_impressions=300)
+    # A memory far longer than the traffic here: this is about hysteresis, not forgetting.
+    c = ChampionChallenger({"watch_time": 1.0}, window=10**6, min_pairs=1, min_impressions=300)
     _served_batch(c, "heuristic", 0.5, 2000, rng)
     _served_batch(c, "learned", 0.6, 200, rng)
     s = c.status()
@@ -165,6 +166,28 @@ def test_served_pages_decide_once_both_rankers_have_enough_and_a_tie_does_not_fl
     # ...a clearly better one does.
     _served_batch(c, "heuristic", 0.8, 5000, rng)
     assert c.status()["champion"] == "heuristic"
+
+
+def test_old_served_evidence_fades_so_the_comparison_is_made_again() -> None:
+    rng = np.random.default_rng(1)
+    c = ChampionChallenger({"watch_time": 1.0}, window=1000, min_pairs=1, min_impressions=300)
+    _served_batch(c, "learned", 0.3, 600, rng)
+    _served_batch(c, "heuristic", 0.6, 600, rng)
+    s = c.status()
+    assert s["settled"] and s["champion"] == "heuristic"
+    learned_before = s["served"]["learned"]["impressions"]
+    # Only the champion serves for a while: what the challenger's pages earned back then
+    # is about a model it no longer is, so it fades below the evidence needed to decide.
+    for _ in range(20):
+        _served_batch(c, "heuristic", 0.6, 200, rng)
+    s = c.status()
+    assert s["served"]["learned"]["impressions"] < min(learned_before, 300)
+    assert not s["settled"]
+    assert s["decided_by"] == "pairs"
+    # The sums survive a restart.
+    again = ChampionChallenger({"watch_time": 1.0}, window=1000, min_pairs=1, min_impressions=300)
+    again.load_state(c.state())
+    assert again.status()["served"] == s["served"]
 
 
 def test_the_challenger_serves_its_share_of_pages(tmp_path: Path) -> None:

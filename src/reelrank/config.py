@@ -321,7 +321,10 @@ class Settings:
         2000,
     )
     champion_window: int = _doc(
-        "The most recent page pairs the champion/challenger comparison is made on.", 20_000
+        "The most recent page pairs the champion/challenger comparison is made on; also "
+        "the memory, in viewed impressions of all traffic, of what served pages earned "
+        "(an impression counts exp(-age / window) as evidence).",
+        20_000,
     )
     champion_holdout: float = _doc(
         "Share of pages served by the ranker that is not the champion once the learned "
@@ -332,8 +335,8 @@ class Settings:
         0.05,
     )
     champion_min_impressions: int = _doc(
-        "Viewed impressions each ranker's pages need in the window before the value they "
-        "earn, rather than the ordering of pairs, decides the champion.",
+        "Viewed impressions (as evidence, faded with age) each ranker's pages need before "
+        "the value they earn, rather than the ordering of pairs, decides the champion.",
         500,
     )
     champion_margin: float = _doc(

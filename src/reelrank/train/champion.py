@@ -18,7 +18,7 @@ fill them worse. So live pages also say which ranker served them (`served_by`): 
 serving path gives a small share of pages to the ranker that is not the champion (the
 `champion_holdout` setting), at random by request, and the mean realised value of the
 viewed impressions of each ranker's pages is compared, an A/B test inside the engine.
-Once both rankers have `min_impressions` in the window, that comparison decides, with
+Once both rankers have `min_impressions` of evidence, that comparison decides, with
 hysteresis: the challenger takes over only when its mean beats the champion's by two
 standard errors of the difference (values are noisy; a coin toss must not flip the
 feed). Until then the pairs decide (a replayed log, whose pages nobody served, only ever
@@ -57,11 +57,12 @@ class ChampionChallenger:
         self.margin = margin
         self.min_impressions = min_impressions
         # Per ranker, exponentially forgotten sums over the viewed impressions of the pages
-        # it served: weight, weight x value, weight x value^2, weight^2. Forgetting runs
-        # on all traffic, so a challenger that serves few pages loses its old evidence
-        # (about a model it no longer is) and is tested again.
+        # it served: weight, weight x value, weight x value^2. The weight is the evidence
+        # (an impression counts 1 when new, less as it ages); forgetting runs on all
+        # traffic, so a challenger that serves few pages loses its old evidence (about a
+        # model it no longer is) and is tested again.
         self.keep = 1.0 - 1.0 / window
-        self.served = {r: np.zeros(4) for r in RANKERS}
+        self.served = {r: np.zeros(3) for r in RANKERS}
         self.current = "heuristic"  # the champion, decided as evidence arrives
         self.settled = False  # the served pages tell the rankers apart (two standard errors)
         self.learned = np.zeros(window, dtype=np.float32)  # per pair: 1, 0.5 or 0
@@ -89,11 +90,9 @@ class ChampionChallenger:
             if logged:
                 fade = self.keep ** len(logged)
                 for ranker in RANKERS:
-                    sums = self.served[ranker]
-                    sums[:3] *= fade
-                    sums[3] *= fade * fade
                     mine = value[[i for i in logged if served_by[i] == ranker]]
-                    sums += [len(mine), mine.sum(), (mine * mine).sum(), len(mine)]
+                    self.served[ranker] *= fade
+                    self.served[ranker] += [len(mine), mine.sum(), (mine * mine).sum()]
         self._add_pairs(request_ids, learned, heuristic, value)
         self._decide()
 
@@ -133,14 +132,14 @@ class ChampionChallenger:
         self.pairs += len(vl)
 
     def _served(self, ranker: str) -> tuple[int, float | None, float]:
-        """Effective impressions, mean value and the mean's squared standard error."""
-        w, sv, sq, w2 = self.served[ranker]
+        """Impressions as evidence (faded with age), mean value and the mean's squared
+        standard error."""
+        w, sv, sq = self.served[ranker]
         if w <= 1e-9:
             return 0, None, 0.0
-        n = w * w / w2  # the effective sample size of the weights
         mean = sv / w
         var = max(sq / w - mean * mean, 0.0)
-        return int(n), float(mean), float(var / n)
+        return int(w), float(mean), float(var / w)
 
     def _decide(self) -> None:
         k = min(self.pairs, self.window)
@@ -206,7 +205,7 @@ class ChampionChallenger:
             self.heuristic[:] = np.asarray(raw["heuristic"])
             self.weight[:] = np.asarray(raw["weight"])
             self.pairs = int(raw["pairs"])
-        if "served_learned" in raw and len(raw["served_learned"]) == 4:
+        if "served_learned" in raw and len(raw["served_learned"]) == 3:
             for r in RANKERS:
                 self.served[r][:] = np.asarray(raw[f"served_{r}"], dtype=np.float64)
             self.current = str(raw.get("current", "heuristic"))
