@@ -13,7 +13,6 @@ See benchmarks/peers/README.md for the protocol and the RecBole environment.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import shlex
@@ -50,7 +49,6 @@ from benchmarks.peers.systems import (
     ease_fit_rank,
     popular_fit_rank,
     reelrank_fit_rank,
-    versions,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,15 +56,6 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "movielens-latest-small"
 RECBOLE_PYTHON = ROOT / "benchmarks" / "peers" / ".venv" / "bin" / "python"
 RECBOLE_MODELS = ("BPR", "LightGCN", "SASRec")
 K = max(KS)
-
-
-# The packages each system of `peers()` imports when it runs.
-SYSTEM_MODULES: dict[str, tuple[str, ...]] = {
-    "reelrank": ("reelrank", "torch"),
-    "popular": (),
-    "als": ("implicit",),
-    "ease": ("scipy",),
-}
 
 
 def log(message: str) -> None:
@@ -80,11 +69,11 @@ def peers(data: Path) -> dict[str, Peer]:
             "reelrank",
             REELRANK_CONFIGS,
             lambda split, config, k: reelrank_fit_rank(split, config, k, movies),
-            versions("reelrank", "torch", "numpy"),
+            ("reelrank", "torch", "numpy"),
         ),
-        "popular": Peer("popular", [{"positives_only": True}], popular_fit_rank, versions()),
-        "als": Peer("als", ALS_CONFIGS, als_fit_rank, versions("implicit", "numpy", "scipy")),
-        "ease": Peer("ease", EASE_CONFIGS, ease_fit_rank, versions("numpy", "scipy")),
+        "popular": Peer("popular", [{"positives_only": True}], popular_fit_rank),
+        "als": Peer("als", ALS_CONFIGS, als_fit_rank, ("implicit", "numpy", "scipy")),
+        "ease": Peer("ease", EASE_CONFIGS, ease_fit_rank, ("numpy", "scipy")),
     }
 
 
@@ -327,17 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "ratings.csv").is_file():
         log(f"no ratings.csv in {args.data}: pass --data")
         return 2
-    unknown = [name for name in args.systems if name not in peers(args.data)]
+    available = peers(args.data)
+    unknown = [name for name in args.systems if name not in available]
     if unknown:
-        log(f"unknown systems {unknown}; known: {sorted(peers(args.data))}")
+        log(f"unknown systems {unknown}; known: {sorted(available)}")
         return 2
     # Fail now, not after the half hour of reelrank's replays that run first.
-    missing = [
-        module
-        for name in args.systems
-        for module in SYSTEM_MODULES.get(name, ())
-        if importlib.util.find_spec(module) is None
-    ]
+    missing = sorted({p for name in args.systems for p in available[name].missing()})
     if missing:
         log(f"missing packages {missing}: install the bench extra (pip install -e '.[bench]')")
         return 2
@@ -362,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
     recbole_started = time.perf_counter()
     proc = start_recbole(args, recbole_out) if args.recbole_models else None
     systems: dict[str, Any] = {}
-    available = peers(args.data)
     for name in args.systems:
         systems[name] = run_peer(available[name], split, valid, args.budget)
     recbole = collect_recbole(proc, recbole_out, split)

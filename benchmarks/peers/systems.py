@@ -8,12 +8,14 @@ Each is a `fit_rank(split, config, k)` that learns from `split.train` only and r
 from __future__ import annotations
 
 import csv
+import importlib.util
 import itertools
 import math
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,19 @@ class Peer:
     name: str
     configs: list[dict[str, Any]]
     fit_rank: FitRank
-    versions: Callable[[], dict[str, str]]
+    packages: tuple[str, ...] = ()  # what fit_rank imports: checked before a run, versioned
+
+    def missing(self) -> list[str]:
+        return [p for p in self.packages if importlib.util.find_spec(p) is None]
+
+    def versions(self) -> dict[str, str]:
+        out = {}
+        for name in self.packages:
+            try:
+                out[name] = version(name)
+            except PackageNotFoundError:
+                out[name] = "not installed"
+        return out
 
 
 # -- popular -------------------------------------------------------------------------------
@@ -246,18 +260,3 @@ EASE_CONFIGS: list[dict[str, Any]] = [
     {"lambda": 100.0},
     {"lambda": 2000.0},
 ]
-
-
-def versions(*packages: str) -> Callable[[], dict[str, str]]:
-    def get() -> dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        out = {}
-        for name in packages:
-            try:
-                out[name] = version(name)
-            except PackageNotFoundError:
-                out[name] = "not installed"
-        return out
-
-    return get
