@@ -45,13 +45,19 @@ def pools(sim: tuple[Engine, World]) -> dict[str, Any]:
 
 
 def test_pools_promote_planted_good_videos_far_more_often_than_bad(pools: dict[str, Any]) -> None:
-    # 20 videos per planted class: each is 5 points, and the simulation's timing varies,
-    # so the bars sit well below the margins measured (good 80-85%, bad 5-20% reached
-    # the top tier; precision 0.80-0.94).
-    assert pools["good_reached_top"] >= pools["bad_reached_top"] + 0.3
-    assert pools["precision"] is not None and pools["precision"] >= 0.65
-    assert pools["recall"] >= 0.5
-    assert pools["bad_stopped_at_first"] >= pools["good_stopped_at_first"] + 0.3
+    # 20 videos per planted class, judged on 20 impressions each: the shares move by 0.05
+    # a video and the run's timing varies, so each bar sits about three standard
+    # deviations below what 18 runs measured (good minus bad reaching the top tier: mean
+    # 0.54, sd 0.14, lowest 0.25; precision mean 0.87, lowest 0.69; recall mean 0.63,
+    # lowest 0.45). The judged quality as a detector of the planted class uses every
+    # video's score rather than one bit, so its bar can sit closer (AUC mean 0.87, sd
+    # 0.05, lowest 0.77).
+    assert pools["quality_auc"] is not None and pools["quality_auc"] >= 0.7
+    assert pools["good_reached_top"] >= pools["bad_reached_top"] + 0.15
+    assert pools["bad_reached_top"] <= 0.35
+    assert pools["precision"] is not None and pools["precision"] >= 0.6
+    assert pools["recall"] >= 0.3
+    assert pools["bad_stopped_at_first"] >= pools["good_stopped_at_first"] + 0.15
     assert pools["funnel"]["entered"] == 40 + 20  # the measured uploads and the earlier
 
 

@@ -4,7 +4,8 @@
 quality; viewers fetch pages and react (world.react: enjoyment grows with the viewer's
 taste for the topic and with quality) while pools are judged. Reports, per planted
 class, how far new videos climbed, and the precision and recall of reaching the top
-tier (being promoted into the last one) as a detector of planted-good videos.
+tier (being promoted into the last one) as a detector of planted-good videos, and the
+AUC of the last judged quality as one.
 
 `cold_start_simulation`: brand-new users, each engaging only with one topic, fetch pages
 until they have engaged ten times; reports the topic's share of the first page against
@@ -152,6 +153,22 @@ def pool_simulation(
     promoted = sum(top_hit)
     n_good = sum(good)
 
+    judged = [
+        (float(s["last_quality"]), g)
+        for s, g in zip(states, good, strict=True)
+        if "last_quality" in s
+    ]
+    judged_good = [q for q, g in judged if g]
+    judged_bad = [q for q, g in judged if not g]
+    # The judged quality as a detector of the planted class: the chance a judged good
+    # video scored above a judged bad one (ties count half).
+    quality_auc = (
+        sum((a > b) + 0.5 * (a == b) for a in judged_good for b in judged_bad)
+        / (len(judged_good) * len(judged_bad))
+        if judged_good and judged_bad
+        else None
+    )
+
     def share(cls: bool, cond: Any) -> float:
         members = [s for s, g in zip(states, good, strict=True) if g == cls]
         return sum(bool(cond(s)) for s in members) / max(len(members), 1)
@@ -169,6 +186,7 @@ def pool_simulation(
         "good_stopped_at_first": share(True, lambda s: s["stage"] == "stopped" and s["tier"] == 0),
         "bad_stopped_at_first": share(False, lambda s: s["stage"] == "stopped" and s["tier"] == 0),
         "precision": true_pos / promoted if promoted else None,
+        "quality_auc": quality_auc,
         "recall": true_pos / n_good if n_good else None,
         "unsettled": sum(s["stage"] in ("testing", "judging") for s in states),
         "mean_tier_good": float(np.mean([t for t, g in zip(tiers, good, strict=True) if g])),
