@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from reelrank.engine import Engine
-from reelrank.pipeline.query import FeedRequest
+from reelrank.pipeline.query import Candidates, FeedRequest
+from reelrank.rank.heuristic import HeuristicScorer
 from reelrank.recall import ItemToItemRecall, SessionRecall
 from reelrank.state.coengagement import CoEngagement
 
@@ -54,6 +58,39 @@ def test_item_to_item_recalls_what_others_liked_with_the_seed(tmp_path: Path) ->
         # A user whose session holds nothing co-engaged gets nothing from this channel.
         eng.ingest([event("like", "loner", "v33")])
         assert len(ItemToItemRecall().recall(_query(eng, "loner"), 50).rows) == 0
+    finally:
+        eng.close()
+
+
+def test_the_heuristic_ranks_what_others_liked_with_the_users_videos_first(
+    tmp_path: Path,
+) -> None:
+    """Two videos alike in every counter and in the newcomer's affinities: the one that
+    fans liked together with the newcomer's video scores higher, through the
+    co-engagement term alone (with its weight at zero they tie)."""
+    eng = Engine(make_settings(tmp_path)).open()
+    try:
+        eng.upsert_videos([video(i) for i in range(40)])  # alike but for their ids
+        for u in range(4):  # fans like v0 then v1; others like v0 and, a day later, v2
+            eng.ingest([event("like", f"fan{u}", "v0"), event("like", f"fan{u}", "v1")])
+            eng.ingest(
+                [
+                    event("like", f"other{u}", "v0", ts=time.time() - 86400),
+                    event("like", f"other{u}", "v2"),
+                ]
+            )
+        eng.ingest([event("like", "newbie", "v0")])
+        query = _query(eng, "newbie")
+        table = eng.state.table
+        rows = np.array([table.row_of("v1"), table.row_of("v2")], dtype=np.int64)
+        cands = Candidates(rows, np.zeros(2, np.int16), np.array(["", ""], dtype=object))
+        weights = dict(eng.settings.score_weights)
+        with_co = HeuristicScorer(weights, eng.settings.smoothing_strength).score(query, cands)
+        without = HeuristicScorer(
+            {**weights, "coengaged": 0.0}, eng.settings.smoothing_strength
+        ).score(query, cands)
+        assert with_co[0] > with_co[1]  # v1, co-engaged with v0 within the hour, first
+        assert without[0] == pytest.approx(without[1])
     finally:
         eng.close()
 

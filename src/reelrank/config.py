@@ -157,13 +157,15 @@ class Settings:
     )
     score_weights: dict[str, float] = _doc(
         "Heuristic fusion weights: smoothed rates (finish, like, share, skip), the user's "
-        "affinity for the video, and its hotness.",
+        "affinity for the video, its co-engagement with the user's latest engaged videos, "
+        "and its hotness.",
         factory=lambda: {
             "finish": 1.0,
             "like": 2.0,
             "share": 3.0,
             "skip": -1.0,
             "affinity": 1.5,
+            "coengaged": 2.0,
             "hotness": 0.3,
         },
     )

@@ -1,11 +1,14 @@
 """The heuristic scorer: smoothed engagement rates fused with the user's affinities.
 
-score = sum_x w_x * lift_x  +  w_affinity * slog(affinity)  +  w_hotness * hot
+score = sum_x w_x * lift_x  +  w_affinity * slog(affinity)  +  w_coengaged * slog(co)
+        +  w_hotness * hot
 
 lift_x is a video's smoothed rate of action x (finish, like, share, skip) over the
 catalog's rate, with `smoothing_strength` pseudo-views at the catalog rate; affinity sums
 the user's decayed weights for the video's hashtags, sound and creator (plus a bonus for
-followed creators and onboarding interests); hot is log hotness scaled to [0, 1] among the
+followed creators and onboarding interests); co is the video's co-engagement with the
+user's latest engaged videos (item-to-item evidence, the newest seed weighing most); hot
+is log hotness scaled to [0, 1] among the
 candidates. It is the cold-start ranker and the fallback when a learned ranker fails.
 """
 
@@ -14,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..pipeline.query import Candidates, Query
-from .signals import RATES, affinity, rate_lifts, slog, views
+from .signals import RATES, affinity, coengagement_scores, rate_lifts, slog, views
 
-MODEL_VERSION = "heuristic-1"
+MODEL_VERSION = "heuristic-2"
 FOLLOW_BONUS = 3.0
 INTEREST_BONUS = 1.0
 
@@ -53,6 +56,8 @@ class HeuristicScorer:
         lifts = self.lifts(query, rows)
         score = sum(w[x] * lifts[x] for x in RATES)
         score = score + w["affinity"] * slog(self.affinity(query, rows))
+        if w.get("coengaged"):
+            score = score + w["coengaged"] * slog(coengagement_scores(query, rows))
         hot = np.log1p(np.maximum(query.counters.hotness[rows], 0.0))
         top = hot.max()
         if top > 0:
