@@ -8,8 +8,8 @@ catalog's rate, with `smoothing_strength` pseudo-views at the catalog rate; affi
 the user's decayed weights for the video's hashtags, sound and creator (plus a bonus for
 followed creators and onboarding interests); co is the video's co-engagement with the
 user's latest engaged videos (item-to-item evidence, the newest seed weighing most); hot
-is log hotness scaled to [0, 1] among the
-candidates. It is the cold-start ranker and the fallback when a learned ranker fails.
+is log hotness scaled to [0, 1] among the candidates. It is the cold-start ranker and
+the fallback when a learned ranker fails.
 """
 
 from __future__ import annotations
