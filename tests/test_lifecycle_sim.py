@@ -47,11 +47,11 @@ def pools(sim: tuple[Engine, World]) -> dict[str, Any]:
 def test_pools_promote_planted_good_videos_far_more_often_than_bad(pools: dict[str, Any]) -> None:
     # 20 videos per planted class, judged on 20 impressions each: the shares move by 0.05
     # a video and the run's timing varies, so each bar sits about three standard
-    # deviations below what 18 runs measured (good minus bad reaching the top tier: mean
-    # 0.54, sd 0.14, lowest 0.25; precision mean 0.87, lowest 0.69; recall mean 0.63,
-    # lowest 0.45). The judged quality as a detector of the planted class uses every
-    # video's score rather than one bit, so its bar can sit closer (AUC mean 0.87, sd
-    # 0.05, lowest 0.77).
+    # deviations below what was measured (over 18 runs, good minus bad reaching the top
+    # tier: mean 0.55, sd 0.14, lowest 0.25; recall mean 0.64, lowest 0.45; precision
+    # over 14 of them: mean 0.87, lowest 0.69). The judged quality as a detector of the
+    # planted class uses every video's score rather than one bit, so its bar can sit
+    # closer (over 11 runs: AUC mean 0.87, sd 0.05, lowest 0.77).
     assert pools["quality_auc"] is not None and pools["quality_auc"] >= 0.7
     assert pools["good_reached_top"] >= pools["bad_reached_top"] + 0.15
     assert pools["bad_reached_top"] <= 0.35

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..content.pools import BASELINE_MIN
 from ..engine import Engine
+from ..evaluate.metrics import auc
 from .world import TOPICS, World, make_world, react
 
 _ids = itertools.count()
@@ -153,21 +154,11 @@ def pool_simulation(
     promoted = sum(top_hit)
     n_good = sum(good)
 
+    # The judged quality as a detector of the planted class (videos judged at least once).
     judged = [
-        (float(s["last_quality"]), g)
-        for s, g in zip(states, good, strict=True)
-        if "last_quality" in s
+        (s["last_quality"], g) for s, g in zip(states, good, strict=True) if "last_quality" in s
     ]
-    judged_good = [q for q, g in judged if g]
-    judged_bad = [q for q, g in judged if not g]
-    # The judged quality as a detector of the planted class: the chance a judged good
-    # video scored above a judged bad one (ties count half).
-    quality_auc = (
-        sum((a > b) + 0.5 * (a == b) for a in judged_good for b in judged_bad)
-        / (len(judged_good) * len(judged_bad))
-        if judged_good and judged_bad
-        else None
-    )
+    quality_auc = auc([g for _, g in judged], [q for q, _ in judged])
 
     def share(cls: bool, cond: Any) -> float:
         members = [s for s, g in zip(states, good, strict=True) if g == cls]
