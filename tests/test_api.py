@@ -504,7 +504,7 @@ def test_feed_shape(client: TestClient) -> None:
     assert isinstance(body["request_id"], str) and body["request_id"]
     assert isinstance(body["model_version"], str) and body["model_version"]
     # No trainer runs here, so the heuristic scores and the response says why.
-    assert body["ranker"] == "heuristic" and body["model_version"] == "heuristic-2"
+    assert body["ranker"] == "heuristic" and body["model_version"] == "heuristic-3"
     assert "disabled" in body["ranker_note"] or "warming up" in body["ranker_note"]
     assert body["cold_start"] is True
     assert len(body["items"]) == 5

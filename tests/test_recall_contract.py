@@ -85,10 +85,10 @@ def catalog() -> list[dict[str, Any]]:
 @pytest.fixture
 def loaded(new_engine: Callable[..., Engine], request: pytest.FixtureRequest) -> Engine:
     """A catalog plus a user u1 who follows, likes, shares and has a profile; for the
-    two-tower and sequence channels, also models trained on served traffic."""
-    learned = getattr(request.node, "callspec", None) and request.node.callspec.params.get(
-        "name"
-    ) in ("two_tower", "sequence")
+    two-tower and sequence channels, also models trained on served traffic; for the
+    related channel, a fitted related-videos model."""
+    callspec = getattr(request.node, "callspec", None)
+    name = callspec.params.get("name") if callspec is not None else None
     # Any age gets a traffic pool, so the pool channel has videos to offer.
     eng = new_engine(banned_terms=["spam"], model_min_examples=1, pool_max_age_h=0)
     results = eng.upsert_videos(catalog())
@@ -101,8 +101,12 @@ def loaded(new_engine: Callable[..., Engine], request: pytest.FixtureRequest) ->
         + [event("share", f"x{j}", "v12") for j in range(4)]
         + [event("like", f"x{j}", "v8") for j in range(3)],
     )
-    if learned:
+    if name in ("two_tower", "sequence"):
         train_retrieval(eng, ["u1", "x0", "x1", "x2"])
+    if name == "related":
+        # others who engaged with u1's v0 also shared v12 and liked v8; fit at once
+        ingest(eng, [event("finish", f"x{j}", "v0") for j in range(4)])
+        assert eng.state.related.refit(force=True, throttle=False)
     return eng
 
 

@@ -465,7 +465,7 @@ def test_dashboard_draws_live_charts_and_approves_a_held_video(
     bars = page.eval_on_selector_all(
         "#chart-channels rect.bar", "rs => rs.map(r => +r.dataset.value)"
     )
-    assert len(bars) == 12 and sum(bars) > 0  # every channel, slots won from served pages
+    assert len(bars) == 13 and sum(bars) > 0  # every channel, slots won from served pages
     entered = page.eval_on_selector("#chart-pools rect.bar", "r => +r.dataset.value")
     assert entered >= 120
     assert page.locator('[data-tile="model-version"] .v').inner_text().startswith("mtl-")

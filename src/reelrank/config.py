@@ -158,7 +158,7 @@ class Settings:
     score_weights: dict[str, float] = _doc(
         "Heuristic fusion weights: smoothed rates (finish, like, share, skip), the user's "
         "affinity for the video, its co-engagement with the user's latest engaged videos, "
-        "and its hotness.",
+        "its related-videos score (1 for the user's best video), and its hotness.",
         factory=lambda: {
             "finish": 1.0,
             "like": 2.0,
@@ -166,6 +166,7 @@ class Settings:
             "skip": -1.0,
             "affinity": 1.5,
             "coengaged": 2.0,
+            "related": 2.0,
             "hotness": 0.3,
         },
     )
@@ -176,6 +177,7 @@ class Settings:
             "pool": 20,
             "session": 100,
             "item2item": 150,
+            "related": 150,
             "sequence": 200,
             "two_tower": 200,
             "content": 150,
@@ -227,6 +229,20 @@ class Settings:
     )
     coengagement_max_neighbours: int = _doc(
         "Co-engaged neighbours kept per video (bounds the item-to-item graph).", 100
+    )
+    related_max_videos: int = _doc(
+        "Videos the related-videos model (EASE, a linear item-to-item model over every "
+        "user's recent engagements) covers: those most users engaged with. Its fit solves a "
+        "dense system of this size squared (about a second at 3,000); 0 turns it off.",
+        3000,
+    )
+    related_l2: float = _doc(
+        "L2 regularisation of the related-videos model (EASE's lambda).", 500.0
+    )
+    related_window: int = _doc(
+        "Latest engagements the related-videos model fits on (8 bytes each); it is fitted "
+        "again, off the request path, whenever the window grew by a fifth since the last fit.",
+        2_000_000,
     )
     diversity_lambda: float = _doc(
         "Diversity weight: each pick maximises normalised score minus this times its "
@@ -587,6 +603,9 @@ def _validate(s: Settings) -> None:
         (0 <= s.exploration_fraction <= 1, "exploration_fraction", "must be 0..1"),
         (all(p >= 0 for p in s.exploration_positions), "exploration_positions", "must be >= 0"),
         (s.coengagement_max_neighbours >= 1, "coengagement_max_neighbours", "must be >= 1"),
+        (s.related_max_videos >= 0, "related_max_videos", "must not be negative"),
+        (s.related_l2 > 0, "related_l2", "must be positive"),
+        (s.related_window >= 1, "related_window", "must be at least 1"),
         (s.snapshot_interval_s > 0, "snapshot_interval_s", "must be positive"),
         (s.impression_flush_s > 0, "impression_flush_s", "must be positive"),
         (

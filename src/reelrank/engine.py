@@ -138,6 +138,7 @@ class Engine:
             ("log-follower", 0.5, self.state.catch_up),
             ("model-sync", s.model_poll_s, self.sync_model),
             ("retrieval", 1.0, self.refresh_indexes),
+            ("related", 1.0, self.refit_related),
             ("lifecycle", 1.0, self.lifecycle_tick),
         ):
             t = threading.Thread(
@@ -160,6 +161,15 @@ class Engine:
         a = self.retrieval.refresh(force)
         b = self.sequence.refresh(force)
         return a or b
+
+    def refit_related(self, throttle: bool = True) -> bool:
+        """Refit the related-videos model when its window has grown enough (and, with
+        `throttle`, ten times the last fit's duration has passed). A replay or simulation
+        passes `throttle=False`: it fits on the event count alone, so its results do not
+        depend on the machine's speed."""
+        if not self.settings.related_max_videos:
+            return False
+        return self.state.related.refit(throttle=throttle)
 
     def lifecycle_tick(self) -> None:
         """Reports that call for review (also from events other processes logged), then
@@ -556,6 +566,7 @@ class Engine:
             assignment=self.experiments.assign(request.user_id),
             popularity=self.state.popularity,
             sequence=self.sequence,
+            related=self.state.related.fitted,
         )
         if user is not None:
             now = user.last_ts or request.now

@@ -299,6 +299,7 @@ class ReelrankSystem:
         result = self.engine.ingest(self._events(x, positive))
         if result.rejected:
             raise ValueError(f"replayed events rejected: {result.rejected[:3]}")
+        self.engine.refit_related(throttle=False)
         if self.trainer is not None:
             self.trainer.tick(x.ts)
 

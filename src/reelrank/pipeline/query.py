@@ -15,6 +15,7 @@ from ..state.coengagement import CoEngagement
 from ..state.counters import VideoCounters
 from ..state.popularity import Popularity
 from ..state.profiles import UserState
+from ..state.related import Fitted
 
 if TYPE_CHECKING:
     from ..content.pools import PoolBook
@@ -56,6 +57,7 @@ class Query:
     assignment: Assignment = NO_ASSIGNMENT  # the user's experiment arms and overrides
     popularity: Popularity | None = None  # engagement at several horizons
     sequence: RetrievalIndex | None = None  # the sequence model's video index
+    related: Fitted | None = None  # the related-videos model's last fit
     cache: dict[str, Any] = field(default_factory=dict)  # per-request values (user vectors)
     tag_affinity: dict[str, float] = field(default_factory=dict)
     sound_affinity: dict[str, float] = field(default_factory=dict)

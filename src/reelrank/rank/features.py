@@ -6,8 +6,8 @@ ids, mean-pooled. Dense features are scaled to roughly [-3, 3]. Besides the vide
 and the user's affinities they carry what each app weighs differently, for the ranker to
 learn from the app's own log: popularity at five horizons (relative to the catalog's
 mean, so that the scale carries from one app to another), co-engagement with the user's
-latest videos, the sequence model's score, and which recall channels found the video and
-how high (a learned fusion of the channels).
+latest videos, the related-videos model's score, the sequence model's score, and which
+recall channels found the video and how high (a learned fusion of the channels).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from ..pipeline.query import Query
 from ..state.catalog import MAX_TAGS
 from ..state.popularity import HORIZONS
-from .signals import affinity, coengagement_scores, rate_lifts, slog, views
+from .signals import affinity, coengagement_scores, rate_lifts, related_scores, slog, views
 from .two_tower import HISTORY
 
 SINGLE_SLOTS = ("user", "video", "creator", "sound", "region", "language", "device", "hour")
@@ -34,6 +34,7 @@ CHANNELS = (  # recall channels the ranker knows by name (one flag each)
     "pool",
     "session",
     "item2item",
+    "related",
     "sequence",
     "two_tower",
     "content",
@@ -60,6 +61,7 @@ DENSE = (
     "log_user_engagements",
     *(f"pop_{name}" for name, _ in HORIZONS),
     "coengaged",
+    "related",
     "sequence_score",
     "recall_position",
     *(f"channel_{name}" for name in CHANNELS),
@@ -189,6 +191,7 @@ def extract(
     else:
         cols += [np.zeros(n)] * len(HORIZONS)
     cols.append(slog(coengagement_scores(query, rows)))
+    cols.append(related_scores(query, rows))
     cols.append(np.zeros(n) if sequence is None else np.asarray(sequence, np.float64) / 2.0)
     recall = recall if recall is not None else RecallView.none(n)
     cols.append(recall.position)

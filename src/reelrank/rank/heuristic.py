@@ -1,15 +1,17 @@
 """The heuristic scorer: smoothed engagement rates fused with the user's affinities.
 
 score = sum_x w_x * lift_x  +  w_affinity * slog(affinity)  +  w_coengaged * slog(co)
-        +  w_hotness * hot
+        +  w_related * related  +  w_hotness * hot
 
 lift_x is a video's smoothed rate of action x (finish, like, share, skip) over the
 catalog's rate, with `smoothing_strength` pseudo-views at the catalog rate; affinity sums
 the user's decayed weights for the video's hashtags, sound and creator (plus a bonus for
 followed creators and onboarding interests); co is the video's co-engagement with the
-user's latest engaged videos (item-to-item evidence, the newest seed weighing most); hot
-is log hotness scaled to [0, 1] among the candidates. It is the cold-start ranker and
-the fallback when a learned ranker fails.
+user's latest engaged videos (item-to-item evidence, the newest seed weighing most);
+related is the related-videos model's score (EASE over everyone's recent engagements,
+1 for the user's best video, `state/related.py`); hot is log hotness scaled to [0, 1]
+among the candidates. It is the cold-start ranker and the fallback when a learned ranker
+fails.
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..pipeline.query import Candidates, Query
-from .signals import RATES, affinity, coengagement_scores, rate_lifts, slog, views
+from .signals import (
+    RATES,
+    affinity,
+    coengagement_scores,
+    rate_lifts,
+    related_scores,
+    slog,
+    views,
+)
 
-MODEL_VERSION = "heuristic-2"
+MODEL_VERSION = "heuristic-3"
 FOLLOW_BONUS = 3.0
 INTEREST_BONUS = 1.0
 
@@ -58,6 +68,8 @@ class HeuristicScorer:
         score = score + w["affinity"] * slog(self.affinity(query, rows))
         if w.get("coengaged"):
             score = score + w["coengaged"] * slog(coengagement_scores(query, rows))
+        if w.get("related"):
+            score = score + w["related"] * related_scores(query, rows)
         hot = np.log1p(np.maximum(query.counters.hotness[rows], 0.0))
         top = hot.max()
         if top > 0:

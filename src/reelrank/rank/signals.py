@@ -139,3 +139,27 @@ def coengagement_scores(query: Query, rows: np.ndarray) -> np.ndarray:
         pos = np.clip(np.searchsorted(keys, rows), 0, len(keys) - 1)
         out = np.where(keys[pos] == rows, vals[pos], 0.0)
     return out
+
+
+def related_seeds(query: Query) -> np.ndarray:
+    """The user's latest engaged video rows (the related-videos model's input)."""
+    user = query.user
+    if user is None or not user.engaged:
+        return np.zeros(0, np.int64)
+    return np.frombuffer(user.engaged.tobytes(), dtype=np.int32).astype(np.int64)
+
+
+def related_scores(query: Query, rows: np.ndarray) -> np.ndarray:
+    """(n,) each row's related-videos score for this user (the best video 1; 0 for
+    videos the model does not cover or before its first fit)."""
+    fitted = query.related
+    out = np.zeros(len(rows))
+    if fitted is None or len(rows) == 0:
+        return out
+    scores = query.cache.get("related")
+    if scores is None:  # once per request
+        scores = query.cache["related"] = fitted.scores(related_seeds(query))
+    cols = fitted.columns(rows)
+    ok = cols >= 0
+    out[ok] = scores[cols[ok]]
+    return np.clip(out, -1.0, 1.0)

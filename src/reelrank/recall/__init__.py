@@ -9,6 +9,7 @@ from .interest import InterestRecall
 from .item2item import ItemToItemRecall
 from .pool import PoolRecall
 from .popular import PopularRecall
+from .related import RelatedRecall
 from .session import SessionRecall
 from .trending import TrendingRecall
 from .two_tower import RetrievalIndex, SequenceRecall, TwoTowerRecall
@@ -23,6 +24,7 @@ __all__ = [
     "PoolRecall",
     "PopularRecall",
     "RecallSource",
+    "RelatedRecall",
     "RetrievalIndex",
     "SequenceRecall",
     "SessionRecall",
@@ -40,6 +42,7 @@ def default_sources(trending_refresh_s: float) -> list[RecallSource]:
         PoolRecall(),
         SessionRecall(trending_refresh_s),
         ItemToItemRecall(),
+        RelatedRecall(),
         SequenceRecall(),
         TwoTowerRecall(),
         ContentRecall(),

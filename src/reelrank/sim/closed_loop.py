@@ -151,6 +151,7 @@ class ReelrankFeed:
         self.engine.flush_impressions()
         self.engine.lifecycle.process_reports()
         self.engine.lifecycle.evaluate_pools(now)
+        self.engine.refit_related(throttle=False)
         if self.trainer is not None:
             self.trainer.tick(now)
 

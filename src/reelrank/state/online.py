@@ -26,6 +26,7 @@ from .coengagement import CoEngagement
 from .counters import VideoCounters
 from .popularity import Popularity
 from .profiles import UserState
+from .related import RelatedItems
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,11 @@ class OnlineState:
         self.coengagement = CoEngagement(
             window_s=settings.coengagement_window_s,
             max_neighbours=settings.coengagement_max_neighbours,
+        )
+        self.related = RelatedItems(
+            max_videos=settings.related_max_videos,
+            l2=settings.related_l2,
+            window=settings.related_window,
         )
         # Caption and hashtag embeddings of approved videos, by row (content channel, MMR).
         self.embedder: Embedder = make_embedder(settings.content_embedder, settings.content_dim)
@@ -435,6 +441,9 @@ class OnlineState:
             user.engagements += 1
             history = [(self.table.row_of(v), when) for v, _, when in user.session]
             self.coengagement.add(history, row, ts)
+            if self.settings.related_max_videos:
+                self.related.add(event.user_id, row)
+                user.add_engaged(row)
             user.session.append((event.video_id, t.value, ts))
         self.applied += 1
 
@@ -477,12 +486,14 @@ class OnlineState:
                 "size": self.table.size,
                 "users": {uid: u.to_json() for uid, u in self.users.items()},
                 "coengagement": self.coengagement.to_json(),
+                "related_users": list(self.related.user_ids),
                 "reporters": {str(r): sorted(u) for r, u in self.reporters.items()},
                 "saved_at": time.time(),
             }
             arrays = self.counters.to_arrays(self.table.size)
             arrays.update(self.pools.to_arrays(self.table.size))
             arrays.update(self.popularity.to_arrays(self.table.size))
+            arrays.update(self.related.to_arrays())
         buf = io.BytesIO()
         arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
         np.savez(buf, **arrays)  # type: ignore[arg-type]
@@ -503,5 +514,6 @@ class OnlineState:
             )
         if "coengagement" in meta:
             self.coengagement.load_json(meta["coengagement"])
+        self.related.load(arrays, meta.get("related_users", []))
         self.offset = int(meta["offset"])
         self.impression_offset = int(meta["impression_offset"])

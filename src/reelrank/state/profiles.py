@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 AFFINITY_CAP = 200  # keys kept per kind; the weakest go first
 RECENT_LIKES = 50  # liked video rows kept as profile signals (cleared by a reset)
+ENGAGED_MAX = 200  # engaged video rows kept per user: the related-videos model's input
 
 
 @dataclass
@@ -87,6 +89,7 @@ class UserState:
     seen: BoundedSet = field(init=False)
     liked: BoundedSet = field(init=False)  # every like, so a repeated like counts once
     recent_likes: deque[int] = field(init=False)  # newest last; a profile signal
+    engaged: array[int] = field(init=False)  # distinct engaged video rows, newest last
     hidden_creators: set[str] = field(default_factory=set)
     hidden_sounds: set[str] = field(default_factory=set)
     not_interested: set[int] = field(default_factory=set)  # video rows
@@ -106,15 +109,28 @@ class UserState:
         self.seen = BoundedSet(self.seen_max)
         self.liked = BoundedSet(self.seen_max)
         self.recent_likes = deque(maxlen=RECENT_LIKES)
+        self.engaged = array("i")
+
+    def add_engaged(self, row: int) -> None:
+        """`row` becomes the newest of the user's engaged videos (once, at most
+        ENGAGED_MAX kept)."""
+        engaged = self.engaged
+        if row in engaged:
+            engaged.remove(row)
+        elif len(engaged) >= ENGAGED_MAX:
+            del engaged[0]
+        engaged.append(row)
 
     def reset(self, at: float) -> None:
-        """Forget the learned profile (affinities, session, recent likes); keep the seen
+        """Forget the learned profile (affinities, session, recent likes and engaged
+        videos); keep the seen
         set and the user's own controls (hides, not interested)."""
         self.tags.values.clear()
         self.sounds.values.clear()
         self.creators.values.clear()
         self.session.clear()
         self.recent_likes.clear()
+        del self.engaged[:]
         self.engagements = 0
         self.reset_at = max(self.reset_at, at)
         self.generation += 1
@@ -141,6 +157,7 @@ class UserState:
             "served_creators": self.served_creators,
             "served_tags": self.served_tags,
             "recent_likes": list(self.recent_likes),
+            "engaged": self.engaged.tolist(),
             "reset_at": self.reset_at,
             "generation": self.generation,
         }
@@ -164,6 +181,7 @@ class UserState:
         user.served_creators = dict(raw.get("served_creators", {}))
         user.served_tags = dict(raw.get("served_tags", {}))
         user.recent_likes.extend(raw.get("recent_likes", reversed(user.liked.recent(RECENT_LIKES))))
+        user.engaged = array("i", raw.get("engaged", ()))
         user.reset_at = raw.get("reset_at", 0.0)
         user.generation = raw.get("generation", 0)
         return user
