@@ -146,7 +146,9 @@ class Recalled:
     @classmethod
     def of(cls, rows: np.ndarray, reason: str) -> Recalled:
         rows = np.asarray(rows, dtype=np.int64)
-        return cls(rows, np.full(len(rows), reason, dtype=object))
+        reasons = np.empty(len(rows), dtype=object)
+        reasons.fill(reason)  # several times faster than np.full for object arrays
+        return cls(rows, reasons)
 
     @classmethod
     def join(cls, parts: list[Recalled]) -> Recalled:
