@@ -160,7 +160,10 @@ def test_the_feed_ranks_and_recalls_what_people_with_the_same_history_engaged_wi
                 events.append(event("finish", user, f"v{10 + (u + 7 * k) % 30}", ts=now - day))
         eng.ingest(events)
         eng.ingest([event("finish", "newbie", "v0"), event("finish", "newbie", "v3")])
+        assert eng.model_status()["serving"]["related"]["videos"] == 0  # not fitted yet
         assert eng.refit_related(throttle=False)
+        status = eng.model_status()["serving"]["related"]
+        assert status["videos"] == 34 and status["fitted_on"] == status["engagements"] == 392
         query = _query(eng, "newbie")
         table = eng.state.table
         rows = np.array([table.row_of("v1"), table.row_of("v2")], dtype=np.int64)

@@ -282,6 +282,7 @@ class Engine:
                 "fusion_weights": self.settings.fusion_weights,
                 "retrieval": self.retrieval.status(),
                 "sequence": self.sequence.status(),
+                "related": self.state.related.status(),
                 "content": {
                     "embedder": self.state.embedder.name,
                     "dim": self.state.embedder.dim,

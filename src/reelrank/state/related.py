@@ -203,7 +203,8 @@ def fit(
     )
     gram = (x.T @ x).toarray()
     gram[np.diag_indices_from(gram)] += l2
-    p = np.linalg.inv(gram)
-    b = p / (-np.diag(p))[None, :]
-    b[np.diag_indices_from(b)] = 0.0
+    b = np.linalg.inv(gram)
+    del gram  # in place from here: one dense matrix of max_videos^2 at a time, not three
+    b /= -np.diag(b).copy()[None, :]
+    np.fill_diagonal(b, 0.0)
     return Fitted(top.astype(np.int64), col_of, b.astype(np.float32), engagements, 0.0)
