@@ -223,3 +223,23 @@ def test_reset_my_feed_forgets_the_history_the_model_reads(tmp_path: Path) -> No
         assert len(RelatedRecall().recall(_query(eng, "me"), 10).rows) == 0
     finally:
         eng.close()
+
+
+def test_once_a_replay_drives_the_refits_the_background_job_stands_down(
+    tmp_path: Path,
+) -> None:
+    """The model a replayed page sees must depend on the event count alone, not on when
+    the background job happened to run."""
+    eng = Engine(make_settings(tmp_path)).open()
+    try:
+        eng.upsert_videos([video(i) for i in range(40)])
+        assert not eng.refit_related(throttle=False)  # the replay's first step: nothing due
+        eng.ingest(
+            [event("finish", f"u{u}", f"v{(u + k) % 40}") for u in range(80) for k in (0, 5, 9)]
+        )
+        assert eng.state.related.due()
+        assert not eng.refit_related()  # what the background job calls
+        assert eng.state.related.fitted is None
+        assert eng.refit_related(throttle=False)
+    finally:
+        eng.close()

@@ -117,6 +117,7 @@ class Engine:
         self._slots_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._related_clocked = False  # a replay or simulation drives the related refits
         self.started_at = time.time()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -165,9 +166,14 @@ class Engine:
     def refit_related(self, throttle: bool = True) -> bool:
         """Refit the related-videos model when its window has grown enough (and, with
         `throttle`, ten times the last fit's duration has passed). A replay or simulation
-        passes `throttle=False`: it fits on the event count alone, so its results do not
+        passes `throttle=False` after each step: from its first such call it alone refits
+        (the background job stands down), on the event count alone, so its results do not
         depend on the machine's speed."""
         if not self.settings.related_max_videos:
+            return False
+        if not throttle:
+            self._related_clocked = True
+        elif self._related_clocked:
             return False
         return self.state.related.refit(throttle=throttle)
 
