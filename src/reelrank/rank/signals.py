@@ -149,17 +149,27 @@ def related_seeds(query: Query) -> np.ndarray:
     return np.frombuffer(user.engaged.tobytes(), dtype=np.int32).astype(np.int64)
 
 
+def related_user_scores(query: Query) -> np.ndarray | None:
+    """The related-videos model's score of every video it covers for this user (by the
+    fit's column), computed once per request and shared by the channel and the rankers;
+    None before the first fit."""
+    fitted = query.related
+    if fitted is None:
+        return None
+    scores = query.cache.get("related")
+    if scores is None:
+        scores = query.cache["related"] = fitted.scores(related_seeds(query))
+    return scores
+
+
 def related_scores(query: Query, rows: np.ndarray) -> np.ndarray:
     """(n,) each row's related-videos score for this user (the best video 1; 0 for
     videos the model does not cover or before its first fit)."""
-    fitted = query.related
     out = np.zeros(len(rows))
-    if fitted is None or len(rows) == 0:
+    scores = related_user_scores(query)
+    if query.related is None or scores is None or len(rows) == 0:
         return out
-    scores = query.cache.get("related")
-    if scores is None:  # once per request
-        scores = query.cache["related"] = fitted.scores(related_seeds(query))
-    cols = fitted.columns(rows)
+    cols = query.related.columns(rows)
     ok = cols >= 0
     out[ok] = scores[cols[ok]]
     return np.clip(out, -1.0, 1.0)

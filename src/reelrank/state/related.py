@@ -87,7 +87,6 @@ class RelatedItems:
         self._lock = threading.Lock()  # guards the window against a fit copying it
         self._fitting = threading.Lock()
         self.fitted: Fitted | None = None
-        self.last_fit_s = 0.0
         self._next_fit_at = 0.0  # monotonic time before which a throttled refit waits
 
     def add(self, user_id: str, row: int) -> None:
@@ -135,7 +134,6 @@ class RelatedItems:
                 self.fitted = Fitted(
                     fitted.rows, fitted.col_of, fitted.weights, added, round(took, 3)
                 )
-            self.last_fit_s = took
             self._next_fit_at = time.monotonic() + 10.0 * took
             return fitted is not None
         finally:
