@@ -14,9 +14,9 @@ import torch
 
 from reelrank.engine import Engine
 from reelrank.pipeline.query import FeedRequest
-from reelrank.rank.features import extract
+from reelrank.rank.features import DENSE, SINGLE_SLOTS, extract
 from reelrank.rank.learned import ModelServer
-from reelrank.rank.model import HEADS
+from reelrank.rank.model import HEADS, MultiTaskRanker, NumpyRanker, RankerConfig
 from reelrank.sim.world import World, make_world, react
 from reelrank.train.joiner import Example, SampleJoiner
 from reelrank.train.trainer import OnlineTrainer
@@ -233,6 +233,38 @@ def test_serving_applies_full_sparse_and_dense_and_predicts_like_the_trainer(
         assert np.ptp(want[:, HEADS.index("like")]) > 1e-3  # candidates are told apart
         for server in (early, late):
             np.testing.assert_allclose(server.predict(feats), want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["shared_bottom", "mmoe"])
+def test_the_numpy_ranker_computes_what_the_module_does(arch: str) -> None:
+    config = RankerConfig(arch=arch, seed=3)
+    module = MultiTaskRanker(config)
+    with torch.no_grad():  # weights away from their initial values, biases included
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    module.eval()
+    gen = np.random.default_rng(0)
+    b, d = 37, config.dim
+    single = gen.normal(size=(b, len(SINGLE_SLOTS), d)).astype(np.float32)
+    tags = gen.normal(size=(b, 5, d)).astype(np.float32)
+    mask = (gen.random((b, 5)) < 0.5).astype(np.float32)
+    mask[0] = 0.0  # a video without hashtags
+    dense = gen.normal(size=(b, len(DENSE))).astype(np.float32)
+    with torch.inference_mode():
+        want = module(*(torch.from_numpy(a) for a in (single, tags, mask, dense))).numpy()
+    got = NumpyRanker(config, module.state_dict())(single, tags, mask, dense)
+    assert got.shape == (b, len(HEADS))
+    assert np.ptp(want, axis=0).min() > 1e-2  # the heads vary over the page
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_numpy_ranker_refuses_weights_of_another_config() -> None:
+    state = MultiTaskRanker(RankerConfig(hidden=(64, 48))).state_dict()
+    with pytest.raises(ValueError, match=r"bottom\.0\.weight"):
+        NumpyRanker(RankerConfig(), state)
+    del state["towers.0.2.bias"]
+    with pytest.raises(ValueError, match=r"towers\.0\.2\.bias"):
+        NumpyRanker(RankerConfig(hidden=(64, 48)), state)
 
 
 def test_a_sparse_sync_without_changes_publishes_no_rows(eng: Engine) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import torch
 
 from ..pipeline.query import Query
 from ..state.catalog import IdMap, VideoTable
@@ -26,7 +25,7 @@ from ..storage.params import ParamChannel
 from ..train.embedding import ServingTable
 from .features import CONTEXT_SLOTS, SINGLE_SLOTS, TAG_SLOT, CandidateFeatures, history_of
 from .features import context_of as context_of_query
-from .model import MultiTaskRanker, RankerConfig
+from .model import NumpyRanker, RankerConfig, check_weights
 from .sequence import SEQ_EVENTS, SEQ_SLOT, NumpyEncoder, SequenceConfig, SequenceEncoder
 from .two_tower import HISTORY, TT_SLOTS, USER_CONTEXT, Tower, TwoTowerConfig, tt_slot
 
@@ -72,7 +71,7 @@ class _Sequence:
 
     def __init__(self, payload: dict[str, Any], version: int) -> None:
         self.config = SequenceConfig.from_json(json.loads(payload["config"]))
-        SequenceEncoder(self.config).load_state_dict(payload["state"])  # checks the shapes
+        check_weights(SequenceEncoder, self.config, payload["state"])
         self.encoder = NumpyEncoder(self.config, payload["state"])
         self.version = version
 
@@ -83,7 +82,7 @@ class _Live:
     sparse rows are written into it in place and dense weights swap its `module`."""
 
     config: RankerConfig
-    module: MultiTaskRanker
+    module: NumpyRanker
     tables: dict[str, ServingTable]
     aligned: dict[str, _Aligned]
     dense_version: int
@@ -155,9 +154,7 @@ class ModelServer:
                 live.sparse_version = int(payload["sparse_version"])
             return
         config = RankerConfig.from_json(json.loads(payload["config"]))
-        module = MultiTaskRanker(config)
-        module.load_state_dict(payload["state"])
-        module.eval()
+        module = NumpyRanker(config, payload["state"])
         tt = _TwoTower(payload["tt"], int(payload["dense_version"])) if "tt" in payload else None
         seq = _Sequence(payload["seq"], int(payload["dense_version"])) if "seq" in payload else None
         if kind == "full":
@@ -418,13 +415,10 @@ class ModelServer:
                 single[:, j] = table.weight[side[slot]]
         tag_ints = self.catalog.tag_ids[rows]
         tags = live.tables[TAG_SLOT].weight[side[TAG_SLOT]]  # (n, T, d)
-        mask = torch.from_numpy((tag_ints >= 0).astype(np.float32))
-        with torch.inference_mode():
-            logits = module(
-                torch.from_numpy(single), torch.from_numpy(tags), mask,
-                torch.from_numpy(feats.dense),
-            )  # fmt: skip
-            return torch.sigmoid(logits).numpy()
+        mask = (tag_ints >= 0).astype(np.float32)
+        logits = module(single, tags, mask, feats.dense)
+        out: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+        return out
 
     def status(self) -> dict[str, Any]:
         live = self.live

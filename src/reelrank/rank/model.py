@@ -8,8 +8,11 @@ per head by softmax gates). `benchmarks/bench_ranker.py` compares them.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -112,3 +115,79 @@ class MultiTaskRanker(nn.Module):
         gates = self.gates(x).view(len(x), len(HEADS), -1).softmax(dim=2)  # (B, heads, E)
         mixed = torch.einsum("bte,beh->bth", gates, experts)  # (B, heads, H)
         return torch.cat([tower(mixed[:, i]) for i, tower in enumerate(self.towers)], dim=1)
+
+
+_SHAPES: dict[tuple[str, str], dict[str, tuple[int, ...]]] = {}
+
+
+def check_weights(module: type[nn.Module], config: Any, state: dict[str, torch.Tensor]) -> None:
+    """Raise ValueError unless `state` has exactly the weights, by name and shape, of the
+    module `module(config)` builds (built once per config, on the meta device)."""
+    key = (module.__name__, json.dumps(config.to_json(), sort_keys=True))
+    if key not in _SHAPES:
+        with torch.device("meta"):
+            built = module(config)
+        _SHAPES[key] = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    want = _SHAPES[key]
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != want:
+        wrong = sorted(set(got) ^ set(want) | {k for k in got if got[k] != want.get(k)})
+        raise ValueError(f"{module.__name__} weights do not fit the config: {wrong[:5]}")
+
+
+class NumpyRanker:
+    """`MultiTaskRanker` in eval mode, in numpy, from a state dict: serving scores a page
+    with a handful of matrix products (the heads' towers stacked into one), where the
+    module calls about forty layers, and a new set of weights needs no module built.
+    `tests/test_trainer.py` holds the two together for both architectures."""
+
+    def __init__(self, config: RankerConfig, state: dict[str, torch.Tensor]) -> None:
+        check_weights(MultiTaskRanker, config, state)
+        w = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in state.items()}
+        self.config = config
+        self.layers: list[tuple[np.ndarray, np.ndarray]] = []
+        if config.arch == "shared_bottom":
+            self.layers = [
+                (w[f"bottom.{2 * i}.weight"].T.copy(), w[f"bottom.{2 * i}.bias"])
+                for i in range(len(config.hidden))
+            ]
+        else:  # mmoe: every expert in one product, (d_in, E * H)
+            e = range(config.experts)
+            self.expert_w = np.concatenate([w[f"experts.{i}.0.weight"].T for i in e], axis=1)
+            self.expert_b = np.concatenate([w[f"experts.{i}.0.bias"] for i in e])
+            self.gate_w, self.gate_b = w["gates.weight"].T.copy(), w["gates.bias"]
+        heads = range(len(HEADS))
+        # Tower layer 1 per head, (heads, d_out, tower); layer 2, (heads, tower), (heads,)
+        self.t1_w = np.stack([w[f"towers.{h}.0.weight"].T for h in heads])
+        self.t1_b = np.stack([w[f"towers.{h}.0.bias"] for h in heads])
+        self.t2_w = np.stack([w[f"towers.{h}.2.weight"][0] for h in heads])
+        self.t2_b = np.array([w[f"towers.{h}.2.bias"][0] for h in heads], dtype=np.float32)
+        # The shared bottom feeds every tower the same input: one product for all heads.
+        self.t1_flat = np.concatenate(list(self.t1_w), axis=1)  # (d_out, heads * tower)
+
+    def __call__(
+        self, single: np.ndarray, tags: np.ndarray, tag_mask: np.ndarray, dense: np.ndarray
+    ) -> np.ndarray:
+        """single (B, S, d), tags (B, T, d), tag_mask (B, T), dense (B, D) -> logits
+        (B, len(HEADS)), as `MultiTaskRanker.forward`."""
+        b = len(single)
+        count = np.maximum(tag_mask.sum(axis=1, keepdims=True), 1.0)
+        pooled = np.einsum("btd,bt->bd", tags, tag_mask) / count
+        dot = np.einsum("bd,bd->b", single[:, USER], single[:, VIDEO])[:, None]
+        x = np.concatenate([single.reshape(b, -1), pooled, dense, dot], axis=1, dtype=np.float32)
+        heads, tower = self.t1_b.shape
+        if self.config.arch == "shared_bottom":
+            h = x
+            for weight, bias in self.layers:
+                h = np.maximum(h @ weight + bias, 0.0)
+            t = np.maximum((h @ self.t1_flat).reshape(b, heads, tower) + self.t1_b, 0.0)
+        else:
+            experts = np.maximum(x @ self.expert_w + self.expert_b, 0.0)
+            experts = experts.reshape(b, self.config.experts, -1)  # (B, E, H)
+            g = (x @ self.gate_w + self.gate_b).reshape(b, heads, -1)
+            g = np.exp(g - g.max(axis=2, keepdims=True))
+            g /= g.sum(axis=2, keepdims=True)
+            mixed = np.einsum("bte,beh->bth", g, experts)  # (B, heads, H)
+            t = np.maximum(np.einsum("bth,thk->btk", mixed, self.t1_w) + self.t1_b, 0.0)
+        out: np.ndarray = np.einsum("btk,tk->bt", t, self.t2_w) + self.t2_b
+        return out

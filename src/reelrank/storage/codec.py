@@ -1,10 +1,14 @@
 """Parameters on the wire between the trainer and serving.
 
-Full snapshots and dense weights are torch state dicts, saved with `torch.save` and loaded
-with `weights_only=True` (tensors, numbers and strings only: no pickled code). Sparse
-deltas, published every few seconds, carry only ids and float rows, so they use a plain
-binary layout that decodes without an unpickler at all: a magic tag, the length of a JSON
-header (slots, their ids, evictions and row shapes), then every slot's rows as float32.
+Full snapshots and dense weights carry nested payloads of tensors, numbers and strings.
+They are written as safetensors (the tensors as raw buffers, everything else as JSON in
+its metadata, each tensor's place marked there), behind a magic tag: loading is a header
+parse and a copy per tensor, with no unpickler and no code (a replay applies hundreds of
+these a minute). Blobs written with `torch.save` by earlier versions still load, with
+`weights_only=True` (tensors, numbers and strings only). Sparse deltas, published every
+few seconds, carry only ids and float rows, so they use a plain binary layout: a magic
+tag, the length of a JSON header (slots, their ids, evictions and row shapes), then every
+slot's rows as float32.
 """
 
 from __future__ import annotations
@@ -16,14 +20,33 @@ from typing import Any
 import numpy as np
 import orjson
 import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 SPARSE_MAGIC = b"RRS1"
+TENSORS_MAGIC = b"RRT1"
+_TENSOR = "__tensor__"  # marks a tensor's place in the JSON of the payload
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
+    """A nested payload (dicts, lists, tensors, numpy arrays, numbers, strings) as bytes."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def lift(x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        if isinstance(x, torch.Tensor):
+            name = f"t{len(tensors)}"
+            tensors[name] = x.detach().cpu().contiguous()
+            return {_TENSOR: name}
+        if isinstance(x, dict):
+            return {str(k): lift(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [lift(v) for v in x]
+        return x
+
+    tree = orjson.dumps(lift(obj), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return TENSORS_MAGIC + st_save(tensors, metadata={"payload": tree})
 
 
 def encode_sparse(slots: dict[str, dict[str, Any]], sparse_version: int) -> bytes:
@@ -45,6 +68,8 @@ def encode_sparse(slots: dict[str, dict[str, Any]], sparse_version: int) -> byte
 
 def decode(blob: bytes) -> dict[str, Any]:
     """Either layout back to a payload; sparse vectors come back as numpy arrays."""
+    if blob[:4] == TENSORS_MAGIC:
+        return _decode_tensors(blob[4:])
     if blob[:4] != SPARSE_MAGIC:
         out: dict[str, Any] = torch.load(io.BytesIO(blob), weights_only=True)
         return out
@@ -64,3 +89,21 @@ def decode(blob: bytes) -> dict[str, Any]:
             "vectors": vectors,
         }
     return {"slots": slots, "sparse_version": header["sparse_version"]}
+
+
+def _decode_tensors(raw: bytes) -> dict[str, Any]:
+    (size,) = struct.unpack("<Q", raw[:8])
+    tree = orjson.loads(orjson.loads(raw[8 : 8 + size])["__metadata__"]["payload"])
+    tensors = st_load(raw)
+
+    def place(x: Any) -> Any:
+        if isinstance(x, dict):
+            if len(x) == 1 and _TENSOR in x:
+                return tensors[x[_TENSOR]]
+            return {k: place(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [place(v) for v in x]
+        return x
+
+    out: dict[str, Any] = place(tree)
+    return out
