@@ -27,7 +27,7 @@ from ..pipeline.feed import FeedTrace
 from ..pipeline.query import Candidates
 from ..rank.cascade import sequence_feature
 from ..rank.features import extract
-from ..schema import Event, Impression
+from ..schema import Event, EventType, Impression
 from . import metrics
 from .clocked import ClockedTrainer
 from .data import Dataset, Interaction, is_positive
@@ -362,8 +362,8 @@ class ReelrankSystem:
         version = engine.model.version()
         ids = [table.video(int(r)).id for r in rows]
         self.log.events.append_impressions(
-            [
-                Impression(
+            [  # built here from checked values: no validation needed
+                Impression.model_construct(
                     request_id=request_id,
                     position=i,
                     user_id=x.user,
@@ -377,21 +377,21 @@ class ReelrankSystem:
                 for i, vid in enumerate(ids)
             ]
         )
-        events = self._events(x, positive, request_id)
+        events = [Event.model_validate(e) for e in self._events(x, positive, request_id)]
         for vid in ids[1:]:
-            for kind in ("play", "skip"):
+            for kind in (EventType.PLAY, EventType.SKIP):
                 self._n += 1
-                events.append(
-                    {
-                        "event_id": f"replay-{self._n}",
-                        "type": kind,
-                        "user_id": x.user,
-                        "video_id": vid,
-                        "ts": x.ts,
-                        "request_id": request_id,
-                    }
+                events.append(  # the same fields a validated play or skip has
+                    Event.model_construct(
+                        event_id=f"replay-{self._n}",
+                        type=kind,
+                        user_id=x.user,
+                        video_id=vid,
+                        ts=float(x.ts),
+                        request_id=request_id,
+                    )
                 )
-        self.log.events.append([Event.model_validate(e) for e in events], x.ts)
+        self.log.events.append(events, x.ts)
         return True
 
     def _events(

@@ -46,42 +46,61 @@ class Affinity:
     followed: np.ndarray  # 1.0 when the user follows the creator
 
 
-def tag_sum(query: Query, rows: np.ndarray, weights: dict[str, float]) -> np.ndarray:
-    """(n,) the sum of `weights` (hashtag -> weight) over each row's hashtags."""
-    table = query.table
-    tags = table.tag_ids[rows]  # (n, MAX_TAGS), -1 padded
-    ids = np.array([table.tags.get(t) for t in weights], dtype=np.int64)
-    ws = np.array(list(weights.values()), dtype=np.float64)
+def _sorted_keys(names: object, weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """`weights` (name -> weight) as catalog ints, sorted, with their weights; names the
+    catalog does not know are left out."""
+    get = names.get  # type: ignore[attr-defined]
+    ids = np.fromiter(map(get, weights), np.int64, len(weights))
+    ws = np.fromiter(weights.values(), np.float64, len(weights))
     known = ids >= 0
     ids, ws = ids[known], ws[known]
-    if len(ids) == 0:
-        return np.zeros(len(rows))
     order = np.argsort(ids)
-    ids, ws = ids[order], ws[order]
-    pos = np.clip(np.searchsorted(ids, tags), 0, len(ids) - 1)
-    hit = (ids[pos] == tags) & (tags >= 0)
-    return np.where(hit, ws[pos], 0.0).sum(axis=1)
+    return ids[order], ws[order]
+
+
+def _keyed(
+    query: Query, name: str, names: object, weights: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_sorted_keys` of the user's `name` affinities, once per request: the scorer, the
+    features and a replay's page all look the same ones up."""
+    key = f"keyed_{name}"
+    found: tuple[np.ndarray, np.ndarray] | None = query.cache.get(key)
+    if found is None:
+        found = query.cache[key] = _sorted_keys(names, weights)
+    return found
+
+
+def _weigh(keys: np.ndarray, vals: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each of `values` (any shape, -1 for none) looked up in sorted `keys`: its weight,
+    0 when absent."""
+    if not len(keys):
+        return np.zeros(values.shape)
+    at = np.clip(np.searchsorted(keys, values), 0, len(keys) - 1)
+    return np.where((keys[at] == values) & (values >= 0), vals[at], 0.0)
+
+
+def tag_sum(
+    query: Query, rows: np.ndarray, weights: dict[str, float], name: str | None = None
+) -> np.ndarray:
+    """(n,) the sum of `weights` (hashtag -> weight) over each row's hashtags; `name`
+    caches the weights' lookup for the request."""
+    table = query.table
+    if name is None:
+        keys, vals = _sorted_keys(table.tags, weights)
+    else:
+        keys, vals = _keyed(query, name, table.tags, weights)
+    return _weigh(keys, vals, table.tag_ids[rows]).sum(axis=1)
 
 
 def affinity(query: Query, rows: np.ndarray) -> Affinity:
     table = query.table
     n = len(rows)
 
-    def lookup(names: object, col: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+    def lookup(name: str, names: object, col: np.ndarray, weights: dict[str, float]) -> np.ndarray:
         """(n,) each row's weight for its value in `col` (0 when it has none)."""
         if not weights:
             return np.zeros(n)
-        keys = np.array([names.get(k) for k in weights], np.int64)  # type: ignore[attr-defined]
-        vals = np.fromiter(weights.values(), np.float64, len(weights))
-        known = keys >= 0
-        keys, vals = keys[known], vals[known]
-        if not len(keys):
-            return np.zeros(n)
-        order = np.argsort(keys)
-        keys, vals = keys[order], vals[order]
-        values = col[rows]
-        at = np.clip(np.searchsorted(keys, values), 0, len(keys) - 1)
-        return np.where(keys[at] == values, vals[at], 0.0)
+        return _weigh(*_keyed(query, name, names, weights), col[rows])
 
     interests = query.profile.interests if query.profile is not None else []
     followed = np.zeros(n)
@@ -89,12 +108,16 @@ def affinity(query: Query, rows: np.ndarray) -> Affinity:
         ints = [table.creators.get(c) for c in query.follows]
         followed = np.isin(table.creator[rows], ints).astype(np.float64)
     return Affinity(
-        tags=tag_sum(query, rows, query.tag_affinity) if query.tag_affinity else np.zeros(n),
+        tags=tag_sum(query, rows, query.tag_affinity, "tags")
+        if query.tag_affinity
+        else np.zeros(n),
         interests=(
-            tag_sum(query, rows, dict.fromkeys(interests, 1.0)) if interests else np.zeros(n)
+            tag_sum(query, rows, dict.fromkeys(interests, 1.0), "interests")
+            if interests
+            else np.zeros(n)
         ),
-        sound=lookup(table.sounds, table.sound, query.sound_affinity),
-        creator=lookup(table.creators, table.creator, query.creator_affinity),
+        sound=lookup("sound", table.sounds, table.sound, query.sound_affinity),
+        creator=lookup("creator", table.creators, table.creator, query.creator_affinity),
         followed=followed,
     )
 
@@ -118,7 +141,6 @@ def coengagement_scores(query: Query, rows: np.ndarray) -> np.ndarray:
     found = query.cache.get("coengaged")
     if found is None:  # once per request: every scoring of its candidates reuses it
         table = query.table
-        acc: dict[int, float] = {}
         seeds: list[int] = []
         for video_id, _, _ in reversed(list(user.session)):
             row = table.row_of(video_id)
@@ -126,14 +148,15 @@ def coengagement_scores(query: Query, rows: np.ndarray) -> np.ndarray:
                 seeds.append(row)
                 if len(seeds) == COENGAGED_SEEDS:
                     break
-        for age, seed in enumerate(seeds):
-            w = SEED_DECAY**age
-            for b, score in graph.weights(seed).items():
-                acc[b] = acc.get(b, 0.0) + w * score
-        keys = np.fromiter(acc.keys(), np.int64, len(acc))
-        vals = np.fromiter(acc.values(), np.float64, len(acc))
-        order = np.argsort(keys)
-        found = query.cache["coengaged"] = (keys[order], vals[order])
+        parts = [graph.weights(seed) for seed in seeds]
+        keys = np.concatenate([k for k, _ in parts]) if parts else np.zeros(0, np.int64)
+        vals = (
+            np.concatenate([SEED_DECAY**age * v for age, (_, v) in enumerate(parts)])
+            if parts
+            else np.zeros(0)
+        )
+        uniq, inverse = np.unique(keys, return_inverse=True)  # sorted, as searched below
+        found = query.cache["coengaged"] = (uniq, np.bincount(inverse, vals, len(uniq)))
     keys, vals = found
     if len(keys):
         pos = np.clip(np.searchsorted(keys, rows), 0, len(keys) - 1)

@@ -59,8 +59,10 @@ class SeenFilter:
     def keep(self, query: Query, cands: Candidates) -> np.ndarray:
         if query.user is None or len(query.user.seen) == 0:
             return np.ones(len(cands), dtype=bool)
-        seen = query.user.seen
-        return np.fromiter((r not in seen for r in cands.rows.tolist()), bool, len(cands))
+        hit = query.user.seen.members_of(cands.rows.tolist())
+        if not hit:
+            return np.ones(len(cands), dtype=bool)
+        return ~np.isin(cands.rows, np.fromiter(hit, np.int64, len(hit)))
 
 
 class NotInterestedFilter:

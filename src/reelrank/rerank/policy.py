@@ -108,31 +108,34 @@ class PolicySelector:
 
         picked: list[int] = []
         explored: list[bool] = []
-        recent: list[np.ndarray] = []  # similarity of every candidate to each recent pick
+        # Similarity of every candidate to each of the last `window` picks, a ring.
+        recent = np.zeros((max(self.window, 1), len(order)))
+        penalised = self.lam > 0 and sim is not None
+        slot_mask = in_pool  # outside exploration slots, only the pool competes
         page_creators: dict[int, int] = {}
         page_tags: dict[int, int] = {}
+        value = s
         for pos in range(n):
-            ok = available.copy()
+            ok = available
             if picked:
                 last = picked[-1]
-                ok &= creator != creator[last]
-                ok &= (sound < 0) | (sound != sound[last])
-            if not ok.any():
-                break
-            value = s.copy()
-            if self.lam > 0 and recent:
-                value -= self.lam * np.max(recent[-self.window :], axis=0)
-            want = pos in explore_at and (ok & explorable).any()
-            among = ok & in_pool
+                ok = available & (creator != creator[last])
+                if sound[last] >= 0:
+                    ok &= sound != sound[last]
+            want = pos in explore_at and bool((ok & explorable).any())
             if want:
                 among = ok & owed if (ok & owed).any() else ok & explorable
-            if not among.any():
-                break
+            else:
+                among = ok & slot_mask
             choice = int(np.argmax(np.where(among, value, -np.inf)))
+            if not among[choice]:
+                break
             picked.append(choice)
-            explored.append(bool(want))
-            if sim is not None:
-                recent.append(sim[choice])
+            explored.append(want)
+            if penalised:
+                assert sim is not None
+                recent[(len(picked) - 1) % len(recent)] = sim[choice]
+                value = s - self.lam * recent[: min(len(picked), len(recent))].max(axis=0)
             available[choice] = False
             # Fatigue within the page too: count what this page has served so far.
             c = int(creator[choice])

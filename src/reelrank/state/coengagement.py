@@ -9,8 +9,10 @@ every list, and each video keeps at most `max_neighbours`: memory is bounded per
 
 from __future__ import annotations
 
-import math
+from itertools import repeat
 from typing import Any
+
+import numpy as np
 
 
 class CoEngagement:
@@ -46,24 +48,21 @@ class CoEngagement:
 
     def neighbours(self, row: int, k: int) -> list[tuple[int, float]]:
         """The k videos most co-engaged with `row`, best first, with their scores."""
-        nbrs = self.pairs.get(row)
-        if not nbrs:
-            return []
-        n_a = self.engagements.get(row, 1)
-        scored = [
-            (b, w / math.sqrt(n_a * self.engagements.get(b, 1))) for b, w in list(nbrs.items())
-        ]
-        scored.sort(key=lambda bw: -bw[1])
-        return scored[:k]
+        keys, scores = self.weights(row)
+        top = np.argsort(-scores, kind="stable")[:k]
+        return list(zip(keys[top].tolist(), scores[top].tolist(), strict=True))
 
-    def weights(self, row: int) -> dict[int, float]:
-        """Every neighbour of `row` with its normalised score (unsorted)."""
+    def weights(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every neighbour of `row` (int64, in insertion order) and its normalised score."""
         nbrs = self.pairs.get(row)
         if not nbrs:
-            return {}
-        n_a = self.engagements.get(row, 1)
+            return np.zeros(0, np.int64), np.zeros(0)
+        n = len(nbrs)
+        keys = np.fromiter(nbrs.keys(), np.int64, n)
+        raw = np.fromiter(nbrs.values(), np.float64, n)
         eng = self.engagements
-        return {b: w / math.sqrt(n_a * eng.get(b, 1)) for b, w in list(nbrs.items())}
+        counts = np.fromiter(map(eng.get, nbrs, repeat(1)), np.float64, n)
+        return keys, raw / np.sqrt(eng.get(row, 1) * counts)
 
     def to_json(self) -> dict[str, Any]:
         return {

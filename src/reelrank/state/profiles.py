@@ -67,6 +67,10 @@ class BoundedSet:
     def __len__(self) -> int:
         return len(self._items)
 
+    def members_of(self, items: list[Any]) -> set[Any]:
+        """Which of `items` are in the set (one pass in C, not a Python loop)."""
+        return self._items.keys() & items
+
     def to_list(self) -> list[Any]:
         return list(self._items)
 
