@@ -35,7 +35,7 @@ class Funnel:
         self.tests += 1
         if trace is None:
             return
-        self.candidates += len(np.unique(trace.candidates.rows))
+        self.candidates += len(set(trace.candidates.rows.tolist()))
         if row < 0:
             return
         self.reached["in_catalog"] += 1

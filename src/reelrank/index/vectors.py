@@ -223,11 +223,12 @@ class VectorIndex:
                 return keys[ok].astype(np.int64), scores[ok]
             n = len(self.live)
             scores = self.vectors[:n] @ q[0]
-            scores = np.where(self.live[:n], scores, -np.inf)
+            if self.count < n:  # rows removed or never filled score nothing
+                scores[~self.live[:n]] = -np.inf
             live = min(k, self.count)
         if live <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        top = np.argpartition(-scores, live - 1)[:live] if live < n else np.arange(n)
+        top = np.argpartition(scores, n - live)[n - live :] if live < n else np.arange(n)
         top = top[np.argsort(-scores[top], kind="stable")]
         top = top[np.isfinite(scores[top])]
         return top.astype(np.int64), scores[top].astype(np.float32)

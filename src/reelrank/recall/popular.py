@@ -20,18 +20,33 @@ REASONS = {
 }
 
 
-def _lists(query: Query) -> list[np.ndarray]:
-    """Per horizon, the most popular approved rows, most popular first."""
+def _lists(query: Query) -> tuple[np.ndarray, np.ndarray]:
+    """The most popular approved rows of every horizon, interleaved round-robin (rank 0 of
+    every horizon, then rank 1, ...), each video once, in the first horizon that has it;
+    and that horizon's index. Built when the cache refreshes, not per request."""
     pop = query.popularity
     if pop is None:
-        return []
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     rows = np.flatnonzero(query.table.approved[: query.size])
     values = pop.values[rows]
-    out = []
+    lists = []
     for j in range(len(HORIZONS)):
         keep = values[:, j] > 0
-        out.append(top_by(rows[keep], values[keep, j], LIST_LEN))
-    return out
+        lists.append(top_by(rows[keep], values[keep, j], LIST_LEN))
+    depth = max(len(r) for r in lists)
+    stacked = np.full((len(lists), depth), -1, np.int64)
+    for j, r in enumerate(lists):
+        stacked[j, : len(r)] = r
+    order = stacked.T.ravel()
+    horizon = np.tile(np.arange(len(lists)), depth)
+    keep = order >= 0
+    order, horizon = order[keep], horizon[keep]
+    _, first = np.unique(order, return_index=True)
+    first.sort()
+    return order[first], horizon[first]
+
+
+_NAMES = np.array([REASONS[name] for name, _ in HORIZONS], dtype=object)
 
 
 class PopularRecall:
@@ -41,21 +56,8 @@ class PopularRecall:
         self._lists = Cached(refresh_s, _lists)
 
     def recall(self, query: Query, quota: int) -> Recalled:
-        lists: list[np.ndarray] = self._lists.get(query)  # type: ignore[assignment]
-        if not lists or quota <= 0:
+        order, horizon = self._lists.get(query)  # type: ignore[misc]
+        if not len(order) or quota <= 0:
             return Recalled.join([])
-        lists = [rows[rows < query.size] for rows in lists]
-        # Round-robin over the horizons, each video once, in the first horizon that has it.
-        depth = max(len(rows) for rows in lists)
-        stacked = np.full((len(lists), depth), -1, np.int64)
-        for j, rows in enumerate(lists):
-            stacked[j, : len(rows)] = rows
-        order = stacked.T.ravel()  # rank 0 of every horizon, then rank 1, ...
-        horizon = np.tile(np.arange(len(lists)), depth)
-        keep = order >= 0
-        order, horizon = order[keep], horizon[keep]
-        _, first = np.unique(order, return_index=True)
-        first.sort()
-        first = first[:quota]
-        names = np.array([REASONS[name] for name, _ in HORIZONS], dtype=object)
-        return Recalled(order[first], names[horizon[first]])
+        keep = np.flatnonzero(order < query.size)[:quota]
+        return Recalled(order[keep], _NAMES[horizon[keep]])

@@ -130,6 +130,12 @@ class RetrievalIndex:
             return None
         return self._user(query)
 
+    def remember_best(self, query: Query, vec: np.ndarray, scores: np.ndarray) -> None:
+        """The best score in the index for this user, from a search already made (its
+        first result), so `relative_scores` need not search again."""
+        if len(scores):
+            query.cache.setdefault(f"{self.kind}_best", (vec, float(scores[0])))
+
     def relative_scores(self, query: Query, rows: np.ndarray) -> np.ndarray | None:
         """Each row's score for the user less the best score in the index, so 0 is the
         model's first choice in the whole catalog (a scale that does not depend on which
@@ -172,7 +178,8 @@ class TwoTowerRecall:
         vec = retrieval.user_vector(query)
         if vec is None or index is None:
             return Recalled.join([])
-        keys, _ = index.search(vec, quota)
+        keys, scores = index.search(vec, quota)
+        retrieval.remember_best(query, vec, scores)
         keys = keys[keys < query.size]
         return Recalled.of(keys, "picked for you by the retrieval model")
 
@@ -190,6 +197,7 @@ class SequenceRecall:
         vec = retrieval.user_vector(query)
         if vec is None or index is None:
             return Recalled.join([])
-        keys, _ = index.search(vec, quota)
+        keys, scores = index.search(vec, quota)
+        retrieval.remember_best(query, vec, scores)
         keys = keys[keys < query.size]
         return Recalled.of(keys, "what viewers with your latest watches went on to enjoy")
