@@ -56,7 +56,8 @@ class PopularRecall:
         self._lists = Cached(refresh_s, _lists)
 
     def recall(self, query: Query, quota: int) -> Recalled:
-        order, horizon = self._lists.get(query)  # type: ignore[misc]
+        got: tuple[np.ndarray, np.ndarray] = self._lists.get(query)  # type: ignore[assignment]
+        order, horizon = got
         if not len(order) or quota <= 0:
             return Recalled.join([])
         keep = np.flatnonzero(order < query.size)[:quota]

@@ -491,7 +491,7 @@ class OnlineTrainer:
 
 
 def _delta_tensors(delta: dict[str, Any]) -> dict[str, Any]:
-    """A table delta with its vectors as a tensor (loadable with weights_only=True)."""
+    """A table delta with its vectors as a tensor (the codec stores tensors as raw buffers)."""
     return {**delta, "vectors": torch.from_numpy(np.ascontiguousarray(delta["vectors"]))}
 
 
