@@ -57,6 +57,7 @@ class CoEngagement:
         nbrs = self.pairs.get(row)
         if not nbrs:
             return np.zeros(0, np.int64), np.zeros(0)
+        nbrs = nbrs.copy()  # one atomic copy: events may add neighbours meanwhile
         n = len(nbrs)
         keys = np.fromiter(nbrs.keys(), np.int64, n)
         raw = np.fromiter(nbrs.values(), np.float64, n)
