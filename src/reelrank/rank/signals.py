@@ -148,20 +148,13 @@ def coengagement_scores(query: Query, rows: np.ndarray) -> np.ndarray:
                 seeds.append(row)
                 if len(seeds) == COENGAGED_SEEDS:
                     break
-        parts = [graph.weights(seed) for seed in seeds]
-        keys = np.concatenate([k for k, _ in parts]) if parts else np.zeros(0, np.int64)
-        vals = (
-            np.concatenate([SEED_DECAY**age * v for age, (_, v) in enumerate(parts)])
-            if parts
-            else np.zeros(0)
-        )
-        uniq, inverse = np.unique(keys, return_inverse=True)  # sorted, as searched below
+        parts = [graph.weights(seed) for seed in seeds] or [(np.zeros(0, np.int64), np.zeros(0))]
+        keys = np.concatenate([k for k, _ in parts])
+        vals = np.concatenate([SEED_DECAY**age * v for age, (_, v) in enumerate(parts)])
+        uniq, inverse = np.unique(keys, return_inverse=True)  # sorted, as `_weigh` needs
         found = query.cache["coengaged"] = (uniq, np.bincount(inverse, vals, len(uniq)))
     keys, vals = found
-    if len(keys):
-        pos = np.clip(np.searchsorted(keys, rows), 0, len(keys) - 1)
-        out = np.where(keys[pos] == rows, vals[pos], 0.0)
-    return out
+    return _weigh(keys, vals, rows)
 
 
 def related_seeds(query: Query) -> np.ndarray:
@@ -190,8 +183,9 @@ def related_scores(query: Query, rows: np.ndarray) -> np.ndarray:
     videos the model does not cover or before its first fit)."""
     out = np.zeros(len(rows))
     scores = related_user_scores(query)
-    if query.related is None or scores is None or len(rows) == 0:
+    if scores is None or len(rows) == 0:
         return out
+    assert query.related is not None  # scores exist only with a fit
     cols = query.related.columns(rows)
     ok = cols >= 0
     out[ok] = scores[cols[ok]]

@@ -127,8 +127,7 @@ class UserState:
 
     def reset(self, at: float) -> None:
         """Forget the learned profile (affinities, session, recent likes and engaged
-        videos); keep the seen
-        set and the user's own controls (hides, not interested)."""
+        videos); keep the seen set and the user's own controls (hides, not interested)."""
         self.tags.values.clear()
         self.sounds.values.clear()
         self.creators.values.clear()

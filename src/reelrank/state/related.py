@@ -22,6 +22,7 @@ last fitted model; a fit never blocks a reader.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -105,9 +106,13 @@ class RelatedItems:
             self._rows[slot] = row
             self.added += 1
 
+    def _fitted_on(self) -> int:
+        """Engagements added when the last fit's window was taken (0 before a fit)."""
+        return self.fitted.engagements if self.fitted is not None else 0
+
     def due(self) -> bool:
         """Enough new engagements since the last fit to fit again."""
-        seen = self.fitted.engagements if self.fitted is not None else 0
+        seen = self._fitted_on()
         return self.added >= MIN_ENGAGEMENTS and self.added - seen >= max(
             MIN_ENGAGEMENTS, self.growth * min(seen, self.window)
         )
@@ -118,8 +123,7 @@ class RelatedItems:
         of a core. True when a new model was published."""
         if throttle and time.monotonic() < self._next_fit_at:
             return False
-        seen = self.fitted.engagements if self.fitted is not None else 0
-        if not (self.due() or (force and self.added > seen)):
+        if not (self.due() or (force and self.added > self._fitted_on())):
             return False
         if not self._fitting.acquire(blocking=False):
             return False
@@ -131,9 +135,7 @@ class RelatedItems:
             fitted = fit(users, rows, self.max_videos, self.l2, added)
             took = time.perf_counter() - started
             if fitted is not None:
-                self.fitted = Fitted(
-                    fitted.rows, fitted.col_of, fitted.weights, added, round(took, 3)
-                )
+                self.fitted = dataclasses.replace(fitted, seconds=round(took, 3))
             self._next_fit_at = time.monotonic() + 10.0 * took
             return fitted is not None
         finally:
@@ -144,7 +146,7 @@ class RelatedItems:
         return {
             "engagements": self.added,
             "videos": 0 if f is None else len(f.rows),
-            "fitted_on": 0 if f is None else f.engagements,
+            "fitted_on": self._fitted_on(),
             "fit_s": 0.0 if f is None else f.seconds,
         }
 
