@@ -243,3 +243,18 @@ def test_once_a_replay_drives_the_refits_the_background_job_stands_down(
         assert eng.refit_related(throttle=False)
     finally:
         eng.close()
+
+
+def test_the_cholesky_inverse_matches_the_general_one_and_refuses_an_indefinite_matrix() -> None:
+    from reelrank.state.related import _inverse_spd
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, 257, 600):  # one block, several, and a partial last block
+        x = (rng.random((200, n)) < 0.1).astype(np.float64)
+        gram = x.T @ x + 2.0 * np.eye(n)
+        want = np.linalg.inv(gram)
+        got = _inverse_spd(gram.copy())
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(got, got.T)
+    with pytest.raises(np.linalg.LinAlgError):
+        _inverse_spd(np.array([[0.0, 1.0], [1.0, 0.0]]))
