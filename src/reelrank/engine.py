@@ -545,7 +545,7 @@ class Engine:
         )
         started = time.perf_counter()
         query = self.hydrate(request)
-        feed = self.pipeline.run(query, trace=trace, explain=explain)
+        feed = self.pipeline.run(query, trace=trace, explain=explain, features=record)
         self.metrics.feed_latency.observe(time.perf_counter() - started)
         self.metrics.feed_requests.labels("true" if feed.cold_start else "false").inc()
         if record:

@@ -360,7 +360,8 @@ class ReelrankSystem:
         feats.heuristic = heuristic
         rows = page
         version = engine.model.version()
-        ids = [table.video(int(r)).id for r in rows]
+        ids = [table.video(r).id for r in rows.tolist()]
+        records = feats.records(query, np.arange(len(rows)))
         self.log.events.append_impressions(
             [  # built here from checked values: no validation needed
                 Impression.model_construct(
@@ -372,9 +373,9 @@ class ReelrankSystem:
                     score=0.0,
                     model_version=version,
                     ts=x.ts,
-                    features=feats.record(query, i),
+                    features=record,
                 )
-                for i, vid in enumerate(ids)
+                for i, (vid, record) in enumerate(zip(ids, records, strict=True))
             ]
         )
         events = [Event.model_validate(e) for e in self._events(x, positive, request_id)]

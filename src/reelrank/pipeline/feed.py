@@ -43,6 +43,7 @@ class Feed:
     ranker_note: str | None = None
     experiments: dict[str, str] = field(default_factory=dict)  # experiment id -> arm
     features: list[dict[str, Any]] = field(default_factory=list)  # per item, for the log
+    # (empty when the page is not recorded)
     trace: FeedTrace | None = None  # where candidates went, when asked for
 
 
@@ -125,6 +126,7 @@ class FeedPipeline:
         self._recalled = {n: metrics.recall_candidates.labels(n) for n in self.channel_names}
         self._items = {n: metrics.feed_items.labels(n) for n in self.channel_names}
         self._pool_ids = [i for i, n in enumerate(self.channel_names) if n == POOL_SOURCE]
+        self._is_pool = np.array([n == POOL_SOURCE for n in self.channel_names], bool)
         self.budget_s = budget_ms / 1000.0
         self._pool = (
             ThreadPoolExecutor(4 * len(sources), thread_name_prefix="reelrank-recall")
@@ -183,9 +185,13 @@ class FeedPipeline:
             parts.append(Candidates(rows, np.full(len(rows), i, np.int16), reasons))
         return Candidates.concat(parts)
 
-    def run(self, query: Query, trace: bool = False, explain: bool = True) -> Feed:
+    def run(
+        self, query: Query, trace: bool = False, explain: bool = True, features: bool = True
+    ) -> Feed:
         """The page for a hydrated query; `trace` keeps where candidates went, `explain`
-        False gives each video only its channel's reason (replays skip the wording)."""
+        False gives each video only its channel's reason (replays skip the wording), and
+        `features` False leaves out the per-item features logged with served impressions
+        (a page that is not recorded needs none)."""
         cands = self.recall(query).with_recall_view()
         recalled = cands
         removed: dict[str, int] = {}
@@ -197,7 +203,7 @@ class FeedPipeline:
                 self.metrics.filtered.labels(f.name).inc(result.removed)
         protect = None
         if self._pool_ids:  # the pool channel's best few, whatever the pre-ranker thinks
-            owed = np.flatnonzero(np.isin(cands.source, self._pool_ids))[:PROTECTED_POOL]
+            owed = np.flatnonzero(self._is_pool[cands.source])[:PROTECTED_POOL]
             protect = np.zeros(len(cands), dtype=bool)
             protect[owed] = True
         filtered_cands = cands
@@ -212,15 +218,20 @@ class FeedPipeline:
         for item in items:
             self._items[item.source].inc()
         # What the ranker saw, logged with each impression so training sees the same.
-        if ranked.features is not None:
-            feats, at = ranked.features, picked
-        else:
-            shown = cands.take(picked)
-            feats = extract(
-                query, shown.rows, self.scorer.smoothing, self.ranker.recall_view(shown)
-            )
-            feats.heuristic = scores[picked]
-            at = np.arange(len(picked))
+        records: list[dict[str, Any]] = []
+        if features:
+            if ranked.features is not None:
+                feats, at = ranked.features, picked
+            else:
+                shown = cands.take(picked)
+                feats = extract(
+                    query, shown.rows, self.scorer.smoothing, self.ranker.recall_view(shown)
+                )
+                feats.heuristic = scores[picked]
+                at = np.arange(len(picked))
+            records = feats.records(query, at)
+            for record in records:
+                record["served_by"] = ranked.ranker
         feed_trace = None
         if trace:
             best = np.argsort(-scores, kind="stable")[: query.request.n]
@@ -243,7 +254,7 @@ class FeedPipeline:
             ranker=ranked.ranker,
             ranker_note=ranked.note,
             experiments=query.assignment.arms,
-            features=[{**feats.record(query, int(i)), "served_by": ranked.ranker} for i in at],
+            features=records,
             trace=feed_trace,
         )
 

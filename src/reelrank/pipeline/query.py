@@ -123,17 +123,23 @@ class Candidates:
         if n == 0:
             return Candidates(self.rows, self.source, self.reason, np.zeros(0, np.int64),
                               np.zeros(0))  # fmt: skip
-        _, inverse = np.unique(self.rows, return_inverse=True)
-        bits = np.zeros(inverse.max() + 1, np.int64)
-        np.bitwise_or.at(bits, inverse, np.left_shift(1, self.source.astype(np.int64)))
+        # Per video row, in arrays as long as the largest row: cheaper than grouping the
+        # candidates with a sort. Rows are catalog rows, up to millions, so the arrays are
+        # left uninitialised but for the candidates' own entries.
+        rows = self.rows
+        span = int(rows.max()) + 1
+        bits = np.empty(span, np.int64)
+        bits[rows] = 0
+        np.bitwise_or.at(bits, rows, np.left_shift(1, self.source.astype(np.int64)))
         # each channel's part is contiguous and in its own order
         starts = np.flatnonzero(np.r_[True, self.source[1:] != self.source[:-1]])
         lengths = np.diff(np.r_[starts, n])
         place = np.arange(n) - np.repeat(starts, lengths)
         rel = place / np.repeat(np.maximum(lengths - 1, 1), lengths)
-        best = np.ones(len(bits))
-        np.minimum.at(best, inverse, rel)
-        return Candidates(self.rows, self.source, self.reason, bits[inverse], best[inverse])
+        best = np.empty(span)
+        best[rows] = 1.0
+        np.minimum.at(best, rows, rel)
+        return Candidates(rows, self.source, self.reason, bits[rows], best[rows])
 
 
 @dataclass

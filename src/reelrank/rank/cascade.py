@@ -48,7 +48,10 @@ def sequence_feature(query: Query, rows: np.ndarray) -> np.ndarray | None:
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
-    return np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(np.float64)
+    """Each value's place in ascending order (ties by position), as floats."""
+    out = np.empty(len(x))
+    out[np.argsort(x, kind="stable")] = np.arange(len(x))
+    return out
 
 
 class RankCascade:

@@ -21,7 +21,7 @@ import numpy as np
 from ..pipeline.query import Query
 from ..state.catalog import MAX_TAGS
 from ..state.popularity import HORIZONS
-from .signals import affinity, coengagement_scores, rate_lifts, related_scores, slog, views
+from .signals import Affinity, candidate_signals, slog
 from .two_tower import HISTORY
 
 SINGLE_SLOTS = ("user", "video", "creator", "sound", "region", "language", "device", "hour")
@@ -80,27 +80,38 @@ class CandidateFeatures:
 
     def record(self, query: Query, i: int) -> dict[str, Any]:
         """The JSON-able features of candidate i, as logged with its impression."""
+        return self.records(query, [i])[0]
+
+    def records(self, query: Query, at: Any) -> list[dict[str, Any]]:
+        """`record` of each candidate index in `at`, the arrays converted once."""
         table = query.table
-        row = int(self.rows[i])
-        video = table.video(row)
-        return {
-            "duration_ms": float(table.duration_ms[row]),
-            "slots": {
-                **self.context,
-                "video": video.id,
-                "creator": video.creator_id,
-                "sound": video.sound_id,
-            },
-            "hashtags": table.tag_names(row),
-            "dense": self.dense[i].astype(np.float64).round(5).tolist(),
-            "history": self.history,
-            # the heuristic's score, for the champion/challenger comparison in training
-            **(
-                {"heuristic": round(float(self.heuristic[i]), 6)}
-                if self.heuristic is not None
-                else {}
-            ),
-        }
+        at = np.asarray(at, dtype=np.int64)
+        rows = self.rows[at].tolist()
+        durations = table.duration_ms[self.rows[at]].astype(np.float64).tolist()
+        dense = self.dense[at].astype(np.float64).round(5).tolist()
+        # the heuristic's score, for the champion/challenger comparison in training
+        heuristic = (
+            None if self.heuristic is None else self.heuristic[at].astype(np.float64).tolist()
+        )
+        out = []
+        for j, row in enumerate(rows):
+            video = table.video(row)
+            record: dict[str, Any] = {
+                "duration_ms": durations[j],
+                "slots": {
+                    **self.context,
+                    "video": video.id,
+                    "creator": video.creator_id,
+                    "sound": video.sound_id,
+                },
+                "hashtags": table.tag_names(row),
+                "dense": dense[j],
+                "history": self.history,
+            }
+            if heuristic is not None:
+                record["heuristic"] = round(heuristic[j], 6)
+            out.append(record)
+        return out
 
 
 def context_of(query: Query) -> dict[str, str | None]:
@@ -163,8 +174,16 @@ def extract(
     model yet)."""
     counters = query.counters
     table = query.table
-    lifts = rate_lifts(query, rows, smoothing)
-    aff = affinity(query, rows)
+    # The request's signals (the heuristic scorer computed them for every candidate).
+    signals, at = candidate_signals(query, rows, smoothing)
+
+    def pick(values: np.ndarray) -> np.ndarray:
+        return values if at is None else values[at]
+
+    lifts = {x: pick(v) for x, v in signals.lifts().items()}
+    a = signals.affinity()
+    aff = Affinity(pick(a.tags), pick(a.interests), pick(a.sound), pick(a.creator),
+                   pick(a.followed))  # fmt: skip
     hot = counters.hotness[rows] * counters.decay_factor(query.request.now)
     age_h = np.maximum(query.request.now - table.created_at[rows], 0.0) / 3600.0
     engagements = query.user.engagements if query.user is not None else 0
@@ -173,7 +192,7 @@ def extract(
         lifts["like"] - 1.0,
         lifts["share"] - 1.0,
         lifts["skip"] - 1.0,
-        np.log1p(views(query, rows)) / 3.0,
+        np.log1p(pick(signals.views())) / 3.0,
         slog(hot) / 3.0,
         np.log1p(age_h) / 3.0,
         np.log1p(table.duration_ms[rows] / 1000.0) / 3.0,
@@ -190,8 +209,8 @@ def extract(
         cols += list(np.log1p(rel.T) / 2.0)
     else:
         cols += [np.zeros(n)] * len(HORIZONS)
-    cols.append(slog(coengagement_scores(query, rows)))
-    cols.append(related_scores(query, rows))
+    cols.append(slog(pick(signals.coengaged())))
+    cols.append(pick(signals.related()))
     cols.append(np.zeros(n) if sequence is None else np.asarray(sequence, np.float64) / 2.0)
     recall = recall if recall is not None else RecallView.none(n)
     cols.append(recall.position)

@@ -19,19 +19,20 @@ from __future__ import annotations
 import numpy as np
 
 from ..pipeline.query import Candidates, Query
-from .signals import (
-    RATES,
-    affinity,
-    coengagement_scores,
-    rate_lifts,
-    related_scores,
-    slog,
-    views,
-)
+from .signals import RATES, Affinity, affinity, candidate_signals, rate_lifts, slog, views
 
 MODEL_VERSION = "heuristic-3"
 FOLLOW_BONUS = 3.0
 INTEREST_BONUS = 1.0
+
+
+def summed(a: Affinity) -> np.ndarray:
+    """The affinity the heuristic scores: hashtags, sound and creator, plus bonuses for
+    onboarding interests and followed creators."""
+    out: np.ndarray = (
+        a.tags + INTEREST_BONUS * a.interests + a.sound + a.creator + FOLLOW_BONUS * a.followed
+    )
+    return out
 
 
 class HeuristicScorer:
@@ -50,10 +51,7 @@ class HeuristicScorer:
 
     def affinity(self, query: Query, rows: np.ndarray) -> np.ndarray:
         """The user's summed affinity for each video's hashtags, sound and creator."""
-        a = affinity(query, rows)
-        return (
-            a.tags + INTEREST_BONUS * a.interests + a.sound + a.creator + FOLLOW_BONUS * a.followed
-        )
+        return summed(affinity(query, rows))
 
     def score(self, query: Query, cands: Candidates) -> np.ndarray:
         """(n,) float scores for (n,) candidates, in their order."""
@@ -63,13 +61,20 @@ class HeuristicScorer:
         w = self.weights
         if query.assignment.score_weights:  # an experiment arm's weights
             w = {**w, **query.assignment.score_weights}
-        lifts = self.lifts(query, rows)
-        score = sum(w[x] * lifts[x] for x in RATES)
-        score = score + w["affinity"] * slog(self.affinity(query, rows))
+        # The request's signals, computed once for its candidates (the learned ranker's
+        # features of any of them read the same ones).
+        signals, at = candidate_signals(query, rows, self.smoothing)
+
+        def pick(values: np.ndarray) -> np.ndarray:
+            return values if at is None else values[at]
+
+        lifts = signals.lifts()
+        score = sum(w[x] * pick(lifts[x]) for x in RATES)
+        score = score + w["affinity"] * slog(pick(summed(signals.affinity())))
         if w.get("coengaged"):
-            score = score + w["coengaged"] * slog(coengagement_scores(query, rows))
+            score = score + w["coengaged"] * slog(pick(signals.coengaged()))
         if w.get("related"):
-            score = score + w["related"] * related_scores(query, rows)
+            score = score + w["related"] * pick(signals.related())
         hot = np.log1p(np.maximum(query.counters.hotness[rows], 0.0))
         top = hot.max()
         if top > 0:

@@ -75,7 +75,7 @@ def _weigh(keys: np.ndarray, vals: np.ndarray, values: np.ndarray) -> np.ndarray
     0 when absent."""
     if not len(keys):
         return np.zeros(values.shape)
-    at = np.clip(np.searchsorted(keys, values), 0, len(keys) - 1)
+    at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)  # searchsorted is >= 0
     return np.where((keys[at] == values) & (values >= 0), vals[at], 0.0)
 
 
@@ -190,3 +190,76 @@ def related_scores(query: Query, rows: np.ndarray) -> np.ndarray:
     ok = cols >= 0
     out[ok] = scores[cols[ok]]
     return np.clip(out, -1.0, 1.0)
+
+
+class CandidateSignals:
+    """The signals of one request's candidates, each computed at most once and for all of
+    them together; any subset of those rows reads them by position. The heuristic scorer
+    (which scores every candidate) makes the request's bundle; the learned ranker's
+    features of the pre-ranked few, a replay's logged page and the learned scores of all
+    candidates read from it instead of computing the same lookups again."""
+
+    def __init__(self, query: Query, rows: np.ndarray, smoothing: float) -> None:
+        self.query = query
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.smoothing = smoothing
+        self._order = np.argsort(self.rows, kind="stable")
+        self._sorted = self.rows[self._order]
+        self._views: np.ndarray | None = None  # each computed on first use
+        self._lifts: dict[str, np.ndarray] | None = None
+        self._affinity: Affinity | None = None
+        self._coengaged: np.ndarray | None = None
+        self._related: np.ndarray | None = None
+
+    def positions(self, rows: np.ndarray) -> np.ndarray | None:
+        """Where each of `rows` is in the bundle, None when any is not in it."""
+        if len(self._sorted) == 0:
+            return None if len(rows) else np.zeros(0, np.int64)
+        at = np.minimum(np.searchsorted(self._sorted, rows), len(self._sorted) - 1)
+        if not (self._sorted[at] == rows).all():
+            return None
+        return self._order[at]
+
+    def views(self) -> np.ndarray:
+        if self._views is None:
+            self._views = views(self.query, self.rows)
+        return self._views
+
+    def lifts(self) -> dict[str, np.ndarray]:
+        if self._lifts is None:
+            self._lifts = rate_lifts(self.query, self.rows, self.smoothing)
+        return self._lifts
+
+    def affinity(self) -> Affinity:
+        if self._affinity is None:
+            self._affinity = affinity(self.query, self.rows)
+        return self._affinity
+
+    def coengaged(self) -> np.ndarray:
+        if self._coengaged is None:
+            self._coengaged = coengagement_scores(self.query, self.rows)
+        return self._coengaged
+
+    def related(self) -> np.ndarray:
+        if self._related is None:
+            self._related = related_scores(self.query, self.rows)
+        return self._related
+
+
+def candidate_signals(
+    query: Query, rows: np.ndarray, smoothing: float
+) -> tuple[CandidateSignals, np.ndarray | None]:
+    """The request's signal bundle for `rows` and their positions in it (None: all of it,
+    in order). The first call of a request makes the bundle; a later call whose rows are
+    all in it reads from it; other rows get a bundle of their own."""
+    found: CandidateSignals | None = query.cache.get("signals")
+    if found is not None and found.smoothing == smoothing:
+        if len(rows) == len(found.rows) and np.array_equal(rows, found.rows):
+            return found, None
+        at = found.positions(rows)
+        if at is not None:
+            return found, at
+    made = CandidateSignals(query, rows, smoothing)
+    if found is None:
+        query.cache["signals"] = made
+    return made, None

@@ -44,5 +44,10 @@ class ContentRecall:
         if vec is None or query.content is None:
             return Recalled.join([])
         keys, _ = query.content.search(vec, quota + len(seeds))
-        keys = keys[(keys < query.size) & ~np.isin(keys, seeds)]
+        keys = keys[keys < query.size]
+        if len(keys):
+            own = np.empty(int(keys.max()) + 1, dtype=bool)  # the seeds, marked by row;
+            own[keys] = False  # only the entries read are initialised
+            own[seeds[seeds < len(own)]] = True
+            keys = keys[~own[keys]]
         return Recalled.of(keys[:quota], "close in content to videos you enjoyed")

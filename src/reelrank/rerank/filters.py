@@ -10,6 +10,18 @@ import numpy as np
 from ..pipeline.query import Candidates, Query
 
 
+def _marked(rows: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """(n,) True where a row is one of `among`: a mark per row in an array as long as the
+    largest row, cheaper than `np.isin`'s sort for candidate lists. Rows are catalog rows
+    (up to millions), so only the entries read are initialised."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=bool)
+    marks = np.empty(int(rows.max()) + 1, dtype=bool)
+    marks[rows] = False
+    marks[among[(among >= 0) & (among < len(marks))]] = True
+    return marks[rows]
+
+
 @dataclass(frozen=True)
 class FilterResult:
     kept: Candidates
@@ -36,10 +48,15 @@ class DuplicateFilter:
     name = "duplicate"
 
     def keep(self, query: Query, cands: Candidates) -> np.ndarray:
-        _, first = np.unique(cands.rows, return_index=True)
-        mask = np.zeros(len(cands), dtype=bool)
-        mask[first] = True
-        return mask
+        rows = cands.rows
+        n = len(rows)
+        if n == 0:
+            return np.zeros(0, dtype=bool)
+        at = np.arange(n)
+        first = np.empty(int(rows.max()) + 1, np.int64)  # per row: its first place here
+        first[rows] = n  # only the candidates' entries are initialised (catalogs are large)
+        np.minimum.at(first, rows, at)
+        return first[rows] == at
 
 
 class ApprovedFilter:
@@ -59,10 +76,11 @@ class SeenFilter:
     def keep(self, query: Query, cands: Candidates) -> np.ndarray:
         if query.user is None or len(query.user.seen) == 0:
             return np.ones(len(cands), dtype=bool)
-        hit = query.user.seen.members_of(cands.rows.tolist())
+        rows = cands.rows
+        hit = query.user.seen.members_of(rows.tolist())
         if not hit:
             return np.ones(len(cands), dtype=bool)
-        return ~np.isin(cands.rows, np.fromiter(hit, np.int64, len(hit)))
+        return ~_marked(rows, np.fromiter(hit, np.int64, len(hit)))
 
 
 class NotInterestedFilter:
@@ -74,7 +92,7 @@ class NotInterestedFilter:
         if query.user is None or not query.user.not_interested:
             return np.ones(len(cands), dtype=bool)
         blocked = np.fromiter(query.user.not_interested.copy(), np.int64)
-        return ~np.isin(cands.rows, blocked)
+        return ~_marked(cands.rows, blocked)
 
 
 class HiddenFilter:

@@ -61,6 +61,9 @@ class PolicySelector:
     ) -> None:
         self.explore_ids = [i for i, n in enumerate(channel_names) if n in EXPLORATION_SOURCES]
         self.pool_ids = [i for i, n in enumerate(channel_names) if n == POOL_SOURCE]
+        # By channel index: whether a candidate's source is an exploration or pool channel.
+        self._explores = np.array([n in EXPLORATION_SOURCES for n in channel_names], bool)
+        self._pools = np.array([n == POOL_SOURCE for n in channel_names], bool)
         self.lam = diversity_lambda
         self.window = diversity_window
         self.creator_cap = fatigue_creator_per_day
@@ -81,8 +84,8 @@ class PolicySelector:
             # few videos owed pool impressions, and the best few other exploration
             # candidates.
             source = cands.source[rest]
-            owed_rest = rest[np.isin(source, self.pool_ids)][:EXPLORE_EXTRA]
-            other = rest[np.isin(source, self.explore_ids) & ~np.isin(source, self.pool_ids)]
+            owed_rest = rest[self._pools[source]][:EXPLORE_EXTRA]
+            other = rest[self._explores[source] & ~self._pools[source]]
             order = np.concatenate([order, owed_rest, other[:EXPLORE_EXTRA]])
         in_pool = np.arange(len(order)) < min(POOL, len(ranked))  # the rest: slots only
         table = query.table
@@ -97,8 +100,8 @@ class PolicySelector:
         if self.lam > 0:
             vecs = query.content.vectors_of(rows) if query.content is not None else None
             sim = self._similarity(creator, tags, vecs)
-        explorable = np.isin(cands.source[order], self.explore_ids)
-        owed = np.isin(cands.source[order], self.pool_ids)
+        explorable = self._explores[cands.source[order]]
+        owed = self._pools[cands.source[order]]
         available = self._under_caps(query, creator, tags)
         fraction = query.assignment.exploration_fraction
         fraction = self.fraction if fraction is None else fraction

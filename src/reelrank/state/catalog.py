@@ -187,4 +187,5 @@ class VideoTable:
         return self.rows.get(video_id, -1)
 
     def tag_names(self, row: int) -> list[str]:
-        return [self.tags.names[t] for t in self.tag_ids[row] if t >= 0]
+        names = self.tags.names
+        return [names[t] for t in self.tag_ids[row].tolist() if t >= 0]
