@@ -9,10 +9,10 @@ ingested and, for the learned engine, logged as a page the trainer joins, learns
 publishes on the event clock. The systems replay the log side by side, interaction by
 interaction, so both see the same machine load; each system's seconds are its own calls.
 
-Prints one line per system and writes benchmarks/results/bench_replay.json with the load
-average before and after, interactions/s per system and the ratio of the two.
-Run: `python benchmarks/bench_replay.py` (the whole shared MovieLens log: about 20 minutes
-on 2 cores); `--limit N` replays the first N interactions only.
+Prints one line per system and writes benchmarks/results/bench_replay.json with the commit
+measured, the load average before and after, interactions/s per system and the ratio of
+the two. Run: `python benchmarks/bench_replay.py` (the whole shared MovieLens log: about
+15 minutes on 2 cores); `--limit N` replays the first N interactions only.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "bench_replay.json"))
     args = p.parse_args(argv)
     load_before = os.getloadavg()
+    code = {  # what was measured: the commit, and whether the work tree differed from it
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "uncommitted_files": len(_git("status", "--porcelain").splitlines()),
+    }
     started = time.perf_counter()
     report = evaluate(args.ratings, args.movies, systems=SYSTEMS, limit=args.limit, progress=False)
     wall = time.perf_counter() - started
@@ -73,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
         },
+        "code": code,
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "dataset": report["dataset"],
@@ -85,6 +91,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.output}")
     return out
+
+
+def _git(*argv: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 if __name__ == "__main__":
