@@ -180,8 +180,8 @@ def extract(
     def pick(values: np.ndarray) -> np.ndarray:
         return values if at is None else values[at]
 
-    lifts = {x: pick(v) for x, v in signals.lifts().items()}
-    a = signals.affinity()
+    lifts = {x: pick(v) for x, v in signals.lifts(query).items()}
+    a = signals.affinity(query)
     aff = Affinity(pick(a.tags), pick(a.interests), pick(a.sound), pick(a.creator),
                    pick(a.followed))  # fmt: skip
     hot = counters.hotness[rows] * counters.decay_factor(query.request.now)
@@ -192,7 +192,7 @@ def extract(
         lifts["like"] - 1.0,
         lifts["share"] - 1.0,
         lifts["skip"] - 1.0,
-        np.log1p(pick(signals.views())) / 3.0,
+        np.log1p(pick(signals.views(query))) / 3.0,
         slog(hot) / 3.0,
         np.log1p(age_h) / 3.0,
         np.log1p(table.duration_ms[rows] / 1000.0) / 3.0,
@@ -209,8 +209,8 @@ def extract(
         cols += list(np.log1p(rel.T) / 2.0)
     else:
         cols += [np.zeros(n)] * len(HORIZONS)
-    cols.append(slog(pick(signals.coengaged())))
-    cols.append(pick(signals.related()))
+    cols.append(slog(pick(signals.coengaged(query))))
+    cols.append(pick(signals.related(query)))
     cols.append(np.zeros(n) if sequence is None else np.asarray(sequence, np.float64) / 2.0)
     recall = recall if recall is not None else RecallView.none(n)
     cols.append(recall.position)

@@ -68,13 +68,13 @@ class HeuristicScorer:
         def pick(values: np.ndarray) -> np.ndarray:
             return values if at is None else values[at]
 
-        lifts = signals.lifts()
+        lifts = signals.lifts(query)
         score = sum(w[x] * pick(lifts[x]) for x in RATES)
-        score = score + w["affinity"] * slog(pick(summed(signals.affinity())))
+        score = score + w["affinity"] * slog(pick(summed(signals.affinity(query))))
         if w.get("coengaged"):
-            score = score + w["coengaged"] * slog(pick(signals.coengaged()))
+            score = score + w["coengaged"] * slog(pick(signals.coengaged(query)))
         if w.get("related"):
-            score = score + w["related"] * pick(signals.related())
+            score = score + w["related"] * pick(signals.related(query))
         hot = np.log1p(np.maximum(query.counters.hotness[rows], 0.0))
         top = hot.max()
         if top > 0:

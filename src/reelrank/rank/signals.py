@@ -197,10 +197,12 @@ class CandidateSignals:
     them together; any subset of those rows reads them by position. The heuristic scorer
     (which scores every candidate) makes the request's bundle; the learned ranker's
     features of the pre-ranked few, a replay's logged page and the learned scores of all
-    candidates read from it instead of computing the same lookups again."""
+    candidates read from it instead of computing the same lookups again. Each signal is
+    computed for the request passed in, which must be the request the bundle belongs to."""
 
-    def __init__(self, query: Query, rows: np.ndarray, smoothing: float) -> None:
-        self.query = query
+    def __init__(self, rows: np.ndarray, smoothing: float) -> None:
+        # (no reference to the query: the query's cache holds the bundle, and a cycle
+        # would keep every request's arrays until the cyclic collector ran)
         self.rows = np.asarray(rows, dtype=np.int64)
         self.smoothing = smoothing
         self._order = np.argsort(self.rows, kind="stable")
@@ -220,29 +222,29 @@ class CandidateSignals:
             return None
         return self._order[at]
 
-    def views(self) -> np.ndarray:
+    def views(self, query: Query) -> np.ndarray:
         if self._views is None:
-            self._views = views(self.query, self.rows)
+            self._views = views(query, self.rows)
         return self._views
 
-    def lifts(self) -> dict[str, np.ndarray]:
+    def lifts(self, query: Query) -> dict[str, np.ndarray]:
         if self._lifts is None:
-            self._lifts = rate_lifts(self.query, self.rows, self.smoothing)
+            self._lifts = rate_lifts(query, self.rows, self.smoothing)
         return self._lifts
 
-    def affinity(self) -> Affinity:
+    def affinity(self, query: Query) -> Affinity:
         if self._affinity is None:
-            self._affinity = affinity(self.query, self.rows)
+            self._affinity = affinity(query, self.rows)
         return self._affinity
 
-    def coengaged(self) -> np.ndarray:
+    def coengaged(self, query: Query) -> np.ndarray:
         if self._coengaged is None:
-            self._coengaged = coengagement_scores(self.query, self.rows)
+            self._coengaged = coengagement_scores(query, self.rows)
         return self._coengaged
 
-    def related(self) -> np.ndarray:
+    def related(self, query: Query) -> np.ndarray:
         if self._related is None:
-            self._related = related_scores(self.query, self.rows)
+            self._related = related_scores(query, self.rows)
         return self._related
 
 
@@ -259,7 +261,7 @@ def candidate_signals(
         at = found.positions(rows)
         if at is not None:
             return found, at
-    made = CandidateSignals(query, rows, smoothing)
+    made = CandidateSignals(rows, smoothing)
     if found is None:
         query.cache["signals"] = made
     return made, None
