@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+from benchmarks.suite import git_state  # noqa: E402
+
 from reelrank.evaluate.run import evaluate  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "movielens-latest-small"
@@ -43,10 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "bench_replay.json"))
     args = p.parse_args(argv)
     load_before = os.getloadavg()
-    code = {  # what was measured: the commit, and whether the work tree differed from it
-        "commit": _git("rev-parse", "--short", "HEAD"),
-        "uncommitted_files": len(_git("status", "--porcelain").splitlines()),
-    }
+    code = git_state()  # what was measured: the commit, and whether the work tree differed
     started = time.perf_counter()
     report = evaluate(args.ratings, args.movies, systems=SYSTEMS, limit=args.limit, progress=False)
     wall = time.perf_counter() - started
@@ -91,15 +90,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.output}")
     return out
-
-
-def _git(*argv: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reelrank.engine import Engine
-from reelrank.pipeline.query import Candidates
-from reelrank.rerank.filters import DuplicateFilter, _marked
+from reelrank.pipeline.query import Candidates, marked
+from reelrank.rerank.filters import DuplicateFilter
 
 from .conftest import event, make_settings, video
 
@@ -64,7 +64,7 @@ def test_the_duplicate_filter_keeps_each_video_at_its_first_place(cands: Candida
     among=st.lists(st.integers(-3, 80), max_size=30),
 )
 def test_marked_rows_are_exactly_those_listed(rows: list[int], among: list[int]) -> None:
-    got = _marked(np.array(rows, np.int64), np.array(among, np.int64))
+    got = marked(np.array(rows, np.int64), np.array(among, np.int64))
     assert got.tolist() == [r in set(among) for r in rows]
 
 

@@ -125,7 +125,6 @@ class FeedPipeline:
         self._seconds = {n: metrics.recall_seconds.labels(n) for n in self.channel_names}
         self._recalled = {n: metrics.recall_candidates.labels(n) for n in self.channel_names}
         self._items = {n: metrics.feed_items.labels(n) for n in self.channel_names}
-        self._pool_ids = [i for i, n in enumerate(self.channel_names) if n == POOL_SOURCE]
         self._is_pool = np.array([n == POOL_SOURCE for n in self.channel_names], bool)
         self.budget_s = budget_ms / 1000.0
         self._pool = (
@@ -202,7 +201,7 @@ class FeedPipeline:
             if result.removed:
                 self.metrics.filtered.labels(f.name).inc(result.removed)
         protect = None
-        if self._pool_ids:  # the pool channel's best few, whatever the pre-ranker thinks
+        if self._is_pool.any():  # the pool channel's best few, whatever the pre-ranker thinks
             owed = np.flatnonzero(self._is_pool[cands.source])[:PROTECTED_POOL]
             protect = np.zeros(len(cands), dtype=bool)
             protect[owed] = True

@@ -142,6 +142,18 @@ class Candidates:
         return Candidates(rows, self.source, self.reason, bits[rows], best[rows])
 
 
+def marked(rows: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """(n,) True where a row is one of `among`: a mark per row in an array as long as the
+    largest row, cheaper than `np.isin`'s sort for candidate lists. Rows are catalog rows
+    (up to millions), so only the entries read are initialised."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=bool)
+    marks = np.empty(int(rows.max()) + 1, dtype=bool)
+    marks[rows] = False
+    marks[among[(among >= 0) & (among < len(marks))]] = True
+    return marks[rows]
+
+
 @dataclass
 class Recalled:
     """What one recall source returns: rows and a reason per row."""

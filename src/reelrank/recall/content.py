@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pipeline.query import Query, Recalled
+from ..pipeline.query import Query, Recalled, marked
 
 SESSION_DECAY = 0.85  # weight of the i-th most recent engagement: 0.85 ** i
 LIKED = 10  # most recent likes mixed in at weight 0.5 each
@@ -45,9 +45,5 @@ class ContentRecall:
             return Recalled.join([])
         keys, _ = query.content.search(vec, quota + len(seeds))
         keys = keys[keys < query.size]
-        if len(keys):
-            own = np.empty(int(keys.max()) + 1, dtype=bool)  # the seeds, marked by row;
-            own[keys] = False  # only the entries read are initialised
-            own[seeds[seeds < len(own)]] = True
-            keys = keys[~own[keys]]
+        keys = keys[~marked(keys, seeds)]
         return Recalled.of(keys[:quota], "close in content to videos you enjoyed")

@@ -7,19 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..pipeline.query import Candidates, Query
-
-
-def _marked(rows: np.ndarray, among: np.ndarray) -> np.ndarray:
-    """(n,) True where a row is one of `among`: a mark per row in an array as long as the
-    largest row, cheaper than `np.isin`'s sort for candidate lists. Rows are catalog rows
-    (up to millions), so only the entries read are initialised."""
-    if len(rows) == 0:
-        return np.zeros(0, dtype=bool)
-    marks = np.empty(int(rows.max()) + 1, dtype=bool)
-    marks[rows] = False
-    marks[among[(among >= 0) & (among < len(marks))]] = True
-    return marks[rows]
+from ..pipeline.query import Candidates, Query, marked
 
 
 @dataclass(frozen=True)
@@ -80,7 +68,7 @@ class SeenFilter:
         hit = query.user.seen.members_of(rows.tolist())
         if not hit:
             return np.ones(len(cands), dtype=bool)
-        return ~_marked(rows, np.fromiter(hit, np.int64, len(hit)))
+        return ~marked(rows, np.fromiter(hit, np.int64, len(hit)))
 
 
 class NotInterestedFilter:
@@ -92,7 +80,7 @@ class NotInterestedFilter:
         if query.user is None or not query.user.not_interested:
             return np.ones(len(cands), dtype=bool)
         blocked = np.fromiter(query.user.not_interested.copy(), np.int64)
-        return ~_marked(cands.rows, blocked)
+        return ~marked(cands.rows, blocked)
 
 
 class HiddenFilter:

@@ -59,8 +59,6 @@ class PolicySelector:
         exploration_fraction: float = 0.1,
         exploration_positions: list[int] | None = None,
     ) -> None:
-        self.explore_ids = [i for i, n in enumerate(channel_names) if n in EXPLORATION_SOURCES]
-        self.pool_ids = [i for i, n in enumerate(channel_names) if n == POOL_SOURCE]
         # By channel index: whether a candidate's source is an exploration or pool channel.
         self._explores = np.array([n in EXPLORATION_SOURCES for n in channel_names], bool)
         self._pools = np.array([n == POOL_SOURCE for n in channel_names], bool)
@@ -79,7 +77,7 @@ class PolicySelector:
         ranked = np.lexsort((rng.random(len(scores)), -scores))  # ties at random
         order, rest = ranked[:POOL], ranked[POOL:]
         top = scores[order].astype(np.float64)
-        if len(rest) and self.explore_ids:
+        if len(rest) and self._explores.any():
             # Exploration slots may go to candidates that scored below the pool: the best
             # few videos owed pool impressions, and the best few other exploration
             # candidates.
