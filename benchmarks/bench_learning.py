@@ -124,7 +124,6 @@ from tests.server import ServerProcess  # noqa: E402
 
 from reelrank.config import Settings, load_settings  # noqa: E402
 from reelrank.engine import Engine  # noqa: E402
-from reelrank.pipeline.query import Candidates, FeedRequest  # noqa: E402
 from reelrank.rank.features import extract  # noqa: E402
 from reelrank.rank.model import HEADS  # noqa: E402
 from reelrank.rank.value import fuse_scores  # noqa: E402
@@ -135,6 +134,7 @@ from reelrank.storage.params import open_params  # noqa: E402
 from reelrank.train.joiner import Example, SampleJoiner  # noqa: E402
 from reelrank.train.metrics import auc  # noqa: E402
 from reelrank.train.trainer import OnlineTrainer, ranker_config  # noqa: E402
+from reelrank.types import Candidates, FeedRequest  # noqa: E402
 
 KEY = "bench-key"
 HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}

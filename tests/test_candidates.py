@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reelrank.engine import Engine
-from reelrank.pipeline.query import Candidates, marked
 from reelrank.rerank.filters import DuplicateFilter
+from reelrank.types import Candidates, marked
 
 from .conftest import event, make_settings, video
 
@@ -91,8 +91,8 @@ def test_signals_read_from_the_request_bundle_equal_signals_computed_afresh(
 ) -> None:
     import time
 
-    from reelrank.pipeline.query import FeedRequest
     from reelrank.rank.features import extract
+    from reelrank.types import FeedRequest
 
     eng = Engine(make_settings(tmp_path)).open()
     try:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from reelrank.engine import Engine
-from reelrank.pipeline.query import Candidates, FeedRequest
 from reelrank.rank.heuristic import HeuristicScorer
 from reelrank.recall import ItemToItemRecall, SessionRecall
 from reelrank.state.coengagement import CoEngagement
+from reelrank.types import Candidates, FeedRequest
 
 from .conftest import event, make_settings, video
 

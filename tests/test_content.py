@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from reelrank.content.embed import HashedEmbedder, make_embedder, minilm_available
 from reelrank.engine import Engine
 from reelrank.errors import ConfigError
-from reelrank.pipeline.query import FeedRequest
 from reelrank.recall import ContentRecall
+from reelrank.types import FeedRequest
 
 from .conftest import event, make_settings, video
 
@@ -187,8 +187,8 @@ def test_content_index_is_rebuilt_on_restart(
     tmp_path: Path, fill: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if fill == "in the background":
-        monkeypatch.setattr("reelrank.state.online.CONTENT_SYNC_MAX", 10)
-        monkeypatch.setattr("reelrank.state.online.CONTENT_CHUNK", 16)
+        monkeypatch.setattr("reelrank.content.indexer.SYNC_FILL_MAX", 10)
+        monkeypatch.setattr("reelrank.content.indexer.CHUNK", 16)
     url = f"sqlite:///{tmp_path / 'r.db'}"
     eng = Engine(make_settings(tmp_path, store=url)).open()
     eng.upsert_videos(_catalog())
@@ -196,7 +196,7 @@ def test_content_index_is_rebuilt_on_restart(
     eng.close()
     again = Engine(make_settings(tmp_path, store=url)).open()
     try:
-        assert again.state.content_filled.wait(30)
+        assert again.content.filled.wait(30)
         assert again.model_status()["serving"]["content"]["filled"]
         assert len(again.state.content) == len(_catalog())
         np.testing.assert_allclose(
@@ -214,14 +214,14 @@ def test_minilm_embeds_off_the_upsert_path_and_finds_meaning(tmp_path: Path) -> 
         held = vid("held", caption="sourdough loaf, buy spam", hashtags=["food"])
         eng.upsert_videos([held])
         deadline = time.monotonic() + 60
-        while eng.state.content_waiting and time.monotonic() < deadline:
+        while eng.content.waiting and time.monotonic() < deadline:
             time.sleep(0.05)
         assert eng.model_status()["serving"]["content"]["embedder"] == "minilm"
         assert len(eng.state.content) == len(_catalog())  # the held one is not indexed
         eng.ingest([event("like", "baker", f"b{i}") for i in range(4)])
         new = vid("new", caption="a crusty rye loaf fresh from the oven", hashtags=["kitchen"])
         eng.upsert_videos([new])
-        while eng.state.content_waiting and time.monotonic() < deadline:
+        while eng.content.waiting and time.monotonic() < deadline:
             time.sleep(0.05)
         q = eng.hydrate(FeedRequest(user_id="baker", n=10, request_id="r", now=time.time()))
         got = [eng.state.table.video(int(r)).id for r in ContentRecall().recall(q, 3).rows]

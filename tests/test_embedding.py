@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from reelrank.train.embedding import DEFAULT_ROW, EmbeddingTable, ServingTable
+from reelrank.rank.tables import ServingTable
+from reelrank.train.embedding import DEFAULT_ROW, EmbeddingTable
 
 DIM = 4
 

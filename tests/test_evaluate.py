@@ -359,7 +359,7 @@ def test_online_learning_on_the_replay_keeps_up_with_the_heuristic_and_beats_dai
 def test_the_funnel_follows_a_positive_stage_by_stage() -> None:
     from reelrank.evaluate.funnel import Funnel
     from reelrank.pipeline.feed import FeedTrace
-    from reelrank.pipeline.query import Candidates
+    from reelrank.types import Candidates
 
     names = ["session", "popular", "explore"]
     # rows 1..6 recalled; row 3 by two channels; row 6 filtered out; 5 ranked but not served

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reelrank.engine import Engine
-from reelrank.pipeline.query import Candidates, FeedRequest
 from reelrank.rerank.policy import PolicySelector
+from reelrank.types import Candidates, FeedRequest
 
 from .conftest import make_settings, video
 

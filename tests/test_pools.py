@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from reelrank.content.pools import PoolBook, Stage
 from reelrank.engine import Engine
 from reelrank.schema import EventType
 from reelrank.serve import create_app
 from reelrank.state.counters import VideoCounters
+from reelrank.state.pools import PoolBook, Stage
 
 from .conftest import INGEST, event, make_settings, video
 

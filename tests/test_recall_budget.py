@@ -11,10 +11,10 @@ import numpy as np
 
 from reelrank.engine import Engine
 from reelrank.pipeline.feed import FeedPipeline
-from reelrank.pipeline.query import FeedRequest, Query, Recalled
 from reelrank.recall import TrendingRecall
 from reelrank.rerank.filters import default_filters
 from reelrank.rerank.policy import PolicySelector
+from reelrank.types import FeedRequest, Query, Recalled
 
 from .conftest import make_settings, video
 

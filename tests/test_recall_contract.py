@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from reelrank.engine import Engine
-from reelrank.pipeline.query import FeedRequest, Query, Recalled
 from reelrank.recall import RecallSource, default_sources
+from reelrank.types import FeedRequest, Query, Recalled
 
 from .conftest import event, make_settings, train_retrieval, video
 
@@ -23,9 +23,11 @@ SOURCE_NAMES = [s.name for s in default_sources(0.01)]
 BASE_T = 1_700_000_000.0
 
 
-def source(name: str) -> RecallSource:
-    """A new instance, so cached lists never carry over between calls."""
-    (found,) = [s for s in default_sources(0.01) if s.name == name]
+def source(name: str, eng: Engine) -> RecallSource:
+    """A new instance over `eng`'s pools and indexes, so cached lists never carry over
+    between calls."""
+    sources = default_sources(0.01, eng.state.pools, eng.retrieval, eng.sequence)
+    (found,) = [s for s in sources if s.name == name]
     return found
 
 
@@ -36,7 +38,7 @@ def query(eng: Engine, user: str = "u1", request_id: str = "req-1", **kw: Any) -
 
 
 def recall(eng: Engine, name: str, quota: int, user: str = "u1", **kw: Any) -> Recalled:
-    return source(name).recall(query(eng, user, **kw), quota)
+    return source(name, eng).recall(query(eng, user, **kw), quota)
 
 
 def ids(eng: Engine, rows: np.ndarray) -> list[str]:
@@ -129,7 +131,7 @@ def check_contract(q: Query, got: Recalled, quota: int) -> None:
 @pytest.mark.parametrize("quota", [1, 3, 7, 50, 1000])
 def test_contract_on_a_loaded_catalog(loaded: Engine, name: str, quota: int) -> None:
     q = query(loaded)
-    got = source(name).recall(q, quota)
+    got = source(name, loaded).recall(q, quota)
     check_contract(q, got, quota)
     assert len(got.rows) >= 1  # u1 has something for every channel
 
@@ -137,7 +139,7 @@ def test_contract_on_a_loaded_catalog(loaded: Engine, name: str, quota: int) -> 
 @pytest.mark.parametrize("name", SOURCE_NAMES)
 def test_contract_for_a_cold_unknown_user(loaded: Engine, name: str) -> None:
     q = query(loaded, user="stranger")
-    got = source(name).recall(q, 5)
+    got = source(name, loaded).recall(q, 5)
     check_contract(q, got, 5)
 
 
@@ -161,7 +163,7 @@ def test_rows_stay_below_the_query_size(loaded: Engine, name: str) -> None:
     loaded.upsert_videos([late_video(i) for i in range(20)])
     ingest(loaded, [event("share", f"y{j}", "vlate0") for j in range(5)])
     assert loaded.state.table.size == size + 20
-    got = source(name).recall(q, 1000)
+    got = source(name, loaded).recall(q, 1000)
     check_contract(q, got, 1000)
     assert (got.rows < size).all()
 
@@ -178,7 +180,7 @@ def test_a_shared_source_respects_each_querys_size(
     # both calls at the same instant
     clock = SimpleNamespace(monotonic=lambda: 1000.0, perf_counter=time.perf_counter)
     monkeypatch.setattr("reelrank.recall.base.time", clock)
-    shared = source(name)
+    shared = source(name, loaded)
     early = query(loaded, request_id="early")
     loaded.upsert_videos([late_video(i) for i in range(20)])
     ingest(loaded, [event("share", f"y{j}", "vlate0") for j in range(5)])
@@ -196,7 +198,7 @@ def test_empty_catalog_gives_no_rows(new_engine: Callable[..., Engine], name: st
     eng.add_follows([{"user_id": "u1", "creator_id": "c1"}])
     q = query(eng)
     assert q.size == 0
-    got = source(name).recall(q, 10)
+    got = source(name, eng).recall(q, 10)
     check_contract(q, got, 10)
     assert len(got.rows) == 0
     assert len(got.reasons) == 0

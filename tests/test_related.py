@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reelrank.engine import Engine
-from reelrank.pipeline.query import Candidates, FeedRequest
 from reelrank.rank.heuristic import HeuristicScorer
 from reelrank.rank.signals import related_seeds
 from reelrank.recall import RelatedRecall
 from reelrank.state.related import MIN_ENGAGEMENTS, RelatedItems, fit
+from reelrank.types import Candidates, FeedRequest
 
 from .conftest import event, make_settings, video
 

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from reelrank.engine import Engine
-from reelrank.pipeline.query import FeedRequest
 from reelrank.rank.sequence import SequenceConfig
 from reelrank.recall import SequenceRecall
 from reelrank.schema import Event
 from reelrank.train.sequence import SequenceLearner
 from reelrank.train.trainer import OnlineTrainer
+from reelrank.types import FeedRequest
 
 from .conftest import event, make_settings, video
 
@@ -101,7 +101,7 @@ def test_serving_recalls_the_next_part_from_the_users_latest_finishes(tmp_path: 
         # A new viewer finishes the first two parts of series 5.
         eng.ingest([event("finish", "new", f"v5-{j}") for j in range(2)])
         query = eng.hydrate(FeedRequest("new", 10, "r1", time.time()))
-        got = SequenceRecall().recall(query, 10)
+        got = SequenceRecall(eng.sequence).recall(query, 10)
         assert eng.state.table.video(int(got.rows[0])).id == "v5-2"
         # The learner and serving agree on the user's vector.
         vec = eng.model.seq_user_vector(query)

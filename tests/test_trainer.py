@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from reelrank.engine import Engine
-from reelrank.pipeline.query import FeedRequest
 from reelrank.rank.features import DENSE, SINGLE_SLOTS, extract
 from reelrank.rank.learned import ModelServer
 from reelrank.rank.model import HEADS, MultiTaskRanker, NumpyRanker, RankerConfig
 from reelrank.sim.world import World, make_world, react
 from reelrank.train.joiner import Example, SampleJoiner
 from reelrank.train.trainer import OnlineTrainer
+from reelrank.types import FeedRequest
 
 from .conftest import make_settings, video
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from reelrank.engine import Engine
-from reelrank.pipeline.query import FeedRequest
 from reelrank.rank.two_tower import HISTORY, USER_CONTEXT, masked_mean
 from reelrank.recall import TwoTowerRecall
 from reelrank.sim.world import World, make_world, react
 from reelrank.train.trainer import OnlineTrainer
 from reelrank.train.two_tower import FrequencyEstimate
+from reelrank.types import FeedRequest
 
 from .conftest import make_settings, video
 
@@ -80,7 +80,7 @@ def test_retrieval_finds_planted_tastes_better_than_popularity_and_chance(
 
         tt, pop, rand = [], [], []
         for viewer in world.viewers:
-            got = TwoTowerRecall().recall(_query(eng, viewer.id), k).rows
+            got = TwoTowerRecall(eng.retrieval).recall(_query(eng, viewer.id), k).rows
             assert len(got) == k
             tt.append(taste(viewer, got))
             pop.append(taste(viewer, popular))

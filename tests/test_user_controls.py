@@ -9,9 +9,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from reelrank.engine import Engine
-from reelrank.pipeline.query import FeedRequest
 from reelrank.rank.features import context_of
 from reelrank.serve import create_app
+from reelrank.types import FeedRequest
 
 from .conftest import INGEST, event, make_settings, video
 

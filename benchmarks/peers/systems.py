@@ -194,7 +194,7 @@ def reelrank_fit_rank(
                 notes["feeds_at_end_of_replay"] = score_rankings(
                     {u: clean(end[u], u, split, k, known) for u in split.users}, split
                 )
-            notes["content_embedder"] = engine.state.embedder.name
+            notes["content_embedder"] = engine.content.embedder.name
             table = engine.state.table
             notes["videos_not_approved"] = int((~table.approved[: table.size]).sum())
         finally:
@@ -222,7 +222,7 @@ def _wait_for_content(engine: Any, timeout_s: float = 600.0) -> None:
     """A slow embedder (MiniLM) fills the content index in the background: wait for it,
     so the feed at the cut time sees every caption (a live server would have)."""
     deadline = time.monotonic() + timeout_s
-    while engine.state.content_waiting > 0 and time.monotonic() < deadline:
+    while engine.content.waiting > 0 and time.monotonic() < deadline:
         time.sleep(0.2)
 
 

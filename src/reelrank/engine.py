@@ -16,6 +16,8 @@ from typing import Any
 
 from .config import Settings
 from .content.duplicates import UploadBatch
+from .content.embed import make_embedder
+from .content.indexer import ContentIndexer
 from .content.lifecycle import Lifecycle
 from .content.review import Review
 from .errors import InvalidInput, NotFound, ReelrankError
@@ -24,7 +26,6 @@ from .experiments.report import Tracker
 from .ingest.events import EventIngestor, IngestResult
 from .metrics import Metrics, histogram_quantile, samples_by_name
 from .pipeline.feed import Feed, FeedPipeline
-from .pipeline.query import FeedRequest, Query
 from .rank.cascade import RankCascade
 from .rank.heuristic import HeuristicScorer
 from .rank.learned import ModelServer
@@ -32,9 +33,10 @@ from .recall import RetrievalIndex, default_sources
 from .rerank.filters import default_filters
 from .rerank.policy import PolicySelector
 from .schema import EventType, Follow, Impression, User, UserControls, VideoIn, parse
-from .state.online import ENGAGEMENTS, OnlineState, UserMutes
+from .state.online import ENGAGEMENTS, OnlineState
 from .storage import Store, open_store
 from .storage.params import ParamChannel, open_params
+from .types import FeedRequest, Query, UserMutes
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,9 @@ class Engine:
         self.settings = settings
         self.store = store or open_store(settings.store_url(), settings.sqlite_synchronous)
         self.metrics = Metrics()
-        self.state = OnlineState(settings, self.store)
+        embedder = make_embedder(settings.content_embedder, settings.content_dim)
+        self.state = OnlineState(settings, self.store, embedder.dim)
+        self.content = ContentIndexer(settings, self.state.table, self.state.content, embedder)
         self.ingestor = EventIngestor(self.state, self.metrics, settings.max_future_skew_s)
         self.params: ParamChannel = open_params(settings.params_channel_url())
         self.model = ModelServer(
@@ -79,10 +83,13 @@ class Engine:
             settings,
             self.state,
             [self.retrieval, self.sequence],
+            self.content,
             self.metrics,
             self._catalog_lock,
         )
-        sources = default_sources(settings.trending_refresh_s)
+        sources = default_sources(
+            settings.trending_refresh_s, self.state.pools, self.retrieval, self.sequence
+        )
         self.pipeline = FeedPipeline(
             sources=sources,
             filters=default_filters(),
@@ -93,6 +100,7 @@ class Engine:
                 settings.prerank_keep,
                 self.metrics,
                 settings.champion_holdout,
+                self.sequence,
             ),
             selector=PolicySelector(
                 [s.name for s in sources],
@@ -124,6 +132,7 @@ class Engine:
     def open(self) -> Engine:
         """Load state from the store and start the background workers."""
         self.state.load()
+        self.content.fill()
         self.lifecycle.load()
         self._load_experiments()
         # Long-lived catalog and profile objects need no scanning by the cyclic collector;
@@ -290,11 +299,11 @@ class Engine:
                 "sequence": self.sequence.status(),
                 "related": self.state.related.status(),
                 "content": {
-                    "embedder": self.state.embedder.name,
-                    "dim": self.state.embedder.dim,
+                    "embedder": self.content.embedder.name,
+                    "dim": self.content.embedder.dim,
                     "videos": len(self.state.content),
-                    "filled": self.state.content_filled.is_set(),
-                    "waiting": self.state.content_waiting,
+                    "filled": self.content.filled.is_set(),
+                    "waiting": self.content.waiting,
                     "approximate": self.state.content.approximate,
                 },
             },
@@ -567,12 +576,9 @@ class Engine:
             language=request.language or (profile.language if profile else None),
             coengagement=self.state.coengagement,
             content=self.state.content,
-            retrieval=self.retrieval,
-            pools=self.state.pools,
             mutes=self.state.mutes.get(request.user_id),
             assignment=self.experiments.assign(request.user_id),
             popularity=self.state.popularity,
-            sequence=self.sequence,
             related=self.state.related.fitted,
         )
         if user is not None:

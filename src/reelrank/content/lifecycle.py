@@ -19,8 +19,9 @@ from ..errors import Conflict, InvalidInput, NotFound
 from ..metrics import Metrics
 from ..schema import AuditEntry, ReviewStatus, Video, VideoIn
 from ..state.online import OnlineState
+from ..state.pools import Stage
 from .duplicates import DuplicateIndex, UploadBatch, duplicate_finding
-from .pools import Stage
+from .indexer import ContentIndexer
 from .review import MACHINE, Outcome, Review, Reviewer, default_checks
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class Lifecycle:
         settings: Settings,
         state: OnlineState,
         retrieval: list[RetrievalIndex],
+        content: ContentIndexer,
         metrics: Metrics,
         catalog_lock: threading.RLock,
     ) -> None:
@@ -70,6 +72,7 @@ class Lifecycle:
         self.table = state.table
         self.pools = state.pools
         self.retrieval = retrieval  # the retrieval indexes new and edited videos go into
+        self.content = content  # and the content index
         self.metrics = metrics
         self.lock = catalog_lock
         s = settings
@@ -88,7 +91,7 @@ class Lifecycle:
         self.pending: dict[int, None] = {}  # rows awaiting human review, oldest first
         self.creators: dict[str, dict[str, Any]] = {}  # creator id -> strikes, suspended
         self.boosts: dict[str, int] = {}  # video id -> impressions granted in all
-        state.on_near_duplicates = self.mark_near_duplicates
+        content.on_near_duplicates = self.mark_near_duplicates
 
     # -- start-up --------------------------------------------------------------------------
     def load(self) -> None:
@@ -150,7 +153,7 @@ class Lifecycle:
             for e in entries:
                 status = e.detail["status"]  # type: ignore[index]
                 self.metrics.review_decisions.labels(_actor_label(e.actor), status).inc()
-        self.state.index_content(placed)  # may mark embedding near-duplicates
+        self.content.place(placed)  # may mark embedding near-duplicates
         for index in self.retrieval:
             index.place(placed)
         with self.state.lock:
@@ -222,7 +225,7 @@ class Lifecycle:
             self.table.upsert(row, video)
             self._track_pending(row, video)
             placed.append((row, video))
-        self.state.index_content(placed)
+        self.content.place(placed)
         for index in self.retrieval:
             index.place(placed)
         now = time.time()
@@ -435,7 +438,7 @@ class Lifecycle:
             if suspended != was:
                 changed = self.table.suspend(creator_id, suspended)
                 placed = [(r, self.table.video(r)) for r in changed]
-                self.state.index_content(placed)
+                self.content.place(placed)
                 for index in self.retrieval:
                     index.place(placed)
                 with self.state.lock:

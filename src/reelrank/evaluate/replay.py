@@ -24,10 +24,10 @@ from scipy import sparse
 
 from ..engine import Engine
 from ..pipeline.feed import FeedTrace
-from ..pipeline.query import Candidates
 from ..rank.cascade import sequence_feature
 from ..rank.features import extract
 from ..schema import Event, EventType, Impression
+from ..types import Candidates
 from . import metrics
 from .clocked import ClockedTrainer
 from .data import Dataset, Interaction, is_positive
@@ -347,7 +347,7 @@ class ReelrankSystem:
             page,
             engine.pipeline.scorer.smoothing,
             trace.recall_view(page, names),
-            sequence_feature(query, page),
+            sequence_feature(query, page, engine.sequence),
         )
         # Which impressions the champion/challenger comparison sees: the chosen item and
         # each ranker's best other candidate (a top-of-the-list test, fair to both), once

@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ..errors import Conflict, InvalidInput, NotFound
 from ..schema import Id
+from ..types import NO_ASSIGNMENT, Assignment
 from .bucketing import BUCKETS, Allocation, Arm
 
 CONTROL_KIND = "experiment"  # controls-table kind of API-defined experiments
@@ -111,21 +112,6 @@ class Experiment:
             "stopped_at": self.stopped_at,
             "buckets": {"start": start, "size": size, "of": BUCKETS},
         }
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """The arms a user is in right now, and what those arms change."""
-
-    arms: dict[str, str] = field(default_factory=dict)  # experiment id -> arm name
-    fusion_weights: dict[str, float] | None = None
-    score_weights: dict[str, float] | None = None
-    recall_quotas: dict[str, int] | None = None
-    exploration_fraction: float | None = None
-    ranker: str | None = None
-
-
-NO_ASSIGNMENT = Assignment()
 
 
 def parse_spec(raw: Any, field_name: str = "experiment") -> ExperimentSpec:

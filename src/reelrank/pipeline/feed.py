@@ -17,7 +17,7 @@ from ..rank.features import RecallView, extract
 from ..recall.base import RecallSource
 from ..rerank.filters import Filter, run_filter
 from ..rerank.policy import POOL_SOURCE, PolicySelector
-from .query import Candidates, Query, Recalled
+from ..types import Candidates, Query, Recalled
 
 log = logging.getLogger(__name__)
 

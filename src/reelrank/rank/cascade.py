@@ -13,15 +13,19 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..metrics import Metrics
-from ..pipeline.query import Candidates, Query
+from ..types import Candidates, Query
 from .features import CandidateFeatures, RecallView, extract
 from .heuristic import HeuristicScorer
 from .learned import ModelServer
 from .value import fuse_scores
+
+if TYPE_CHECKING:
+    from ..recall.two_tower import RetrievalIndex
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +44,11 @@ class Ranked:
 CHANNEL_BEST = 0.1  # the share of each channel's list kept past the pre-ranker
 
 
-def sequence_feature(query: Query, rows: np.ndarray) -> np.ndarray | None:
+def sequence_feature(
+    query: Query, rows: np.ndarray, index: RetrievalIndex | None
+) -> np.ndarray | None:
     """The sequence model's score of each row relative to its first choice in the catalog
-    (the ranker's `sequence_score` feature), None before the model and its index."""
-    index = query.sequence
+    (the ranker's `sequence_score` feature), None before the model and its `index`."""
     return index.relative_scores(query, rows) if index is not None else None
 
 
@@ -65,8 +70,10 @@ class RankCascade:
         prerank_keep: int,
         metrics: Metrics,
         holdout: float = 0.0,
+        sequence: RetrievalIndex | None = None,
     ) -> None:
         self.heuristic = heuristic
+        self.sequence = sequence  # the sequence model's video index, for its feature
         self.server = server
         self.fusion_weights = fusion_weights
         self.prerank_keep = prerank_keep
@@ -132,7 +139,7 @@ class RankCascade:
             cands.rows,
             self.heuristic.smoothing,
             view,
-            sequence_feature(query, cands.rows),
+            sequence_feature(query, cands.rows, self.sequence),
         )
         table = query.table
         return fuse_scores(
@@ -167,7 +174,7 @@ class RankCascade:
                     kept.rows,
                     self.heuristic.smoothing,
                     self.recall_view(kept),
-                    sequence_feature(query, kept.rows),
+                    sequence_feature(query, kept.rows, self.sequence),
                 )
                 feats.heuristic = heuristic[at]
                 probs = server.predict(feats)

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..pipeline.query import Query
 from ..state.catalog import MAX_TAGS
 from ..state.popularity import HORIZONS
+from ..types import Query
 from .signals import Affinity, candidate_signals, slog
 from .two_tower import HISTORY
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pipeline.query import Candidates, Query
+from ..types import Candidates, Query
 from .signals import RATES, Affinity, affinity, candidate_signals, rate_lifts, slog, views
 
 MODEL_VERSION = "heuristic-3"

@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..pipeline.query import Query
 from ..state.catalog import IdMap, VideoTable
 from ..storage.codec import decode
 from ..storage.params import ParamChannel
-from ..train.embedding import ServingTable
+from ..types import Query
 from .features import CONTEXT_SLOTS, SINGLE_SLOTS, TAG_SLOT, CandidateFeatures, history_of
 from .features import context_of as context_of_query
 from .model import NumpyRanker, RankerConfig, check_weights
 from .sequence import SEQ_EVENTS, SEQ_SLOT, NumpyEncoder, SequenceConfig, SequenceEncoder
+from .tables import ServingTable
 from .two_tower import HISTORY, TT_SLOTS, USER_CONTEXT, Tower, TwoTowerConfig, tt_slot
 
 log = logging.getLogger(__name__)

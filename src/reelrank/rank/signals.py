@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..pipeline.query import Query
-from ..state.counters import C
+from ..state.counters import DEFAULT_PRIOR, C
+from ..types import Query
 
 RATES = ("finish", "like", "share", "skip")
 _COUNTER = {"finish": "finishes", "like": "likes", "share": "shares", "skip": "skips"}
-DEFAULT_PRIOR = {"finish": 0.3, "like": 0.05, "share": 0.01, "skip": 0.3}  # a new catalog's rates
 
 
 def views(query: Query, rows: np.ndarray) -> np.ndarray:

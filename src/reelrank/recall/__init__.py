@@ -1,5 +1,6 @@
 """Candidate sources: each returns video rows with a reason, within its quota."""
 
+from ..state.pools import PoolBook
 from .base import RecallSource, top_by
 from .content import ContentRecall
 from .explore import ExploreRecall
@@ -35,16 +36,23 @@ __all__ = [
 ]
 
 
-def default_sources(trending_refresh_s: float) -> list[RecallSource]:
-    """The embedded default channel list, in merge priority order."""
+def default_sources(
+    trending_refresh_s: float,
+    pools: PoolBook | None = None,
+    retrieval: RetrievalIndex | None = None,
+    sequence: RetrievalIndex | None = None,
+) -> list[RecallSource]:
+    """The embedded default channel list, in merge priority order. The pool, two-tower
+    and sequence channels read the traffic pools and the two video indexes they are
+    given (without one, that channel recalls nothing)."""
     return [
         FollowingRecall(),
-        PoolRecall(),
+        PoolRecall(pools),
         SessionRecall(trending_refresh_s),
         ItemToItemRecall(),
         RelatedRecall(),
-        SequenceRecall(),
-        TwoTowerRecall(),
+        SequenceRecall(sequence),
+        TwoTowerRecall(retrieval),
         ContentRecall(),
         InterestRecall(trending_refresh_s),
         TrendingRecall(trending_refresh_s),

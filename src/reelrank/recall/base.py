@@ -11,8 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..pipeline.query import Query, Recalled
 from ..state.catalog import Postings
+from ..types import Query, Recalled
 
 
 class RecallSource(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pipeline.query import Query, Recalled, marked
+from ..types import Query, Recalled, marked
 
 SESSION_DECAY = 0.85  # weight of the i-th most recent engagement: 0.85 ** i
 LIKED = 10  # most recent likes mixed in at weight 0.5 each

@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 
-from ..pipeline.query import Query, Recalled
+from ..types import Query, Recalled
 
 
 class ExploreRecall:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pipeline.query import Query, Recalled
+from ..types import Query, Recalled
 from .base import top_by
 
 

@@ -3,8 +3,8 @@ plus onboarding interests (inverted index key -> videos, ranked by hotness)."""
 
 from __future__ import annotations
 
-from ..pipeline.query import Query, Recalled
 from ..state.catalog import Postings
+from ..types import Query, Recalled
 from .base import HotLists
 
 TOP_TAGS, TOP_SOUNDS, TOP_CREATORS = 6, 3, 3

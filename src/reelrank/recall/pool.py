@@ -8,8 +8,9 @@ import zlib
 
 import numpy as np
 
-from ..pipeline.query import Query, Recalled
 from ..rank.signals import tag_sum
+from ..state.pools import PoolBook
+from ..types import Query, Recalled
 
 MATCH_POOL = 1000  # pool videos considered per request, the least served first
 MIN_MATCH = 1.0  # about one finished video with its hashtag, or an onboarding interest
@@ -18,8 +19,11 @@ MIN_MATCH = 1.0  # about one finished video with its hashtag, or an onboarding i
 class PoolRecall:
     name = "pool"
 
+    def __init__(self, pools: PoolBook | None = None) -> None:
+        self.pools = pools  # traffic pools and operator boosts; None: recalls nothing
+
     def recall(self, query: Query, quota: int) -> Recalled:
-        pools = query.pools
+        pools = self.pools
         if pools is None or quota <= 0:
             return Recalled.join([])
         size = query.size

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pipeline.query import Query, Recalled
 from ..state.popularity import HORIZONS
+from ..types import Query, Recalled
 from .base import Cached, top_by
 
 LIST_LEN = 500

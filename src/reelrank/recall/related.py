@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pipeline.query import Query, Recalled
 from ..rank.signals import related_user_scores
+from ..types import Query, Recalled
 from .base import top_by
 
 REASON = "people who watched what you watched also engaged with this"

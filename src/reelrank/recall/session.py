@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..pipeline.query import Query, Recalled
+from ..types import Query, Recalled
 from .base import HotLists
 
 LAST = 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pipeline.query import Query, Recalled
+from ..types import Query, Recalled
 from .base import Cached, top_by
 
 LIST_LEN = 1000

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from ..index.vectors import VectorIndex
-from ..pipeline.query import Query, Recalled
 from ..rank.learned import ModelServer
 from ..schema import ReviewStatus, Video
 from ..state.catalog import VideoTable
+from ..types import Query, Recalled
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +168,15 @@ class RetrievalIndex:
 
 
 class TwoTowerRecall:
+    """The videos nearest the user's vector from the two-tower model's index."""
+
     name = "two_tower"
 
+    def __init__(self, retrieval: RetrievalIndex | None = None) -> None:
+        self.retrieval = retrieval  # None: the channel recalls nothing
+
     def recall(self, query: Query, quota: int) -> Recalled:
-        retrieval = query.retrieval
+        retrieval = self.retrieval
         if retrieval is None:
             return Recalled.join([])
         index = retrieval.index
@@ -189,8 +194,11 @@ class SequenceRecall:
 
     name = "sequence"
 
+    def __init__(self, retrieval: RetrievalIndex | None = None) -> None:
+        self.retrieval = retrieval  # the sequence model's index; None: recalls nothing
+
     def recall(self, query: Query, quota: int) -> Recalled:
-        retrieval = query.sequence
+        retrieval = self.retrieval
         if retrieval is None:
             return Recalled.join([])
         index = retrieval.index

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..pipeline.query import Candidates, Query, marked
+from ..types import Candidates, Query, marked
 
 
 @dataclass(frozen=True)

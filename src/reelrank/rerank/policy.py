@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..pipeline.query import Candidates, Query
+from ..types import Candidates, Query
 
 EXPLORATION_SOURCES = ("pool", "explore", "fresh")
 POOL_SOURCE = "pool"  # owed impressions: first in line for an exploration slot

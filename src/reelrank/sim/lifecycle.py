@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..content.pools import BASELINE_MIN
 from ..engine import Engine
 from ..evaluate.metrics import auc
+from ..state.pools import BASELINE_MIN
 from .world import TOPICS, World, make_world, react
 
 _ids = itertools.count()

@@ -13,6 +13,10 @@ import numpy as np
 
 from ..schema import EventType
 
+# A new catalog's rates of each action per view: the prior that smoothed rates start from
+# until the catalog has views of its own.
+DEFAULT_PRIOR = {"finish": 0.3, "like": 0.05, "share": 0.01, "skip": 0.3}
+
 COUNTERS = (
     "impressions",
     "plays",

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import io
 import logging
-import queue
-import re
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
 
 from ..config import Settings
-from ..content.duplicates import near_duplicates
-from ..content.embed import Embedder, make_embedder, video_text
-from ..content.pools import PoolBook, max_age_seconds
 from ..index.vectors import VectorIndex
 from ..schema import Event, EventType, Follow, Impression, ReviewStatus, User, Video
 from ..storage import Store
+from ..types import UserMutes
 from .catalog import VideoTable
 from .coengagement import CoEngagement
 from .counters import VideoCounters
+from .pools import PoolBook, max_age_seconds
 from .popularity import Popularity
 from .profiles import UserState
 from .related import RelatedItems
@@ -31,8 +27,6 @@ from .related import RelatedItems
 log = logging.getLogger(__name__)
 
 SNAPSHOT = "online_state"
-CONTENT_SYNC_MAX = 20_000  # a loaded catalog up to this size is embedded before serving
-CONTENT_CHUNK = 4096
 READ_CHUNK = 5000
 
 # How much an action moves the user's affinity for the video's hashtags, sound and creator.
@@ -73,26 +67,6 @@ _COUNTER_OF = {
 }
 
 
-class UserMutes:
-    """A user's muted keywords (whole words in captions and hashtags) and hashtags."""
-
-    def __init__(self, keywords: list[str], hashtags: list[str], pattern: re.Pattern[str] | None):
-        self.keywords = keywords
-        self.hashtags = hashtags
-        self.pattern = pattern
-
-    @classmethod
-    def of(cls, keywords: list[str], hashtags: list[str]) -> UserMutes:
-        words = sorted({k.strip().lower() for k in keywords if k.strip()})
-        pattern = (
-            re.compile(r"(?<!\w)(" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE)
-            if words
-            else None
-        )
-        tags = sorted({h.strip().lstrip("#").lower() for h in hashtags if h.strip()})
-        return cls(words, tags, pattern)
-
-
 class OnlineState:
     """Catalog columns, video counters, user profiles and follows, kept in memory.
 
@@ -100,7 +74,7 @@ class OnlineState:
     reads without it.
     """
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, content_dim: int) -> None:
         self.settings = settings
         self.store = store
         self.lock = threading.RLock()
@@ -117,19 +91,11 @@ class OnlineState:
             l2=settings.related_l2,
             window=settings.related_window,
         )
-        # Caption and hashtag embeddings of approved videos, by row (content channel, MMR).
-        self.embedder: Embedder = make_embedder(settings.content_embedder, settings.content_dim)
+        # Caption and hashtag embeddings of approved videos, by row (content channel, MMR),
+        # written by the content indexer (`content/indexer.py`).
         self.content = VectorIndex(
-            self.embedder.dim, ann_min=settings.ann_min_vectors, nprobe=settings.ann_nprobe
+            content_dim, ann_min=settings.ann_min_vectors, nprobe=settings.ann_nprobe
         )
-        self._content_lock = threading.Lock()
-        self._content_queue: queue.SimpleQueue[tuple[int, Video]] = queue.SimpleQueue()
-        self._content_waiting = 0
-        self._content_worker: threading.Thread | None = None
-        self.content_filled = threading.Event()  # the loaded catalog is fully embedded
-        # Called with (row, original row, cosine) for embedding near-duplicates found
-        # while embedding new videos (the engine marks them).
-        self.on_near_duplicates: Callable[[list[tuple[int, int, float]]], None] | None = None
         self.pools = PoolBook(
             settings.pool_sizes,
             settings.pool_thresholds,
@@ -170,102 +136,11 @@ class OnlineState:
     def knows_user(self, user_id: str) -> bool:
         return user_id in self.users or user_id in self.profiles or user_id in self.follows
 
-    def index_content(self, placed: list[tuple[int, Video]]) -> None:
-        """Embed approved videos into the content index; drop the others from it at once.
-
-        A slow embedder (MiniLM) embeds on a background worker instead, so a catalog
-        upsert never waits for the model: the video reaches the content index a moment
-        later (every other channel sees it at once)."""
-        approved = self.table.approved  # servable: approved and the creator in good standing
-        keep = [(r, v) for r, v in placed if approved[r]]
-        drop = [r for r, v in placed if not approved[r]]
-        if drop:
-            with self._content_lock:
-                self.content.remove(np.array(drop))
-        if not keep:
-            return
-        if not self.embedder.slow:
-            self._embed_into_index(keep, check=True)
-            return
-        with self._content_lock:
-            self._content_waiting += len(keep)
-            if self._content_worker is None:
-                self._content_worker = threading.Thread(
-                    target=self._embed_queued, name="reelrank-content", daemon=True
-                )
-                self._content_worker.start()
-        for item in keep:
-            self._content_queue.put(item)
-
-    def _embed_into_index(self, chunk: list[tuple[int, Video]], check: bool = False) -> None:
-        """Embed and upsert; a video whose record changed meanwhile, or that stopped being
-        servable, is skipped (its own upsert indexes the new record). With `check`, new
-        videos are compared with the index first (embedding near-duplicates)."""
-        vectors = self.embedder.embed([video_text(v) for _, v in chunk])
-        found: list[tuple[int, int, float]] = []
-        with self._content_lock:
-            records, approved = self.table.records, self.table.approved
-            ok = [j for j, (r, v) in enumerate(chunk) if records[r] is v and approved[r]]
-            if ok:
-                rows = np.array([chunk[j][0] for j in ok])
-                s = self.settings
-                if check and s.duplicate_cosine > 0 and self.on_near_duplicates is not None:
-                    found = near_duplicates(
-                        self.content,
-                        self.table,
-                        rows,
-                        vectors[ok],
-                        s.duplicate_cosine,
-                        s.duplicate_duration_ms,
-                    )
-                self.content.upsert(rows, vectors[ok])
-        if found and self.on_near_duplicates is not None:
-            self.on_near_duplicates(found)
-
-    def _embed_queued(self) -> None:
-        while True:
-            chunk = [self._content_queue.get()]
-            while len(chunk) < CONTENT_CHUNK:
-                try:
-                    chunk.append(self._content_queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._embed_into_index(chunk, check=True)
-            except Exception:
-                log.exception(
-                    "embedding %d videos failed; they stay out of the content index", len(chunk)
-                )
-            with self._content_lock:
-                self._content_waiting -= len(chunk)
-
-    @property
-    def content_waiting(self) -> int:
-        """Approved videos queued for a slow embedder."""
-        return self._content_waiting
-
-    def _fill_content(self, placed: list[tuple[int, Video]]) -> None:
-        """Embed a loaded catalog chunk by chunk. A video upserted meanwhile keeps the
-        vector its upsert gave it (its record is no longer the one embedded here)."""
-        try:
-            for i in range(0, len(placed), CONTENT_CHUNK):
-                self._embed_into_index(placed[i : i + CONTENT_CHUNK])
-            log.info("content index filled: %d videos", len(self.content))
-        except Exception:
-            log.exception("filling the content index failed")
-        finally:
-            self.content_filled.set()
-
     # -- loading -------------------------------------------------------------------------
     def load(self) -> None:
-        """Rebuild from the store: catalog, follows, the last snapshot, then the log tail.
-
-        A catalog larger than CONTENT_SYNC_MAX, or any catalog with a slow embedder, is
-        embedded in the background after the rest has loaded, so a restart serves before
-        every caption is embedded again; until `content_filled` is set the content channel
-        sees part of the catalog."""
+        """Rebuild from the store: catalog, follows, the last snapshot, then the log tail
+        (the content index is filled by its indexer, `ContentIndexer.fill`)."""
         with self.lock:
-            approved: list[tuple[int, Video]] = []
             for key, body in self.store.catalog.iter_controls("creator"):
                 if body.get("suspended"):
                     self.table.suspend(key, True)
@@ -274,17 +149,6 @@ class OnlineState:
                 self.popularity.ensure(row + 1)
                 self.pools.ensure(row + 1)
                 self.table.upsert(row, video)
-                if self.table.approved[row]:
-                    approved.append((row, video))
-            if len(approved) <= CONTENT_SYNC_MAX and not self.embedder.slow:
-                self._fill_content(approved)
-            else:
-                threading.Thread(
-                    target=self._fill_content,
-                    args=(approved,),
-                    name="reelrank-content-fill",
-                    daemon=True,
-                ).start()
             for user in self.store.catalog.iter_users():
                 self.profiles[user.id] = user
             for f in self.store.catalog.iter_follows():

@@ -12,7 +12,6 @@ touches only the rows in the batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -207,54 +206,3 @@ class EmbeddingTable:
         self._rng.bit_generator.state = json.loads(state["rng"])
         self.touched.clear()
         self.evicted.clear()
-
-
-class ServingTable:
-    """The serving copy of a table: rows arrive as deltas from the trainer.
-
-    Readers gather from `weight` without a lock: new rows are written before their id is
-    published in `rows`, and growth swaps in a new array whole.
-    """
-
-    def __init__(self, name: str, dim: int) -> None:
-        self.name = name
-        self.dim = dim
-        self.rows: dict[str, int] = {}
-        self.free: list[int] = []
-        self.weight = np.zeros((1024, dim), dtype=np.float32)
-        self.size = 1  # row 0 is the default row
-
-    def apply(self, delta: dict[str, Any]) -> list[str]:
-        """Apply a delta; return the ids whose rows were added or removed."""
-        changed: list[str] = []
-        for key in delta["evicted"]:
-            row = self.rows.pop(key, None)
-            if row is not None:
-                self.free.append(row)
-                changed.append(key)
-        vectors = delta["vectors"]
-        for key, vec in zip(delta["ids"], vectors, strict=True):
-            if key == "":
-                self.weight[0] = vec
-                continue
-            row = self.rows.get(key)
-            if row is None:
-                row = self.free.pop() if self.free else self._append()
-                self.weight[row] = vec
-                self.rows[key] = row
-                changed.append(key)
-            else:
-                self.weight[row] = vec
-        return changed
-
-    def _append(self) -> int:
-        if self.size >= len(self.weight):
-            grown = np.zeros((len(self.weight) * 2, self.dim), dtype=np.float32)
-            grown[: len(self.weight)] = self.weight
-            self.weight = grown
-        self.size += 1
-        return self.size - 1
-
-    def lookup(self, keys: Sequence[str | None]) -> np.ndarray:
-        rows = self.rows
-        return np.array([rows.get(k, 0) if k is not None else 0 for k in keys], dtype=np.int64)

@@ -1,26 +1,62 @@
-"""What every stage of the feed path sees: the hydrated query and candidate arrays."""
+"""The values the stages of the feed path exchange: the request, the hydrated query, the
+user's experiment arms and mutes, candidate arrays.
+
+The ground floor: this module imports no other part of reelrank at run time. The classes
+of the state it points to are named for type checking only.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..experiments.registry import NO_ASSIGNMENT, Assignment
-from ..index.vectors import VectorIndex
-from ..schema import User
-from ..state.catalog import VideoTable
-from ..state.coengagement import CoEngagement
-from ..state.counters import VideoCounters
-from ..state.popularity import Popularity
-from ..state.profiles import UserState
-from ..state.related import Fitted
-
 if TYPE_CHECKING:
-    from ..content.pools import PoolBook
-    from ..recall.two_tower import RetrievalIndex
-    from ..state.online import UserMutes
+    from .index.vectors import VectorIndex
+    from .schema import User
+    from .state.catalog import VideoTable
+    from .state.coengagement import CoEngagement
+    from .state.counters import VideoCounters
+    from .state.popularity import Popularity
+    from .state.profiles import UserState
+    from .state.related import Fitted
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The arms a user is in right now, and what those arms change."""
+
+    arms: dict[str, str] = field(default_factory=dict)  # experiment id -> arm name
+    fusion_weights: dict[str, float] | None = None
+    score_weights: dict[str, float] | None = None
+    recall_quotas: dict[str, int] | None = None
+    exploration_fraction: float | None = None
+    ranker: str | None = None
+
+
+NO_ASSIGNMENT = Assignment()
+
+
+class UserMutes:
+    """A user's muted keywords (whole words in captions and hashtags) and hashtags."""
+
+    def __init__(self, keywords: list[str], hashtags: list[str], pattern: re.Pattern[str] | None):
+        self.keywords = keywords
+        self.hashtags = hashtags
+        self.pattern = pattern
+
+    @classmethod
+    def of(cls, keywords: list[str], hashtags: list[str]) -> UserMutes:
+        words = sorted({k.strip().lower() for k in keywords if k.strip()})
+        pattern = (
+            re.compile(r"(?<!\w)(" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE)
+            if words
+            else None
+        )
+        tags = sorted({h.strip().lstrip("#").lower() for h in hashtags if h.strip()})
+        return cls(words, tags, pattern)
 
 
 @dataclass(frozen=True)
@@ -51,12 +87,9 @@ class Query:
     language: str | None
     coengagement: CoEngagement | None = None
     content: VectorIndex | None = None  # caption and hashtag embeddings by video row
-    retrieval: RetrievalIndex | None = None  # the two-tower model's video index
-    pools: PoolBook | None = None  # traffic pools and operator boosts
     mutes: UserMutes | None = None  # the user's muted keywords and hashtags
     assignment: Assignment = NO_ASSIGNMENT  # the user's experiment arms and overrides
     popularity: Popularity | None = None  # engagement at several horizons
-    sequence: RetrievalIndex | None = None  # the sequence model's video index
     related: Fitted | None = None  # the related-videos model's last fit
     cache: dict[str, Any] = field(default_factory=dict)  # per-request values (user vectors)
     tag_affinity: dict[str, float] = field(default_factory=dict)

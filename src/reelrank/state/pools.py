@@ -36,9 +36,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..rank.signals import DEFAULT_PRIOR
 from ..schema import EventType
-from ..state.counters import C, VideoCounters
+from .counters import DEFAULT_PRIOR, C, VideoCounters
 
 POSITIVE = ("finish", "like", "share", "comment", "follow")
 # Per pool impression, what its viewer did: each counted once per impression.

@@ -1,0 +1,149 @@
+"""The content index's writer: embeds approved videos' captions and hashtags into the
+content vector index (read by the content channel and the diversity policy), checks new
+videos for embedding near-duplicates, and fills the index after a restart.
+
+A fast embedder (hashed) embeds in the caller's thread. A slow one (MiniLM) embeds on a
+background worker, so a catalog upsert never waits for the model: the video reaches the
+content index a moment later (every other channel sees it at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from ..config import Settings
+from ..index.vectors import VectorIndex
+from ..schema import Video
+from ..state.catalog import VideoTable
+from .duplicates import near_duplicates
+from .embed import Embedder, video_text
+
+log = logging.getLogger(__name__)
+
+SYNC_FILL_MAX = 20_000  # a loaded catalog up to this size is embedded before serving
+CHUNK = 4096  # videos embedded per call
+
+
+class ContentIndexer:
+    def __init__(
+        self, settings: Settings, table: VideoTable, index: VectorIndex, embedder: Embedder
+    ) -> None:
+        if index.dim != embedder.dim:
+            raise ValueError(f"content index dim {index.dim} != embedder dim {embedder.dim}")
+        self.settings = settings
+        self.table = table
+        self.index = index
+        self.embedder = embedder
+        self._lock = threading.Lock()  # guards the index against concurrent writers
+        self._queue: queue.SimpleQueue[tuple[int, Video]] = queue.SimpleQueue()
+        self._waiting = 0
+        self._worker: threading.Thread | None = None
+        self.filled = threading.Event()  # the loaded catalog is fully embedded
+        # Called with (row, original row, cosine) for embedding near-duplicates found
+        # while embedding new videos (the lifecycle marks them).
+        self.on_near_duplicates: Callable[[list[tuple[int, int, float]]], None] | None = None
+
+    def place(self, placed: list[tuple[int, Video]]) -> None:
+        """Embed approved videos into the index; drop the others from it at once."""
+        approved = self.table.approved  # servable: approved and the creator in good standing
+        keep = [(r, v) for r, v in placed if approved[r]]
+        drop = [r for r, v in placed if not approved[r]]
+        if drop:
+            with self._lock:
+                self.index.remove(np.array(drop))
+        if not keep:
+            return
+        if not self.embedder.slow:
+            self._embed(keep, check=True)
+            return
+        with self._lock:
+            self._waiting += len(keep)
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._embed_queued, name="reelrank-content", daemon=True
+                )
+                self._worker.start()
+        for item in keep:
+            self._queue.put(item)
+
+    @property
+    def waiting(self) -> int:
+        """Approved videos queued for a slow embedder."""
+        return self._waiting
+
+    def fill(self) -> None:
+        """Embed every approved video of the loaded catalog. A catalog larger than
+        SYNC_FILL_MAX, or any catalog with a slow embedder, is embedded in the background,
+        so a restart serves before every caption is embedded again; until `filled` is set
+        the content channel sees part of the catalog."""
+        table = self.table
+        approved = [
+            (r, v)
+            for r, v in enumerate(table.records[: table.size])
+            if v is not None and table.approved[r]
+        ]
+        if len(approved) <= SYNC_FILL_MAX and not self.embedder.slow:
+            self._fill(approved)
+        else:
+            threading.Thread(
+                target=self._fill, args=(approved,), name="reelrank-content-fill", daemon=True
+            ).start()
+
+    def _fill(self, placed: list[tuple[int, Video]]) -> None:
+        """Embed chunk by chunk. A video upserted meanwhile keeps the vector its upsert
+        gave it (its record is no longer the one embedded here)."""
+        try:
+            for i in range(0, len(placed), CHUNK):
+                self._embed(placed[i : i + CHUNK])
+            log.info("content index filled: %d videos", len(self.index))
+        except Exception:
+            log.exception("filling the content index failed")
+        finally:
+            self.filled.set()
+
+    def _embed(self, chunk: list[tuple[int, Video]], check: bool = False) -> None:
+        """Embed and upsert; a video whose record changed meanwhile, or that stopped being
+        servable, is skipped (its own upsert indexes the new record). With `check`, new
+        videos are compared with the index first (embedding near-duplicates)."""
+        vectors = self.embedder.embed([video_text(v) for _, v in chunk])
+        found: list[tuple[int, int, float]] = []
+        with self._lock:
+            records, approved = self.table.records, self.table.approved
+            ok = [j for j, (r, v) in enumerate(chunk) if records[r] is v and approved[r]]
+            if ok:
+                rows = np.array([chunk[j][0] for j in ok])
+                s = self.settings
+                if check and s.duplicate_cosine > 0 and self.on_near_duplicates is not None:
+                    found = near_duplicates(
+                        self.index,
+                        self.table,
+                        rows,
+                        vectors[ok],
+                        s.duplicate_cosine,
+                        s.duplicate_duration_ms,
+                    )
+                self.index.upsert(rows, vectors[ok])
+        if found and self.on_near_duplicates is not None:
+            self.on_near_duplicates(found)
+
+    def _embed_queued(self) -> None:
+        while True:
+            chunk = [self._queue.get()]
+            while len(chunk) < CHUNK:
+                try:
+                    chunk.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._embed(chunk, check=True)
+            except Exception:
+                log.exception(
+                    "embedding %d videos failed; they stay out of the content index", len(chunk)
+                )
+            with self._lock:
+                self._waiting -= len(chunk)
