@@ -124,6 +124,7 @@ from tests.server import ServerProcess  # noqa: E402
 
 from reelrank.config import Settings, load_settings  # noqa: E402
 from reelrank.engine import Engine  # noqa: E402
+from reelrank.evaluate.metrics import auc  # noqa: E402
 from reelrank.rank.features import extract  # noqa: E402
 from reelrank.rank.model import HEADS  # noqa: E402
 from reelrank.rank.value import fuse_scores  # noqa: E402
@@ -132,7 +133,6 @@ from reelrank.storage import open_store  # noqa: E402
 from reelrank.storage.codec import decode  # noqa: E402
 from reelrank.storage.params import open_params  # noqa: E402
 from reelrank.train.joiner import Example, SampleJoiner  # noqa: E402
-from reelrank.train.metrics import auc  # noqa: E402
 from reelrank.train.trainer import OnlineTrainer, ranker_config  # noqa: E402
 from reelrank.types import Candidates, FeedRequest  # noqa: E402
 
@@ -979,7 +979,7 @@ def _step_auc(trainer: OnlineTrainer, n0: int) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for head in ("like", "finish"):
         j = HEADS.index(head)
-        a = auc(m.preds[idx, j].astype(np.float64), m.labels[idx, j]) if len(idx) else None
+        a = auc(m.labels[idx, j], m.preds[idx, j].astype(np.float64)) if len(idx) else None
         out[head] = None if a is None else round(a, 4)
     return out
 
@@ -997,7 +997,7 @@ def _round_auc(
     scores = np.array([served[(e.request_id, e.video_id)] for e in examples])
     out: dict[str, float | None] = {}
     for head in ("like", "finish"):
-        a = auc(scores, labels[:, HEADS.index(head)])
+        a = auc(labels[:, HEADS.index(head)], scores)
         out[head] = None if a is None else round(a, 4)
     return out
 
@@ -1070,13 +1070,13 @@ def _arch_round(args: argparse.Namespace, r: int, workdir: Path) -> dict[str, An
         "learning_curve": curve,
     }
     for head in ("like", "finish"):
-        out[f"heuristic_auc_{head}"] = round(auc(heuristic, labels[:, HEADS.index(head)]) or 0, 4)
+        out[f"heuristic_auc_{head}"] = round(auc(labels[:, HEADS.index(head)], heuristic) or 0, 4)
     batch = settings.train_batch
     for a, tr in trainers.items():
         preds = tr.predict(held_out)
         for head in ("like", "finish"):
             j = HEADS.index(head)
-            out[f"{a}_auc_{head}"] = round(auc(preds[:, j], labels[:, j]) or 0, 4)
+            out[f"{a}_auc_{head}"] = round(auc(labels[:, j], preds[:, j]) or 0, 4)
         out[f"{a}_examples_trained"] = tr.examples_trained
         out[f"{a}_step_examples_per_s"] = round(tr.examples_trained / spent[a])
         fresh = OnlineTrainer(

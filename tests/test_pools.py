@@ -9,16 +9,44 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reelrank.engine import Engine
 from reelrank.schema import EventType
 from reelrank.serve import create_app
-from reelrank.state.counters import VideoCounters
+from reelrank.state.counters import VideoCounters, smoothed_rate
 from reelrank.state.pools import PoolBook, Stage
 
 from .conftest import INGEST, event, make_settings, video
 
 T = 1_700_000_000.0
+
+
+@given(
+    views=st.integers(0, 10_000),
+    share=st.floats(0.0, 1.0),
+    prior=st.floats(0.001, 1.0),
+    strength=st.floats(0.0, 1000.0),
+)
+def test_a_smoothed_rate_lies_between_the_prior_and_what_was_seen(
+    views: int, share: float, prior: float, strength: float
+) -> None:
+    """The one smoothing formula the pools and the rankers share: no views read as the
+    prior, no pseudo-views as the raw rate, and anything between the two in between."""
+    count = round(share * views)
+    if views == 0 and strength == 0:
+        return
+    got = smoothed_rate(count, views, prior, strength)
+    if views == 0:
+        assert got == pytest.approx(prior)
+    elif strength == 0:
+        assert got == pytest.approx(count / views)
+    else:
+        lo, hi = sorted((prior, count / views))
+        assert lo - 1e-12 <= got <= hi + 1e-12
+    more = smoothed_rate(count, views, prior, strength + 10.0)
+    assert abs(more - prior) <= abs(got - prior) + 1e-12  # more pseudo-views: nearer the prior
 
 
 def book(**kw: float) -> PoolBook:

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from reelrank.engine import Engine
+from reelrank.evaluate.metrics import auc
 from reelrank.rank.model import HEADS
 from reelrank.sim.world import World, make_world, react
 from reelrank.train.joiner import Example, SampleJoiner
-from reelrank.train.metrics import auc
 from reelrank.train.trainer import OnlineTrainer
 
 from .conftest import make_settings
@@ -79,7 +79,7 @@ def test_learned_ranker_beats_the_heuristic_on_held_out_traffic(tmp_path: Path) 
     report = {}
     for head in ("like", "finish"):
         j = HEADS.index(head)
-        report[head] = (auc(learned[:, j], labels[:, j]), auc(heuristic, labels[:, j]))
+        report[head] = (auc(labels[:, j], learned[:, j]), auc(labels[:, j], heuristic))
     print("held-out AUC (learned, heuristic):", report)
     for head, (ours, baseline) in report.items():
         assert ours is not None and baseline is not None

@@ -32,24 +32,18 @@ def rank_of(item: object, ranking: Sequence[object]) -> int | None:
     return None
 
 
-def auc(labels: Sequence[float], scores: Sequence[float]) -> float | None:
+def auc(labels: Sequence[float] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float | None:
     """ROC AUC by the rank-sum (Mann-Whitney U) with ties averaged; None without both
-    classes."""
-    y = np.asarray(labels, dtype=bool)
+    classes. A label above 0.5 is positive (0/1, booleans, or a soft label)."""
+    y = np.asarray(labels, dtype=np.float64) > 0.5
     s = np.asarray(scores, dtype=np.float64)
     pos, neg = int(y.sum()), int((~y).sum())
     if pos == 0 or neg == 0:
         return None
     order = np.argsort(s, kind="mergesort")
     ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    _, first, counts = np.unique(s[order], return_index=True, return_counts=True)
+    ranks[order] = np.repeat(first + (counts - 1) / 2.0 + 1.0, counts)  # ties averaged
     return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 

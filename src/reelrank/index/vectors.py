@@ -27,6 +27,8 @@ import faiss
 import numpy as np
 import torch
 
+from ..arrays import doubled, grown
+
 log = logging.getLogger(__name__)
 
 faiss.omp_set_num_threads(1)  # one query per request: threads cost more than they save
@@ -143,12 +145,8 @@ class VectorIndex:
                 self._pending.append((keys, None))
 
     def _grow(self, need: int) -> None:
-        cap = max(need, 2 * len(self.live))
-        vectors = np.zeros((cap, self.dim), dtype=np.float32)
-        vectors[: len(self.vectors)] = self.vectors
-        live = np.zeros(cap, dtype=bool)
-        live[: len(self.live)] = self.live
-        self.vectors, self.live = vectors, live
+        cap = doubled(len(self.live), need)
+        self.vectors, self.live = grown(self.vectors, cap), grown(self.live, cap, False)
 
     # -- the approximate index -----------------------------------------------------------
     @property

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..arrays import doubled, grown
 from ..state.catalog import IdMap, VideoTable
 from ..storage.codec import decode
 from ..storage.params import ParamChannel
@@ -44,9 +45,7 @@ class _Aligned:
 
     def set(self, i: int, row: int) -> None:
         if i >= len(self.rows):
-            grown = np.zeros(max(i + 1, len(self.rows) * 2), dtype=np.int64)
-            grown[: len(self.rows)] = self.rows
-            self.rows = grown
+            self.rows = grown(self.rows, doubled(len(self.rows), i + 1))
         self.rows[i] = row
 
     def gather(self, ints: np.ndarray) -> np.ndarray:

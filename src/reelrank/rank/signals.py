@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..state.counters import DEFAULT_PRIOR, C
+from ..state.counters import DEFAULT_PRIOR, C, smoothed_rate
 from ..types import Query
 
 RATES = ("finish", "like", "share", "skip")
@@ -29,7 +29,7 @@ def rate_lifts(query: Query, rows: np.ndarray, smoothing: float) -> dict[str, np
     for x in RATES:
         i = C[_COUNTER[x]]
         prior = cat[i] / cat_views if cat_views >= 100 and cat[i] > 0 else DEFAULT_PRIOR[x]
-        rate = (counters.totals[rows, i] + smoothing * prior) / (seen + smoothing)
+        rate = smoothed_rate(counters.totals[rows, i], seen, prior, smoothing)
         out[x] = np.clip(rate / prior, 0.0, 5.0)
     return out
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import doubled, grown
+
 
 class ServingTable:
     """The serving copy of a table: rows arrive as deltas from the trainer.
@@ -49,9 +51,7 @@ class ServingTable:
 
     def _append(self) -> int:
         if self.size >= len(self.weight):
-            grown = np.zeros((len(self.weight) * 2, self.dim), dtype=np.float32)
-            grown[: len(self.weight)] = self.weight
-            self.weight = grown
+            self.weight = grown(self.weight, doubled(len(self.weight), self.size + 1))
         self.size += 1
         return self.size - 1
 

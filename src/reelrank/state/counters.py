@@ -8,14 +8,23 @@ and ordering by a decayed column needs no `now` at all.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
+from ..arrays import doubled, grown
 from ..schema import EventType
 
 # A new catalog's rates of each action per view: the prior that smoothed rates start from
 # until the catalog has views of its own.
 DEFAULT_PRIOR = {"finish": 0.3, "like": 0.05, "share": 0.01, "skip": 0.3}
+
+
+def smoothed_rate(count: Any, views: Any, prior: float, strength: float) -> Any:
+    """A rate per view smoothed toward `prior` (Bayesian smoothing): `strength` pseudo-views
+    at the prior rate added to what was seen. Works on numbers and arrays alike."""
+    return (count + strength * prior) / (views + strength)
+
 
 COUNTERS = (
     "impressions",
@@ -64,19 +73,12 @@ class VideoCounters:
 
     def ensure(self, rows: int) -> None:
         """Grow to hold at least `rows` videos."""
-        cap = len(self.hotness)
-        if rows <= cap:
+        if rows <= len(self.hotness):
             return
-        while cap < rows:
-            cap *= 2
-        for name in ("totals", "decayed"):
-            old = getattr(self, name)
-            new = np.zeros((cap, len(COUNTERS)), dtype=old.dtype)
-            new[: len(old)] = old
-            setattr(self, name, new)
-        hot = np.zeros(cap, dtype=np.float64)
-        hot[: len(self.hotness)] = self.hotness
-        self.hotness = hot
+        cap = doubled(len(self.hotness), rows)
+        self.totals = grown(self.totals, cap)
+        self.decayed = grown(self.decayed, cap)
+        self.hotness = grown(self.hotness, cap)
 
     def _scale(self, ts: float) -> float:
         if self.t0 is None:

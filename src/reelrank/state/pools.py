@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..arrays import doubled, grown
 from ..schema import EventType
-from .counters import DEFAULT_PRIOR, C, VideoCounters
+from .counters import DEFAULT_PRIOR, C, VideoCounters, smoothed_rate
 
 POSITIVE = ("finish", "like", "share", "comment", "follow")
 # Per pool impression, what its viewer did: each counted once per impression.
@@ -155,19 +156,12 @@ class PoolBook:
 
     # -- growth and entry ----------------------------------------------------------------
     def ensure(self, rows: int) -> None:
-        cap = len(self.stage)
-        if rows <= cap:
+        if rows <= len(self.stage):
             return
-        while cap < rows:
-            cap *= 2
+        cap = doubled(len(self.stage), rows)
         for name, _, fill in ROW_ARRAYS:
-            old = getattr(self, name)
-            new = np.full(cap, fill, dtype=old.dtype)
-            new[: len(old)] = old
-            setattr(self, name, new)
-        counts = np.zeros((cap, len(ACTIONS)), np.int32)
-        counts[: len(self.counts)] = self.counts
-        self.counts = counts
+            setattr(self, name, grown(getattr(self, name), cap, fill))
+        self.counts = grown(self.counts, cap)
 
     def eligible(self, row: int, created_at: float, now: float) -> bool:
         """Never in a pool and young enough to get a first audience."""
@@ -279,7 +273,7 @@ class PoolBook:
             # At least PSEUDO_EVENTS expected events of prior: one comment on a rare-
             # comment video must not read as a tripled comment rate.
             strength = max(m, PSEUDO_EVENTS / prior)
-            rate = (seen + strength * prior) / (views + strength)
+            rate = smoothed_rate(seen, views, prior, strength)
             out["rates"][action] = round(float(rate), 5)
             out["lifts"][action] = round(float(min(rate / prior, 10.0)), 4)
         lifts = out["lifts"]

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from ..arrays import doubled, grown
 from ..schema import EventType
 from .counters import HOTNESS_WEIGHTS
 
@@ -40,14 +41,8 @@ class Popularity:
 
     def ensure(self, rows: int) -> None:
         """Grow to hold at least `rows` videos."""
-        cap = len(self.values)
-        if rows <= cap:
-            return
-        while cap < rows:
-            cap *= 2
-        grown = np.zeros((cap, len(HORIZONS)), dtype=np.float64)
-        grown[: len(self.values)] = self.values
-        self.values = grown
+        if rows > len(self.values):
+            self.values = grown(self.values, doubled(len(self.values), rows))
 
     def _scale(self, ts: float) -> np.ndarray:
         if self.t0 is None:

@@ -6,23 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluate.metrics import auc
 from ..rank.model import BINARY_HEADS, HEADS
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """ROC AUC by the rank-sum formula (ties averaged); None when one class is missing."""
-    pos = labels > 0.5
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 class ProgressiveMetrics:
@@ -69,7 +54,7 @@ class ProgressiveMetrics:
                 entry["predicted_rate"] = round(float(p.mean()), 5)
                 entry["observed_rate"] = round(float(y.mean()), 5)
                 if head in BINARY_HEADS:
-                    a = auc(p, y)
+                    a = auc(y, p)
                     entry["auc"] = None if a is None else round(a, 5)
             out[head] = entry
         return out
