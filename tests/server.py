@@ -1,4 +1,5 @@
-"""Run `reelrank serve` as a real process on a free port, for crash and restart tests."""
+"""Real servers for tests: `reelrank serve` as a process on a free port (crash and restart
+tests), or the app under uvicorn in a thread of the test process."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from reelrank.engine import Engine
+from reelrank.serve import create_app
+
+from .conftest import make_settings
 
 
 def free_port() -> int:
@@ -68,3 +76,32 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class InThreadServer:
+    """The real app under uvicorn on a free port, in a thread of the test process (which
+    has imported torch already: a server process would spend seconds importing it)."""
+
+    def __init__(self, data_dir: Path, keys: str, **settings: Any) -> None:
+        import uvicorn
+
+        port = free_port()
+        self.engine = Engine(make_settings(data_dir, api_keys=keys, port=port, **settings))
+        app = create_app(self.engine, own_engine=True)
+        config = uvicorn.Config(app, port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.url = f"http://127.0.0.1:{port}"
+        self.thread = threading.Thread(target=self.server.run, name="web-server", daemon=True)
+
+    def start(self) -> InThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)

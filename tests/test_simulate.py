@@ -159,16 +159,17 @@ def test_the_engine_learns_the_viewers_tastes_against_a_random_feed(
             got = run(feed, world, sessions=4).report()
     finally:
         engine.close()
-    # Measured over four runs (seed 3, 60 viewers x 4 sessions; background refreshes make
-    # runs differ a little): reelrank 68.5-76.3 s watched per session against the random
-    # feed's 33.6, 7.7-8.2 videos against 5.4, taste match 0.24-0.27 against 0.13, and a
-    # first round of 41-60 s against 77-92 s over the last two. The same engine sent no
-    # events scores like chance (39.1 s, 6.05 videos, match 0.14, rounds 45, 34, 37, 40).
+    # Measured over four runs (seed 3, 60 viewers x 4 sessions; background refreshes on the
+    # wall clock make runs differ): reelrank 68.5-76.3 s watched per session against the
+    # random feed's 33.6, 7.7-8.2 videos against 5.4, taste match 0.24-0.27 against 0.13.
+    # The last two rounds over the first: 1.29-2.19 in twelve runs (the first round alone
+    # ranges 41-70 s). The same engine sent no events scores like chance (39.1 s, 6.05
+    # videos, match 0.14, rounds 45, 34, 37, 40: a ratio of 0.86).
     assert got["watch_s_mean"] > 1.5 * rand["watch_s_mean"]
     assert got["videos_mean"] > rand["videos_mean"] + 1.2
     assert got["taste_match"] > rand["taste_match"] + 0.06
     by_round = got["watch_s_by_round"]
-    assert np.mean(by_round[-2:]) > 1.3 * by_round[0]  # it learns as the rounds go
+    assert np.mean(by_round[-2:]) > 1.15 * by_round[0]  # it learns as the rounds go
     assert got["new_shown"] > 0.5  # the engine's pools and fresh channel find new videos
     assert sum(feed.rankers.values()) >= got["sessions"]
 

@@ -16,13 +16,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from reelrank.engine import Engine
 from reelrank.metrics import histogram_quantile
-from reelrank.serve import create_app
 from reelrank.serve.pages import STATIC_DIR
 
-from .conftest import ADMIN, INGEST, event, make_settings, video
-from .server import free_port
+from .conftest import ADMIN, INGEST, event, video
+from .server import InThreadServer
 
 SCREENSHOTS = Path(__file__).parent / "results" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
@@ -158,34 +156,6 @@ def _browser_available() -> None:
         if os.environ.get("CI"):
             pytest.fail(why)  # CI must run the browser tests
         pytest.skip(why)
-
-
-class InThreadServer:
-    """The real app under uvicorn on a free port, in a thread of the test process (which
-    has imported torch already: a server process would spend seconds importing it)."""
-
-    def __init__(self, data_dir: Path, keys: str, **settings: Any) -> None:
-        import uvicorn
-
-        port = free_port()
-        engine = Engine(make_settings(data_dir, api_keys=keys, port=port, **settings))
-        config = uvicorn.Config(create_app(engine, own_engine=True), port=port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.url = f"http://127.0.0.1:{port}"
-        self.thread = threading.Thread(target=self.server.run, name="web-server", daemon=True)
-
-    def start(self) -> InThreadServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,12 @@ class Settings:
         "Require a key with the `feed` scope for feed and catalog reads.", False
     )
     max_batch: int = _doc("Most items accepted in one POST (events, videos, users, follows).", 1000)
+    max_in_flight: int = _doc(
+        "Requests the server works on at once (all but /healthz and /metrics); one more is "
+        "refused at once with 503 and a `Retry-After` header instead of waiting in a queue "
+        "that grows without bound (0: no limit).",
+        64,
+    )
     feed_default_n: int = _doc("Page size when a feed request gives no `n`.", 10)
     feed_max_n: int = _doc("Largest page size a feed request may ask for.", 100)
     banned_terms: list[str] = _doc(
@@ -191,7 +197,8 @@ class Settings:
     recall_budget_ms: float = _doc(
         "Time budget of the recall stage per request, in milliseconds (0: none). Channels "
         "run in priority order; those not started when it is spent are left out of that page "
-        "and counted in `reelrank_recall_timeouts_total`.",
+        "and counted in `reelrank_recall_timeouts_total`. The precomputed lists (trending, "
+        "popular, fresh) run whatever the budget, so a spent budget never empties a page.",
         20.0,
     )
     recall_parallel: bool = _doc(
@@ -546,6 +553,7 @@ def _validate(s: Settings) -> None:
     checks = [
         (s.port >= 0 and s.port < 65536, "port", "must be 0..65535"),
         (s.max_batch >= 1, "max_batch", "must be at least 1"),
+        (s.max_in_flight >= 0, "max_in_flight", "must not be negative"),
         (1 <= s.feed_default_n <= s.feed_max_n, "feed_default_n", "must be 1..feed_max_n"),
         (s.seen_max >= 1, "seen_max", "must be at least 1"),
         (s.session_len >= 1, "session_len", "must be at least 1"),

@@ -38,6 +38,22 @@ class Metrics:
         self.recall_failures = Counter(
             "reelrank_recall_failures", "Recall sources that failed open", ["source"], registry=r
         )
+        self.in_flight = Gauge(
+            "reelrank_requests_in_flight",
+            "HTTP requests being worked on (all but /healthz and /metrics)",
+            registry=r,
+        )
+        self.shed = Counter(
+            "reelrank_requests_shed",
+            "HTTP requests refused with 503 because `max_in_flight` were already in flight",
+            registry=r,
+        )
+        self.feed_fallbacks = Counter(
+            "reelrank_feed_fallbacks",
+            "Pages the channels left short of the page size after the filters, topped up "
+            "from the precomputed lists (trending, popular, fresh) read deeper",
+            registry=r,
+        )
         self.recall_timeouts = Counter(
             "reelrank_recall_timeouts",
             "Recall sources left out of a page for missing the recall time budget",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -22,6 +23,7 @@ from ..types import Candidates, Query, Recalled
 log = logging.getLogger(__name__)
 
 PROTECTED_POOL = 8  # pool candidates (in the channel's order) kept past the pre-ranker
+FALLBACK_DEPTH = 10  # how much deeper the cheap lists are read for a short page
 
 
 @dataclass
@@ -99,6 +101,12 @@ class FeedPipeline:
     budget; a channel still running is left out (it finishes in the background and its
     result is dropped). In-process channels are CPU-bound numpy work, so under the GIL
     one after another is faster; the pool suits channels that wait on I/O.
+
+    Overload degrades a page, never empties it: the cheap channels (precomputed lists,
+    `RecallSource.cheap`) run in the request's thread whatever the budget, and when the
+    filters leave fewer candidates than the page asks for, those lists (the ones with a
+    quota) are read `FALLBACK_DEPTH` times deeper and the filters run again over
+    everything.
     """
 
     def __init__(
@@ -126,6 +134,7 @@ class FeedPipeline:
         self._recalled = {n: metrics.recall_candidates.labels(n) for n in self.channel_names}
         self._items = {n: metrics.feed_items.labels(n) for n in self.channel_names}
         self._is_pool = np.array([n == POOL_SOURCE for n in self.channel_names], bool)
+        self._cheap = [bool(getattr(s, "cheap", False)) for s in sources]
         self.budget_s = budget_ms / 1000.0
         self._pool = (
             ThreadPoolExecutor(4 * len(sources), thread_name_prefix="reelrank-recall")
@@ -144,10 +153,13 @@ class FeedPipeline:
         finally:
             self._seconds[source.name].observe(time.perf_counter() - started)
 
-    def recall(self, query: Query) -> Candidates:
-        quotas = self.quotas
+    def _quotas(self, query: Query) -> dict[str, int]:
         if query.assignment.recall_quotas:  # an experiment arm's quotas
-            quotas = {**quotas, **query.assignment.recall_quotas}
+            return {**self.quotas, **query.assignment.recall_quotas}
+        return self.quotas
+
+    def recall(self, query: Query) -> Candidates:
+        quotas = self._quotas(query)
         active = [
             (i, s, quotas.get(s.name, 0))
             for i, s in enumerate(self.sources)
@@ -155,11 +167,36 @@ class FeedPipeline:
         ]
         pending: list[Future[Recalled] | None] = [None] * len(active)
         deadline = time.perf_counter() + self.budget_s
-        if self._pool is not None:
-            pending = [self._pool.submit(self._timed, s, query, q) for _, s, q in active]
+        if self._pool is not None:  # the cheap channels run in this thread, below
+            pending = [
+                None if self._cheap[i] else self._pool.submit(self._timed, s, query, q)
+                for i, s, q in active
+            ]
+        return self._collect(query, active, pending, deadline)
+
+    def _fallback(self, query: Query) -> Candidates:
+        """The cheap channels read FALLBACK_DEPTH times deeper, whatever the budget (those
+        switched on: a channel with no quota stays off)."""
+        quotas = self._quotas(query)
+        deep = max(query.request.n, 1) * FALLBACK_DEPTH
+        active = [
+            (i, s, FALLBACK_DEPTH * quotas[s.name] + deep)
+            for i, s in enumerate(self.sources)
+            if self._cheap[i] and quotas.get(s.name, 0) > 0
+        ]
+        return self._collect(query, active, [None] * len(active), math.inf)
+
+    def _collect(
+        self,
+        query: Query,
+        active: list[tuple[int, RecallSource, int]],
+        pending: list[Future[Recalled] | None],
+        deadline: float,
+    ) -> Candidates:
         parts = []
         for (i, source, quota), future in zip(active, pending, strict=True):
-            if future is None and self.budget_s > 0 and time.perf_counter() > deadline:
+            late = self.budget_s > 0 and time.perf_counter() > deadline
+            if future is None and late and not self._cheap[i]:
                 self.metrics.recall_timeouts.labels(source.name).inc()  # not started in time
                 continue
             try:
@@ -191,15 +228,18 @@ class FeedPipeline:
         False gives each video only its channel's reason (replays skip the wording), and
         `features` False leaves out the per-item features logged with served impressions
         (a page that is not recorded needs none)."""
-        cands = self.recall(query).with_recall_view()
-        recalled = cands
-        removed: dict[str, int] = {}
-        for f in self.filters:
-            result = run_filter(f, query, cands)
-            cands = result.kept
-            removed[f.name] = result.removed
-            if result.removed:
-                self.metrics.filtered.labels(f.name).inc(result.removed)
+        raw = self.recall(query)
+        recalled = raw.with_recall_view()
+        cands, removed = self._filter(query, recalled)
+        if len(cands) < query.request.n:  # a short page: read the cheap lists deeper
+            extra = self._fallback(query)
+            if len(extra):
+                self.metrics.feed_fallbacks.inc()
+                recalled = Candidates.concat([raw, extra]).with_recall_view()
+                cands, removed = self._filter(query, recalled)
+        for name, n in removed.items():
+            if n:
+                self.metrics.filtered.labels(name).inc(n)
         protect = None
         if self._is_pool.any():  # the pool channel's best few, whatever the pre-ranker thinks
             owed = np.flatnonzero(self._is_pool[cands.source])[:PROTECTED_POOL]
@@ -256,6 +296,15 @@ class FeedPipeline:
             features=records,
             trace=feed_trace,
         )
+
+    def _filter(self, query: Query, cands: Candidates) -> tuple[Candidates, dict[str, int]]:
+        """The candidates every filter keeps, and how many each removed."""
+        removed: dict[str, int] = {}
+        for f in self.filters:
+            result = run_filter(f, query, cands)
+            cands = result.kept
+            removed[f.name] = result.removed
+        return cands, removed
 
     def _item(
         self, query: Query, cands: Candidates, scores: np.ndarray, i: int, explain: bool = True

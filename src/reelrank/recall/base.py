@@ -17,7 +17,11 @@ from ..types import Query, Recalled
 
 class RecallSource(Protocol):
     """One candidate channel. It may return fewer rows than `quota`, never more, and
-    may return rows the filters will remove (unapproved, seen, hidden)."""
+    may return rows the filters will remove (unapproved, seen, hidden).
+
+    A channel whose class sets `cheap = True` reads a precomputed list (O(quota) per
+    request): the pipeline runs it even when the recall budget is spent, and reads it
+    deeper when the other channels leave a page short."""
 
     name: str
 

@@ -17,6 +17,7 @@ def _newest(query: Query) -> np.ndarray:
 
 class FreshRecall:
     name = "fresh"
+    cheap = True  # a precomputed list: runs past the recall budget
 
     def __init__(self, refresh_s: float = 2.0) -> None:
         self._newest = Cached(refresh_s, _newest)

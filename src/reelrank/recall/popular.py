@@ -51,6 +51,7 @@ _NAMES = np.array([REASONS[name] for name, _ in HORIZONS], dtype=object)
 
 class PopularRecall:
     name = "popular"
+    cheap = True  # a precomputed list: runs past the recall budget
 
     def __init__(self, refresh_s: float = 2.0) -> None:
         self._lists = Cached(refresh_s, _lists)

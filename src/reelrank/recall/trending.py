@@ -29,6 +29,7 @@ def _hot_lists(query: Query) -> dict[tuple[str, int], np.ndarray]:
 
 class TrendingRecall:
     name = "trending"
+    cheap = True  # a precomputed list: runs past the recall budget
 
     def __init__(self, refresh_s: float = 2.0) -> None:
         self._lists = Cached(refresh_s, _hot_lists)

@@ -24,10 +24,12 @@ from ..pipeline.feed import Feed
 from ..schema import MAX_ID_LEN, Event, Follow, User, UserControls, VideoIn
 from .auth import KeyRing
 from .pages import register_pages
+from .shed import LoadShedder
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+RETRY_AFTER_S = 1  # what a request refused for overload is told to wait
 
 
 class FastJSON(JSONResponse):
@@ -159,6 +161,13 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
         default_response_class=FastJSON,
     )
     app.state.engine = engine
+    app.add_middleware(
+        LoadShedder,
+        limit=engine.settings.max_in_flight,
+        retry_after_s=RETRY_AFTER_S,
+        in_flight=engine.metrics.in_flight,
+        shed=engine.metrics.shed,
+    )
 
     @app.exception_handler(InvalidInput)
     async def _invalid(request: Request, exc: InvalidInput) -> Response:
