@@ -116,3 +116,33 @@ def test_restart_from_snapshot_matches_full_replay(tmp_path: Path) -> None:
     replay = Engine(make_settings(tmp_path), store=mem).open()
     assert (replay.state.counters.totals[:30] == expected_counts).all()
     replay.close()
+
+
+def test_a_snapshot_after_a_snapshot_serialises_only_the_users_written_since(
+    tmp_path: Path,
+) -> None:
+    """Incremental snapshots: a user no writer touched keeps the bytes of the last
+    snapshot; users who engaged, were served a page or are new are serialised again; and
+    the restored state is the live state, user by user."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    eng = Engine(make_settings(tmp_path, store=url)).open()
+    eng.upsert_videos([video(i, hashtags=[f"t{i % 3}"]) for i in range(30)])
+    eng.ingest([event("finish", f"u{k % 6}", f"v{k % 30}") for k in range(60)])
+    eng.snapshot()
+    before = dict(eng.state._user_blobs)
+    assert set(before) == {f"u{k}" for k in range(6)}
+    eng.ingest([event("like", "u1", "v3"), event("finish", "new", "v4")])  # engaged, new
+    eng.feed("u2", n=5)  # served: today's fatigue and seen change
+    eng.snapshot()
+    after = eng.state._user_blobs
+    assert {u for u in after if after[u] is before.get(u)} == {"u0", "u3", "u4", "u5"}
+    live = {u: s.to_json() for u, s in eng.state.users.items()}
+    eng._stop.set()  # abandoned without a final snapshot, as after a crash
+    eng.store.close()
+
+    resumed = Engine(make_settings(tmp_path, store=url)).open()
+    try:
+        assert resumed.state.offset == 62
+        assert {u: s.to_json() for u, s in resumed.state.users.items()} == live
+    finally:
+        resumed.close()

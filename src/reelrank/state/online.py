@@ -117,10 +117,17 @@ class OnlineState:
         self.offset = 0  # last event-log offset folded in
         self.impression_offset = 0  # last impression-log offset folded in
         self.applied = 0
+        # Incremental snapshots: each user's state as the last snapshot serialised it, and
+        # the users reached through `user()` (every writer's way in) since then.
+        self._user_blobs: dict[str, orjson.Fragment] = {}
+        self._dirty_users: set[str] = set()
 
     # -- users ---------------------------------------------------------------------------
     def user(self, user_id: str) -> UserState:
-        """The user's state, created empty on first sight."""
+        """The user's state for a writer (under `lock`), created empty on first sight.
+        Readers use `users.get`: a user reached here is serialised again by the next
+        snapshot."""
+        self._dirty_users.add(user_id)
         found = self.users.get(user_id)
         if found is None:
             s = self.settings
@@ -342,13 +349,25 @@ class OnlineState:
 
     # -- snapshots -----------------------------------------------------------------------
     def snapshot(self) -> None:
-        """Persist the state with the offsets it reflects (one atomic write)."""
+        """Persist the state with the offsets it reflects (one atomic write).
+
+        Under the writer lock only the users written since the last snapshot are
+        serialised again; the others keep the bytes the last one made, so the lock is held
+        for what changed, not for every user."""
         with self.lock:
+            blobs, users = self._user_blobs, self.users
+            for uid in self._dirty_users:
+                found = users.get(uid)
+                if found is not None:
+                    blobs[uid] = orjson.Fragment(orjson.dumps(found.to_json()))
+            self._dirty_users.clear()
+            if len(blobs) > len(users):  # users forgotten since: drop their bytes
+                self._user_blobs = blobs = {uid: blobs[uid] for uid in users}
             meta = {
                 "offset": self.offset,
                 "impression_offset": self.impression_offset,
                 "size": self.table.size,
-                "users": {uid: u.to_json() for uid, u in self.users.items()},
+                "users": {uid: blobs[uid] for uid in users},
                 "coengagement": self.coengagement.to_json(),
                 "related_users": list(self.related.user_ids),
                 "reporters": {str(r): sorted(u) for r, u in self.reporters.items()},
@@ -376,6 +395,8 @@ class OnlineState:
             self.users[uid] = UserState.from_json(
                 raw, s.affinity_half_life_h * 3600.0, s.seen_max, s.session_len
             )
+        self._user_blobs.clear()
+        self._dirty_users = set(self.users)  # the next snapshot serialises them afresh
         if "coengagement" in meta:
             self.coengagement.load_json(meta["coengagement"])
         self.related.load(arrays, meta.get("related_users", []))
