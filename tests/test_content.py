@@ -149,7 +149,7 @@ def test_a_new_video_reaches_users_whose_history_matches_its_content(
         # The channel on its own: rank of the new video for each user.
         def recalled(user: str) -> list[str]:
             q = eng.hydrate(FeedRequest(user_id=user, n=10, request_id="r", now=time.time()))
-            rows = ContentRecall().recall(q, 5).rows
+            rows = ContentRecall(eng.state.content).recall(q, 5).rows
             return [eng.state.table.video(int(r)).id for r in rows]
 
         assert "new" in recalled("baker")
@@ -176,7 +176,10 @@ def test_a_video_held_for_review_never_enters_the_content_index(tmp_path: Path) 
         eng.upsert_videos([{**ok, "caption": "sourdough bread baking, buy spam"}])
         assert eng.state.content.vector(later) is None
         q = eng.hydrate(FeedRequest(user_id="baker", n=10, request_id="r", now=time.time()))
-        got = {eng.state.table.video(int(r)).id for r in ContentRecall().recall(q, 50).rows}
+        got = {
+            eng.state.table.video(int(r)).id
+            for r in ContentRecall(eng.state.content).recall(q, 50).rows
+        }
         assert not {"held", "later"} & got
     finally:
         eng.close()
@@ -224,7 +227,10 @@ def test_minilm_embeds_off_the_upsert_path_and_finds_meaning(tmp_path: Path) -> 
         while eng.content.waiting and time.monotonic() < deadline:
             time.sleep(0.05)
         q = eng.hydrate(FeedRequest(user_id="baker", n=10, request_id="r", now=time.time()))
-        got = [eng.state.table.video(int(r)).id for r in ContentRecall().recall(q, 3).rows]
+        got = [
+            eng.state.table.video(int(r)).id
+            for r in ContentRecall(eng.state.content).recall(q, 3).rows
+        ]
         assert "new" in got
     finally:
         eng.close()

@@ -60,10 +60,24 @@ def test_pages_keep_the_hard_rules_caps_and_slots(
         q = _query(eng)
         rows = np.array([eng.state.table.row_of(v["id"]) for v in catalog], dtype=np.int64)
         cands = Candidates(rows, np.array(sources, np.int16), np.full(len(rows), "r", object))
-        sel = PolicySelector(
-            CHANNELS, diversity_lambda=lam, fatigue_creator_per_day=4, fatigue_tag_per_day=5,
+        kw = dict(
+            diversity_lambda=lam, fatigue_creator_per_day=4, fatigue_tag_per_day=5,
             exploration_fraction=fraction, exploration_positions=[1, 3],
-        ).select(q, cands, np.array(scores), n)  # fmt: skip
+        )  # fmt: skip
+        sel = PolicySelector(CHANNELS, strict_caps=True, **kw).select(  # type: ignore[arg-type]
+            q, cands, np.array(scores), n
+        )
+        relaxed = PolicySelector(CHANNELS, **kw).select(q, cands, np.array(scores), n)  # type: ignore[arg-type]
+        # Without strict caps the page is the same until the caps leave nothing, then goes
+        # on without them; the hard rules (no creator or sound twice in a row) still hold.
+        full = relaxed.picked.tolist()
+        assert full[: len(sel.picked)] == sel.picked.tolist()
+        assert len(set(full)) == len(full) <= n
+        if len(full) > len(sel.picked):
+            assert len(sel.picked) < n
+        for a, b in itertools.pairwise([catalog[i] for i in full]):
+            assert a["creator_id"] != b["creator_id"]
+            assert a["sound_id"] is None or a["sound_id"] != b["sound_id"]
         picked = sel.picked.tolist()
         assert len(picked) <= n and len(set(picked)) == len(picked)
         assert len(sel.exploration) == len(picked)
@@ -127,7 +141,9 @@ def test_diversity_also_sees_content_embeddings(tmp_path: Path) -> None:
         scores = np.array([2.0 - 0.01 * i for i in range(6)] + [1.945 - 0.01 * i for i in range(5)])
 
         def alike_on_page(lam: float) -> list[bool]:
-            sel = PolicySelector(CHANNELS, diversity_lambda=lam, exploration_fraction=0)
+            sel = PolicySelector(
+                CHANNELS, diversity_lambda=lam, exploration_fraction=0, content=eng.state.content
+            )
             return [i < 6 for i in sel.select(q, cands, scores, 6).picked.tolist()]
 
         assert alike_on_page(0.0) == [True] * 6
@@ -138,9 +154,15 @@ def test_diversity_also_sees_content_embeddings(tmp_path: Path) -> None:
         eng.close()
 
 
-def test_fatigue_caps_hold_across_a_day_of_feeds(tmp_path: Path) -> None:
+def test_strict_fatigue_caps_hold_across_a_day_of_feeds(tmp_path: Path) -> None:
     catalog = [video(i, creator_id=f"c{i % 3}", hashtags=[f"t{i % 5}"]) for i in range(90)]
-    eng = _engine(tmp_path, catalog, fatigue_creator_per_day=7, exploration_fraction=0.0)
+    eng = _engine(
+        tmp_path,
+        catalog,
+        fatigue_creator_per_day=7,
+        fatigue_strict=True,
+        exploration_fraction=0.0,
+    )
     try:
         served = [it.video_id for _ in range(6) for it in eng.feed("u1", n=10).items]
         creators = [eng.video_detail(v)["video"]["creator_id"] for v in served]
@@ -151,6 +173,22 @@ def test_fatigue_caps_hold_across_a_day_of_feeds(tmp_path: Path) -> None:
         user = eng.state.users["u1"]
         assert sum(user.served_creators.values()) == len(served)
         assert eng.pipeline.selector._today(_query(eng, now=time.time() + 86400), "creator", 0) == 0
+    finally:
+        eng.close()
+
+
+def test_by_default_fatigue_caps_never_empty_a_page(tmp_path: Path) -> None:
+    """The same day of feeds without strict caps: once the caps leave no candidate, pages
+    go on without them instead of coming back short (a repeat beats an empty feed)."""
+    catalog = [video(i, creator_id=f"c{i % 3}", hashtags=[f"t{i % 5}"]) for i in range(90)]
+    eng = _engine(tmp_path, catalog, fatigue_creator_per_day=7, exploration_fraction=0.0)
+    try:
+        pages = [[it.video_id for it in eng.feed("u1", n=10).items] for _ in range(6)]
+        assert [len(page) for page in pages] == [10] * 6
+        assert len({v for page in pages for v in page}) == 60
+        creators = [eng.video_detail(v)["video"]["creator_id"] for v in pages[0]]
+        for c in set(creators):  # within the caps while they leave a choice
+            assert creators.count(c) <= 7
     finally:
         eng.close()
 
@@ -184,5 +222,20 @@ def test_exploration_slots_go_to_videos_owed_pool_impressions_first(tmp_path: Pa
         )
         # The pool's own reason says why; no generic exploration label is added.
         assert not any("exploration" in r for it in items for r in it.reasons)
+    finally:
+        eng.close()
+
+
+def test_the_engine_wires_its_indexes_into_the_stages_that_read_them(tmp_path: Path) -> None:
+    """Indexes reach a stage through its constructor: the engine's own, not a copy or none."""
+    eng = _engine(tmp_path, [video(i) for i in range(3)])
+    try:
+        by_name = {s.name: s for s in eng.pipeline.sources}
+        assert eng.pipeline.selector.content is eng.state.content
+        assert by_name["content"].index is eng.state.content  # type: ignore[attr-defined]
+        assert by_name["pool"].pools is eng.state.pools  # type: ignore[attr-defined]
+        assert by_name["two_tower"].retrieval is eng.retrieval  # type: ignore[attr-defined]
+        assert by_name["sequence"].retrieval is eng.sequence  # type: ignore[attr-defined]
+        assert eng.pipeline.ranker.sequence is eng.sequence
     finally:
         eng.close()

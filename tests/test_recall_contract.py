@@ -26,7 +26,7 @@ BASE_T = 1_700_000_000.0
 def source(name: str, eng: Engine) -> RecallSource:
     """A new instance over `eng`'s pools and indexes, so cached lists never carry over
     between calls."""
-    sources = default_sources(0.01, eng.state.pools, eng.retrieval, eng.sequence)
+    sources = default_sources(0.01, eng.state.pools, eng.retrieval, eng.sequence, eng.state.content)
     (found,) = [s for s in sources if s.name == name]
     return found
 

@@ -262,6 +262,12 @@ class Settings:
         "Most videos of one creator served to a user per UTC day.", 20
     )
     fatigue_tag_per_day: int = _doc("Most videos of one hashtag served to a user per UTC day.", 60)
+    fatigue_strict: bool = _doc(
+        "Hold the daily fatigue caps even when they leave a page short or empty. By default, "
+        "once the caps leave no candidate for a position, the rest of that page is chosen "
+        "without them: a repeat creator or hashtag beats an empty feed.",
+        False,
+    )
     exploration_fraction: float = _doc(
         "Share of each page given to exploration slots: videos owed traffic-pool or boost "
         "impressions first, else new and out-of-profile videos.",

@@ -88,7 +88,11 @@ class Engine:
             self._catalog_lock,
         )
         sources = default_sources(
-            settings.trending_refresh_s, self.state.pools, self.retrieval, self.sequence
+            settings.trending_refresh_s,
+            self.state.pools,
+            self.retrieval,
+            self.sequence,
+            self.state.content,
         )
         self.pipeline = FeedPipeline(
             sources=sources,
@@ -110,6 +114,8 @@ class Engine:
                 fatigue_tag_per_day=settings.fatigue_tag_per_day,
                 exploration_fraction=settings.exploration_fraction,
                 exploration_positions=settings.exploration_positions,
+                content=self.state.content,
+                strict_caps=settings.fatigue_strict,
             ),
             quotas=settings.recall_quotas,
             metrics=self.metrics,
@@ -575,7 +581,6 @@ class Engine:
             region=request.region or (profile.region if profile else None),
             language=request.language or (profile.language if profile else None),
             coengagement=self.state.coengagement,
-            content=self.state.content,
             mutes=self.state.mutes.get(request.user_id),
             assignment=self.experiments.assign(request.user_id),
             popularity=self.state.popularity,

@@ -2,7 +2,49 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Any, TypeVar
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
+
+_M = TypeVar("_M")
+
+
+class _Children:
+    """A labelled metric whose children are looked up once per label values: the library's
+    `labels()` checks its arguments and takes a lock on every call, and the request path
+    calls it several times per request and the ingest path once per event."""
+
+    def labels(self: _M, *labelvalues: Any, **labelkwargs: Any) -> _M:
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc]
+        memo: dict[tuple[Any, ...], _M] | None = self.__dict__.get("_children")
+        if memo is None:
+            memo = self.__dict__["_children"] = {}
+        child = memo.get(labelvalues)
+        if child is None:
+            child = memo[labelvalues] = super().labels(*labelvalues)  # type: ignore[misc]
+        return child
+
+    def remove(self, *labelvalues: Any) -> None:
+        self.__dict__.pop("_children", None)  # a removed child must not be handed out
+        super().remove(*labelvalues)  # type: ignore[misc]
+
+    def clear(self) -> None:
+        self.__dict__.pop("_children", None)
+        super().clear()  # type: ignore[misc]
+
+
+class Counter(_Children, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_Children, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_Children, prometheus_client.Histogram):
+    pass
 
 
 class Metrics:

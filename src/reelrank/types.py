@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .index.vectors import VectorIndex
     from .schema import User
     from .state.catalog import VideoTable
     from .state.coengagement import CoEngagement
@@ -86,7 +85,6 @@ class Query:
     region: str | None
     language: str | None
     coengagement: CoEngagement | None = None
-    content: VectorIndex | None = None  # caption and hashtag embeddings by video row
     mutes: UserMutes | None = None  # the user's muted keywords and hashtags
     assignment: Assignment = NO_ASSIGNMENT  # the user's experiment arms and overrides
     popularity: Popularity | None = None  # engagement at several horizons

@@ -129,10 +129,6 @@ class FeedPipeline:
         self.metrics = metrics
         self.channel_names = [s.name for s in sources]
         ranker.channel_names = self.channel_names
-        # Labelled metric children looked up once: a lookup per channel per request adds up.
-        self._seconds = {n: metrics.recall_seconds.labels(n) for n in self.channel_names}
-        self._recalled = {n: metrics.recall_candidates.labels(n) for n in self.channel_names}
-        self._items = {n: metrics.feed_items.labels(n) for n in self.channel_names}
         self._is_pool = np.array([n == POOL_SOURCE for n in self.channel_names], bool)
         self._cheap = [bool(getattr(s, "cheap", False)) for s in sources]
         self.budget_s = budget_ms / 1000.0
@@ -151,7 +147,7 @@ class FeedPipeline:
         try:
             return source.recall(query, quota)
         finally:
-            self._seconds[source.name].observe(time.perf_counter() - started)
+            self.metrics.recall_seconds.labels(source.name).observe(time.perf_counter() - started)
 
     def _quotas(self, query: Query) -> dict[str, int]:
         if query.assignment.recall_quotas:  # an experiment arm's quotas
@@ -217,7 +213,7 @@ class FeedPipeline:
                 log.exception("recall source %s failed", source.name)
                 self.metrics.recall_failures.labels(source.name).inc()
                 continue
-            self._recalled[source.name].inc(len(rows))
+            self.metrics.recall_candidates.labels(source.name).inc(len(rows))
             parts.append(Candidates(rows, np.full(len(rows), i, np.int16), reasons))
         return Candidates.concat(parts)
 
@@ -255,7 +251,7 @@ class FeedPipeline:
             if explored and item.source != "pool":  # the pool's own reason says why
                 item.reasons.append("exploration slot: a new or unusual pick for you")
         for item in items:
-            self._items[item.source].inc()
+            self.metrics.feed_items.labels(item.source).inc()
         # What the ranker saw, logged with each impression so training sees the same.
         records: list[dict[str, Any]] = []
         if features:

@@ -1,5 +1,6 @@
 """Candidate sources: each returns video rows with a reason, within its quota."""
 
+from ..index.vectors import VectorIndex
 from ..state.pools import PoolBook
 from .base import RecallSource, top_by
 from .content import ContentRecall
@@ -41,9 +42,10 @@ def default_sources(
     pools: PoolBook | None = None,
     retrieval: RetrievalIndex | None = None,
     sequence: RetrievalIndex | None = None,
+    content: VectorIndex | None = None,
 ) -> list[RecallSource]:
-    """The embedded default channel list, in merge priority order. The pool, two-tower
-    and sequence channels read the traffic pools and the two video indexes they are
+    """The embedded default channel list, in merge priority order. The pool, two-tower,
+    sequence and content channels read the traffic pools and the video indexes they are
     given (without one, that channel recalls nothing)."""
     return [
         FollowingRecall(),
@@ -53,7 +55,7 @@ def default_sources(
         RelatedRecall(),
         SequenceRecall(sequence),
         TwoTowerRecall(retrieval),
-        ContentRecall(),
+        ContentRecall(content),
         InterestRecall(trending_refresh_s),
         TrendingRecall(trending_refresh_s),
         PopularRecall(trending_refresh_s),

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..index.vectors import VectorIndex
 from ..types import Query, Recalled, marked
 
 SESSION_DECAY = 0.85  # weight of the i-th most recent engagement: 0.85 ** i
 LIKED = 10  # most recent likes mixed in at weight 0.5 each
 
 
-def content_profile(query: Query) -> tuple[np.ndarray | None, np.ndarray]:
-    """The user's content vector (unnormalised) and the seed rows it came from."""
-    index, user = query.content, query.user
+def content_profile(
+    query: Query, index: VectorIndex | None
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The user's content vector (unnormalised) in `index` and the seed rows it came from."""
+    user = query.user
     if index is None or user is None:
         return None, np.zeros(0, np.int64)
     table = query.table
@@ -39,11 +42,14 @@ def content_profile(query: Query) -> tuple[np.ndarray | None, np.ndarray]:
 class ContentRecall:
     name = "content"
 
+    def __init__(self, index: VectorIndex | None = None) -> None:
+        self.index = index  # caption and hashtag embeddings by row; None: recalls nothing
+
     def recall(self, query: Query, quota: int) -> Recalled:
-        vec, seeds = content_profile(query)
-        if vec is None or query.content is None:
+        vec, seeds = content_profile(query, self.index)
+        if vec is None or self.index is None:
             return Recalled.join([])
-        keys, _ = query.content.search(vec, quota + len(seeds))
+        keys, _ = self.index.search(vec, quota + len(seeds))
         keys = keys[keys < query.size]
         keys = keys[~marked(keys, seeds)]
         return Recalled.of(keys[:quota], "close in content to videos you enjoyed")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..index.vectors import VectorIndex
 from ..types import Candidates, Query
 
 EXPLORATION_SOURCES = ("pool", "explore", "fresh")
@@ -58,7 +59,13 @@ class PolicySelector:
         fatigue_tag_per_day: int = 60,
         exploration_fraction: float = 0.1,
         exploration_positions: list[int] | None = None,
+        content: VectorIndex | None = None,
+        strict_caps: bool = False,
     ) -> None:
+        self.content = content  # caption and hashtag embeddings, for the diversity term
+        # False: once today's fatigue caps leave no candidate, the rest of the page is
+        # chosen without them (a repeat beats a short page); True: the caps always hold.
+        self.strict_caps = strict_caps
         # By channel index: whether a candidate's source is an exploration or pool channel.
         self._explores = np.array([n in EXPLORATION_SOURCES for n in channel_names], bool)
         self._pools = np.array([n == POOL_SOURCE for n in channel_names], bool)
@@ -96,7 +103,7 @@ class PolicySelector:
         s = (s - top.min()) / span if span > 0 else s - top.min()
         sim = None
         if self.lam > 0:
-            vecs = query.content.vectors_of(rows) if query.content is not None else None
+            vecs = self.content.vectors_of(rows) if self.content is not None else None
             sim = self._similarity(creator, tags, vecs)
         explorable = self._explores[cands.source[order]]
         owed = self._pools[cands.source[order]]
@@ -116,7 +123,12 @@ class PolicySelector:
         page_creators: dict[int, int] = {}
         page_tags: dict[int, int] = {}
         value = s
-        for pos in range(n):
+        unpicked = np.ones(len(order), dtype=bool)
+        capped = True  # today's fatigue caps in force
+
+        def choose(pos: int, available: np.ndarray) -> tuple[int, bool, bool]:
+            """The best allowed candidate for this position, whether the slot explores,
+            and whether any candidate was allowed at all."""
             ok = available
             if picked:
                 last = picked[-1]
@@ -129,15 +141,28 @@ class PolicySelector:
             else:
                 among = ok & slot_mask
             choice = int(np.argmax(np.where(among, value, -np.inf)))
-            if not among[choice]:
+            return choice, want, bool(among[choice])
+
+        for pos in range(n):
+            choice, want, found = choose(pos, available)
+            if not found and capped and not self.strict_caps:
+                # The caps are a preference, not a reason for a short or empty page: once
+                # they leave nothing, the rest of the page is chosen without them.
+                capped = False
+                available = unpicked.copy()
+                choice, want, found = choose(pos, available)
+            if not found:
                 break
             picked.append(choice)
+            unpicked[choice] = False
             explored.append(want)
             if penalised:
                 assert sim is not None
                 recent[(len(picked) - 1) % len(recent)] = sim[choice]
                 value = s - self.lam * recent[: min(len(picked), len(recent))].max(axis=0)
             available[choice] = False
+            if not capped:
+                continue
             # Fatigue within the page too: count what this page has served so far.
             c = int(creator[choice])
             page_creators[c] = page_creators.get(c, 0) + 1
