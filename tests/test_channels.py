@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from reelrank.engine import Engine
@@ -116,10 +117,14 @@ def test_coengagement_survives_a_restart_from_snapshot(tmp_path: Path) -> None:
     eng.snapshot()
     eng.ingest([event("like", "b", "v1"), event("like", "b", "v3")])
     expected = eng.state.coengagement.to_json()
+    expected_pairs = {a: dict(n) for a, n in eng.state.coengagement.pairs.items()}
     eng.close()
     again = Engine(make_settings(tmp_path, store=url)).open()
     try:
-        assert again.state.coengagement.to_json() == expected
+        assert again.state.coengagement.pairs == expected_pairs
+        assert orjson.loads(orjson.dumps(again.state.coengagement.to_json())) == orjson.loads(
+            orjson.dumps(expected)
+        )
     finally:
         again.close()
 

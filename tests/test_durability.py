@@ -146,3 +146,32 @@ def test_a_snapshot_after_a_snapshot_serialises_only_the_users_written_since(
         assert {u: s.to_json() for u, s in resumed.state.users.items()} == live
     finally:
         resumed.close()
+
+
+def test_the_coengagement_graph_is_serialised_incrementally_and_restores_whole(
+    tmp_path: Path,
+) -> None:
+    """Only videos whose neighbours changed are serialised again; the graph restored from
+    the snapshot is the live graph."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    eng = Engine(make_settings(tmp_path, store=url)).open()
+    eng.upsert_videos([video(i) for i in range(12)])
+    eng.ingest([event("like", f"u{k % 3}", f"v{k % 6}", ts=1.7e9 + k) for k in range(18)])
+    eng.snapshot()
+    graph = eng.state.coengagement
+    before = dict(graph._blobs)
+    row = eng.state.table.row_of
+    eng.ingest(
+        [event("like", "late", "v7", ts=1.7e9 + 100), event("like", "late", "v8", ts=1.7e9 + 101)]
+    )
+    eng.snapshot()
+    changed = {a for a in graph._blobs if graph._blobs[a] is not before.get(a)}
+    assert changed == {row("v7"), row("v8")}
+    live = {a: dict(n) for a, n in graph.pairs.items()}
+    eng._stop.set()
+    eng.store.close()
+    resumed = Engine(make_settings(tmp_path, store=url)).open()
+    try:
+        assert resumed.state.coengagement.pairs == live
+    finally:
+        resumed.close()

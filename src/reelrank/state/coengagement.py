@@ -9,10 +9,19 @@ every list, and each video keeps at most `max_neighbours`: memory is bounded per
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
 import numpy as np
+import orjson
+
+
+@dataclass(frozen=True)
+class GraphChanges:
+    changed: dict[int, dict[int, float]]  # video -> a copy of its neighbours
+    videos: list[int]  # every video with neighbours
+    engagements: dict[int, int]
 
 
 class CoEngagement:
@@ -29,6 +38,10 @@ class CoEngagement:
         self.max_neighbours = max_neighbours
         self.pairs: dict[int, dict[int, float]] = {}
         self.engagements: dict[int, int] = {}
+        # Incremental snapshots: each video's neighbours as `to_json` last serialised them,
+        # and the videos whose neighbours changed since.
+        self._blobs: dict[int, orjson.Fragment] = {}
+        self._dirty: set[int] = set()
 
     def add(self, history: list[tuple[int, float]], row: int, ts: float) -> None:
         """A user engaged with `row` at `ts`; history holds their earlier (row, ts)."""
@@ -41,6 +54,7 @@ class CoEngagement:
             self._bump(row, other, w)
 
     def _bump(self, a: int, b: int, w: float) -> None:
+        self._dirty.add(a)
         nbrs = self.pairs.setdefault(a, {})
         nbrs[b] = nbrs.get(b, 0.0) + w
         if len(nbrs) > self.max_neighbours:
@@ -65,12 +79,32 @@ class CoEngagement:
         counts = np.fromiter(map(eng.get, nbrs, repeat(1)), np.float64, n)
         return keys, raw / np.sqrt(eng.get(row, 1) * counts)
 
-    def to_json(self) -> dict[str, Any]:
+    def changes(self) -> GraphChanges:
+        """Under the writers' lock: copies of the neighbours that changed since the last
+        call, every video's key and the engagement counts; cheap (dict copies), so the
+        serialising can happen after the lock is released (`to_json`)."""
+        pairs = self.pairs
+        changed = {a: dict(pairs[a]) for a in self._dirty if a in pairs}
+        self._dirty.clear()
+        return GraphChanges(changed, list(pairs), dict(self.engagements))
+
+    def to_json(self, changes: GraphChanges | None = None) -> dict[str, Any]:
+        """The graph for a snapshot (orjson serialises it), from `changes` taken under
+        the lock (taken here without one). Only the videos whose neighbours changed are
+        serialised again; the others reuse the bytes the last call made. One caller at
+        a time (the snapshot)."""
+        if changes is None:
+            changes = self.changes()
+        blobs = self._blobs
+        for a, nbrs in changes.changed.items():
+            blobs[a] = orjson.Fragment(orjson.dumps({str(b): w for b, w in nbrs.items()}))
         return {
-            "pairs": {str(a): {str(b): w for b, w in n.items()} for a, n in self.pairs.items()},
-            "engagements": {str(a): n for a, n in self.engagements.items()},
+            "pairs": {str(a): blobs[a] for a in changes.videos},
+            "engagements": {str(a): n for a, n in changes.engagements.items()},
         }
 
     def load_json(self, raw: dict[str, Any]) -> None:
         self.pairs = {int(a): {int(b): w for b, w in n.items()} for a, n in raw["pairs"].items()}
         self.engagements = {int(a): n for a, n in raw["engagements"].items()}
+        self._blobs = {}
+        self._dirty = set(self.pairs)

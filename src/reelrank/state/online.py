@@ -121,6 +121,7 @@ class OnlineState:
         # the users reached through `user()` (every writer's way in) since then.
         self._user_blobs: dict[str, orjson.Fragment] = {}
         self._dirty_users: set[str] = set()
+        self._snapshotting = threading.Lock()
 
     # -- users ---------------------------------------------------------------------------
     def user(self, user_id: str) -> UserState:
@@ -353,7 +354,12 @@ class OnlineState:
 
         Under the writer lock only the users written since the last snapshot are
         serialised again; the others keep the bytes the last one made, so the lock is held
-        for what changed, not for every user."""
+        for what changed, not for every user; the co-engagement graph's changes are copied
+        under it and serialised after. One snapshot at a time, in the order taken."""
+        with self._snapshotting:
+            self._snapshot()
+
+    def _snapshot(self) -> None:
         with self.lock:
             blobs, users = self._user_blobs, self.users
             for uid in self._dirty_users:
@@ -368,7 +374,6 @@ class OnlineState:
                 "impression_offset": self.impression_offset,
                 "size": self.table.size,
                 "users": {uid: blobs[uid] for uid in users},
-                "coengagement": self.coengagement.to_json(),
                 "related_users": list(self.related.user_ids),
                 "reporters": {str(r): sorted(u) for r, u in self.reporters.items()},
                 "saved_at": time.time(),
@@ -377,6 +382,8 @@ class OnlineState:
             arrays.update(self.pools.to_arrays(self.table.size))
             arrays.update(self.popularity.to_arrays(self.table.size))
             arrays.update(self.related.to_arrays())
+            graph = self.coengagement.changes()  # copies; serialised after the lock
+        meta["coengagement"] = self.coengagement.to_json(graph)
         buf = io.BytesIO()
         arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
         np.savez(buf, **arrays)  # type: ignore[arg-type]
