@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 PROTECTED_POOL = 8  # pool candidates (in the channel's order) kept past the pre-ranker
 FALLBACK_DEPTH = 10  # how much deeper the cheap lists are read for a short page
+LATE_ROWS_PER_ITEM = 5  # rows per page item a cheap list gives once the budget is spent
 
 
 @dataclass
@@ -103,10 +104,11 @@ class FeedPipeline:
     one after another is faster; the pool suits channels that wait on I/O.
 
     Overload degrades a page, never empties it: the cheap channels (precomputed lists,
-    `RecallSource.cheap`) run in the request's thread whatever the budget, and when the
-    filters leave fewer candidates than the page asks for, those lists (the ones with a
-    quota) are read `FALLBACK_DEPTH` times deeper and the filters run again over
-    everything.
+    `RecallSource.cheap`) run in the request's thread whatever the budget (past it, each
+    gives at most `LATE_ROWS_PER_ITEM` rows per page item, so a late page costs little
+    more than its items), and when the filters leave fewer candidates than the page asks
+    for, those lists (the ones with a quota) are read `FALLBACK_DEPTH` times deeper and
+    the filters run again over everything.
     """
 
     def __init__(
@@ -195,6 +197,8 @@ class FeedPipeline:
             if future is None and late and not self._cheap[i]:
                 self.metrics.recall_timeouts.labels(source.name).inc()  # not started in time
                 continue
+            if late:  # past the budget a cheap list gives what a page needs, no more
+                quota = min(quota, LATE_ROWS_PER_ITEM * max(query.request.n, 1))
             try:
                 if future is None:
                     got = self._timed(source, query, quota)
