@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reelrank.rank.tables import ServingTable
 from reelrank.train.embedding import DEFAULT_ROW, EmbeddingTable
@@ -340,3 +342,31 @@ def test_a_restored_table_initialises_new_rows_like_the_original() -> None:
     admit(original, "c")
     admit(restored, "c")
     np.testing.assert_array_equal(trainer_vector(restored, "c"), trainer_vector(original, "c"))
+
+
+@given(
+    keys=st.lists(st.text("abcdef", min_size=1, max_size=3), max_size=60),
+    default_at=st.one_of(st.none(), st.integers(0, 60)),
+)
+def test_an_empty_table_takes_a_whole_delta_as_rows_in_delta_order(
+    keys: list[str], default_at: int | None
+) -> None:
+    """An empty serving table (a full model arriving) holds every id in a row of its own,
+    in delta order after the default row, with the id's last vector; duplicates and all."""
+    ids = list(keys)
+    if default_at is not None:
+        ids.insert(min(default_at, len(ids)), "")
+    vectors = np.arange(len(ids) * DIM, dtype=np.float32).reshape(len(ids), DIM)
+    s = ServingTable("slot", DIM)
+    got = s.apply({"ids": ids, "vectors": vectors, "evicted": []})
+    rows: dict[str, int] = {}
+    last: dict[str, np.ndarray] = {}
+    for key, vec in zip(ids, vectors, strict=True):
+        if key:
+            rows.setdefault(key, len(rows) + 1)
+        last[key] = vec
+    assert s.rows == rows and got == list(rows) and s.size == len(rows) + 1
+    for key, vec in last.items():
+        np.testing.assert_array_equal(s.weight[rows.get(key, 0)], vec)
+    if "" not in last:
+        assert not s.weight[0].any()

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -43,10 +44,14 @@ class _Aligned:
         self.rows = np.zeros(1024, dtype=np.int64)
         self.known = 0  # catalog ints below this have been resolved
 
-    def set(self, i: int, row: int) -> None:
-        if i >= len(self.rows):
-            self.rows = grown(self.rows, doubled(len(self.rows), i + 1))
-        self.rows[i] = row
+    def set(self, ints: np.ndarray, rows: np.ndarray) -> None:
+        """Catalog ints `ints` are served from `rows` (the table's rows), all at once."""
+        if len(ints) == 0:
+            return
+        top = int(ints.max()) + 1
+        if top > len(self.rows):
+            self.rows = grown(self.rows, doubled(len(self.rows), top))
+        self.rows[ints] = rows
 
     def gather(self, ints: np.ndarray) -> np.ndarray:
         rows = self.rows
@@ -211,20 +216,23 @@ class ModelServer:
                 continue
             changed = table.apply({**delta, "vectors": np.asarray(delta["vectors"])})
             aligned = live.aligned.get(slot)
-            if aligned is not None and changed:
-                with self._align_lock:
-                    for key in changed:
-                        i = self._catalog_int(aligned, slot, key)
-                        if 0 <= i < aligned.known:
-                            aligned.set(i, table.rows.get(key, 0))
-
-    def _catalog_int(self, aligned: _Aligned, slot: str, key: str) -> int:
-        if slot in _ROW_KEYED:
-            return self.catalog.row_of(key)
-        return aligned.names.get(key) if aligned.names is not None else -1
+            if aligned is None or not changed or aligned.known == 0:
+                continue  # nothing resolved yet: `_resolve_new_catalog_ids` does it all
+            with self._align_lock:
+                if slot in _ROW_KEYED:
+                    lookup = self.catalog.rows.get
+                else:
+                    assert aligned.names is not None
+                    lookup = aligned.names.index.get
+                ints = np.fromiter(map(lookup, changed, repeat(-1)), np.int64, len(changed))
+                rows = np.fromiter(map(table.rows.get, changed, repeat(0)), np.int64, len(changed))
+                ok = (ints >= 0) & (ints < aligned.known)
+                aligned.set(ints[ok], rows[ok])
 
     def _resolve_new_catalog_ids(self, live: _Live) -> None:
-        """Ids the catalog interned since the last look get their serving rows."""
+        """Ids the catalog interned since the last look get their serving rows (one C-level
+        pass of dict lookups per slot, not a Python call per id: a full model apply at a
+        million videos resolves every id of every slot)."""
         with self._align_lock:
             for slot, aligned in live.aligned.items():
                 table = live.tables[slot]
@@ -234,9 +242,10 @@ class ModelServer:
                 else:
                     assert aligned.names is not None
                     names = aligned.names.names[aligned.known :]
-                for offset, key in enumerate(names):
-                    aligned.set(aligned.known + offset, table.rows.get(key, 0))
-                aligned.known += len(names)
+                n = len(names)
+                rows = np.fromiter(map(table.rows.get, names, repeat(0)), np.int64, n)
+                aligned.set(np.arange(aligned.known, aligned.known + n), rows)
+                aligned.known += n
 
     # -- serving -------------------------------------------------------------------------
     @property
