@@ -3,6 +3,8 @@ serving side's fallbacks."""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,6 +180,39 @@ def test_a_restored_trainer_predicts_the_same_and_continues_without_gaps(
     assert restored.event_offset == original.event_offset == eng.store.events.last_offset()
     assert restored.impression_offset == original.impression_offset
     assert restored.examples_trained == original.examples_trained == joined_count(eng)
+
+
+def test_a_trainer_told_to_stop_saves_its_backlog_instead_of_training_it(
+    eng: Engine, tmp_path: Path
+) -> None:
+    """Stopping never waits for a backlog: a step told to stop returns before the next
+    event or batch; the checkpoint on the way out keeps the joined examples it did not
+    train, and the restored trainer trains them, so nothing is lost or trained twice."""
+    sim = Sim(eng)
+    for _ in range(3):
+        sim.round()
+    stop = threading.Event()
+    stop.set()
+    path = tmp_path / "model" / "trainer.pt"
+    idle = OnlineTrainer(eng.settings, eng.store, eng.params, checkpoint_path=path)
+    assert idle.step(stop) == 0 and idle.event_offset == 0  # stopped before any event
+    # A batch larger than the backlog: everything joins, nothing trains.
+    slow = dataclasses.replace(eng.settings, train_batch=10**6, train_max_wait_s=1e9)
+    first = OnlineTrainer(slow, eng.store, eng.params, checkpoint_path=path)
+    first.step()
+    first._take(first.joiner.advance(time.time() + FAR))
+    backlog = len(first.buffer)
+    assert backlog > 0 and first.examples_trained == 0
+    first.checkpoint(train_buffer=False)
+    assert first.examples_trained == 0  # saved, not trained
+
+    second = OnlineTrainer(eng.settings, eng.store, eng.params, checkpoint_path=path)
+    assert second.restore() is True
+    assert len(second.buffer) == backlog
+    assert [e.request_id for e in second.buffer] == [e.request_id for e in first.buffer]
+    np.testing.assert_array_equal(second.buffer[0].labels, first.buffer[0].labels)
+    catch_up(second)
+    assert second.examples_trained == joined_count(eng)
 
 
 def test_restore_without_a_checkpoint_is_a_fresh_start(tmp_path: Path) -> None:

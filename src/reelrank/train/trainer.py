@@ -132,8 +132,14 @@ class OnlineTrainer:
         self.lock = threading.Lock()
 
     # -- the loop ------------------------------------------------------------------------
-    def step(self) -> int:
-        """One poll of both logs; trains every full batch; returns examples trained."""
+    def step(self, stop: threading.Event | None = None) -> int:
+        """One poll of both logs; trains every full batch; returns examples trained. Once
+        `stop` is set it returns at the next event or batch: what it has not trained
+        stays in the buffer, and events not yet read stay in the log."""
+
+        def stopping() -> bool:
+            return stop is not None and stop.is_set()
+
         with self.lock:
             trained = 0
             events = self.store.events.read(self.event_offset, READ_LIMIT)
@@ -150,6 +156,8 @@ class OnlineTrainer:
                 if len(imps) < READ_LIMIT or imps[-1][1].ts > horizon:
                     break
             for offset, event in events:
+                if stopping():
+                    break
                 self._take(self.joiner.add_event(event))
                 self.sequence.observe(event)  # the user's sequence, learned as it grows
                 self.event_offset = offset
@@ -159,7 +167,7 @@ class OnlineTrainer:
                 self._take(self.joiner.advance(time.time() - 1.0))
             self._take(self.joiner.advance())
             batch = self.settings.train_batch
-            while len(self.buffer) >= batch:
+            while len(self.buffer) >= batch and not stopping():
                 trained += self._train(self.buffer[:batch])
                 self.buffer = self.buffer[batch:]
             if (
@@ -195,7 +203,7 @@ class OnlineTrainer:
         self.publish_full()
         while not stop.is_set():
             try:
-                trained = self.step()
+                trained = self.step(stop)
                 self.maybe_publish()
             except Exception:
                 log.exception("trainer step failed")
@@ -203,7 +211,7 @@ class OnlineTrainer:
                 stop.wait(1.0)
             if trained == 0:
                 stop.wait(idle_sleep)
-        self.checkpoint()
+        self.checkpoint(train_buffer=False)  # stopping: the backlog is saved, not trained
 
     # -- training ------------------------------------------------------------------------
     def tensors(self, examples: list[Example], admit: bool) -> tuple[Any, ...]:
@@ -407,12 +415,15 @@ class OnlineTrainer:
         }
 
     # -- checkpoints ---------------------------------------------------------------------
-    def checkpoint(self) -> None:
-        """Train what is buffered, then save everything with the log offsets, atomically."""
+    def checkpoint(self, train_buffer: bool = True) -> None:
+        """Save everything with the log offsets, atomically: what is buffered is trained
+        first, or (`train_buffer=False`, on the way out) saved untrained and trained after
+        the restore, so stopping never waits for a backlog."""
         if self.checkpoint_path is None:
             return
         with self.lock:
-            self._flush()
+            if train_buffer:
+                self._flush()
             self.dense_version += 1  # the weights the checkpoint and its snapshot carry
             state = {
                 "config": json.dumps(self.config.to_json()),
@@ -434,6 +445,7 @@ class OnlineTrainer:
                     for k, v in self.champion.state().items()
                 },
                 "duration_sum_s": self.duration_sum_s,
+                "buffer": json.dumps([_example_json(e) for e in self.buffer]),
             }
             path = self.checkpoint_path
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -481,6 +493,8 @@ class OnlineTrainer:
             if "champion" in state:
                 self.champion.load_state(state["champion"])
                 self.duration_sum_s = float(state["duration_sum_s"])
+            self.buffer = [_example(raw) for raw in json.loads(state.get("buffer", "[]"))]
+            self.buffer_since = time.monotonic()
         log.info(
             "trainer resumed at event offset %d, impression offset %d (%d examples trained)",
             self.event_offset,
@@ -488,6 +502,28 @@ class OnlineTrainer:
             self.examples_trained,
         )
         return True
+
+
+def _example_json(e: Example) -> dict[str, Any]:
+    return {
+        "features": e.features,
+        "labels": e.labels.tolist(),
+        "ts": e.ts,
+        "request_id": e.request_id,
+        "video_id": e.video_id,
+        "correction": e.correction,
+    }
+
+
+def _example(raw: dict[str, Any]) -> Example:
+    return Example(
+        features=raw["features"],
+        labels=np.asarray(raw["labels"], dtype=np.float32),
+        ts=float(raw["ts"]),
+        request_id=raw["request_id"],
+        video_id=raw["video_id"],
+        correction=bool(raw["correction"]),
+    )
 
 
 def _delta_tensors(delta: dict[str, Any]) -> dict[str, Any]:
