@@ -3,6 +3,7 @@ the features a page keeps for its log, against plain-Python oracles."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reelrank.engine import Engine
+from reelrank.rank.signals import rate_lifts, views
 from reelrank.rerank.filters import DuplicateFilter
-from reelrank.types import Candidates, marked
+from reelrank.types import Candidates, FeedRequest, marked
 
 from .conftest import event, make_settings, video
 
@@ -128,5 +130,40 @@ def test_signals_read_from_the_request_bundle_equal_signals_computed_afresh(
             extract(shared, outside, smoothing).dense, extract(query(), outside, smoothing).dense
         )
         assert shared.cache["signals"] is bundle
+    finally:
+        eng.close()
+
+
+def test_the_scorers_reasons_name_what_the_rates_say(tmp_path: Path) -> None:
+    """ "most viewers watch it to the end" and "often shared" go to the page's videos whose
+    smoothed finish and share lifts (over 20 views or more) are high, and only to them;
+    the figures are the ones the scorer used."""
+    eng = Engine(make_settings(tmp_path, exploration_fraction=0.0)).open()
+    try:
+        eng.upsert_videos([video(i, creator_id=f"c{i}") for i in range(12)])
+        events = []
+        for u in range(30):
+            events.append(event("impression", f"w{u}", "v0"))
+            events.append(event("finish", f"w{u}", "v0"))  # everyone finishes v0
+            events.append(event("impression", f"w{u}", "v1"))
+            events.append(event("share", f"w{u}", "v1"))  # everyone shares v1
+            events.append(event("impression", f"w{u}", "v2"))
+            events.append(event("skip", f"w{u}", "v2"))  # everyone skips v2
+        eng.ingest(events)
+        page = eng.feed("fresh-viewer", n=12)
+        query = eng.hydrate(FeedRequest("fresh-viewer", 12, "r", time.time()))
+        table = eng.state.table
+        rows = np.array([table.row_of(it.video_id) for it in page.items])
+        seen = views(query, rows)
+        lifts = rate_lifts(query, rows, eng.settings.smoothing_strength)
+        by_id = {it.video_id: it.reasons for it in page.items}
+        for k, it in enumerate(page.items):
+            finished = "most viewers watch it to the end" in it.reasons
+            shared = "often shared" in it.reasons
+            assert finished == (seen[k] >= 20 and lifts["finish"][k] >= 1.3)
+            assert shared == (seen[k] >= 20 and lifts["share"][k] >= 1.5)
+        assert "most viewers watch it to the end" in by_id["v0"]
+        assert "often shared" in by_id["v1"]
+        assert not {"most viewers watch it to the end", "often shared"} & set(by_id["v2"])
     finally:
         eng.close()

@@ -15,6 +15,7 @@ import numpy as np
 from ..metrics import Metrics
 from ..rank.cascade import RankCascade
 from ..rank.features import RecallView, extract
+from ..rank.signals import candidate_signals
 from ..recall.base import RecallSource
 from ..rerank.filters import Filter, run_filter
 from ..rerank.policy import POOL_SOURCE, PolicySelector
@@ -250,7 +251,11 @@ class FeedPipeline:
         cands, scores = ranked.cands, ranked.scores
         selection = self.selector.select(query, cands, scores, query.request.n)
         picked = selection.picked
-        items = [self._item(query, cands, scores, int(i), explain) for i in picked]
+        rates = self._page_rates(query, cands.rows[picked]) if explain else None
+        items = [
+            self._item(query, cands, scores, int(i), None if rates is None else rates[k])
+            for k, i in enumerate(picked)
+        ]
         for item, explored in zip(items, selection.exploration, strict=True):
             if explored and item.source != "pool":  # the pool's own reason says why
                 item.reasons.append("exploration slot: a new or unusual pick for you")
@@ -306,14 +311,33 @@ class FeedPipeline:
             removed[f.name] = result.removed
         return cands, removed
 
+    def _page_rates(self, query: Query, rows: np.ndarray) -> list[tuple[float, float, float]]:
+        """(views, finish lift, share lift) of each page video, read from the request's
+        signals (the scorer computed them for every candidate), for the reasons."""
+        signals, at = candidate_signals(query, rows, self.scorer.smoothing)
+        views, lifts = signals.views(query), signals.lifts(query)
+        if at is not None:
+            views = views[at]
+            lifts = {x: v[at] for x, v in lifts.items()}
+        return list(
+            zip(views.tolist(), lifts["finish"].tolist(), lifts["share"].tolist(), strict=True)
+        )
+
     def _item(
-        self, query: Query, cands: Candidates, scores: np.ndarray, i: int, explain: bool = True
+        self,
+        query: Query,
+        cands: Candidates,
+        scores: np.ndarray,
+        i: int,
+        rates: tuple[float, float, float] | None = None,
     ) -> FeedItem:
+        """A page item; with `rates` (views, finish lift, share lift) the scorer's reasons
+        too, else only the channel's."""
         row = int(cands.rows[i])
         video = query.table.video(row)
         reasons = [str(cands.reason[i])]
-        if explain:
-            reasons.extend(self._score_reasons(query, row))
+        if rates is not None:
+            reasons.extend(self._score_reasons(query, row, *rates))
         return FeedItem(
             video_id=video.id,
             score=round(float(scores[i]), 6),
@@ -321,7 +345,9 @@ class FeedPipeline:
             reasons=reasons,
         )
 
-    def _score_reasons(self, query: Query, row: int) -> list[str]:
+    def _score_reasons(
+        self, query: Query, row: int, views: float, finish_lift: float, share_lift: float
+    ) -> list[str]:
         """Why the scorer liked it, in words, for the few items on the page."""
         out = []
         table = query.table
@@ -339,12 +365,9 @@ class FeedPipeline:
             strong = [t for t in tags if query.tag_affinity.get(t, 0.0) >= 2.0]
             if strong:
                 out.append(f"you often watch #{strong[0]}")
-        rows = np.array([row])
-        views = float(self.scorer.views(query, rows)[0])
         if views >= 20:
-            lifts = self.scorer.lifts(query, rows)
-            if lifts["finish"][0] >= 1.3:
+            if finish_lift >= 1.3:
                 out.append("most viewers watch it to the end")
-            if lifts["share"][0] >= 1.5:
+            if share_lift >= 1.5:
                 out.append("often shared")
         return out

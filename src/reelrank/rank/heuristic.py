@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import Candidates, Query
-from .signals import RATES, Affinity, affinity, candidate_signals, rate_lifts, slog, views
+from .signals import RATES, Affinity, candidate_signals, slog
 
 MODEL_VERSION = "heuristic-3"
 FOLLOW_BONUS = 3.0
@@ -42,16 +42,6 @@ class HeuristicScorer:
     def __init__(self, weights: dict[str, float], smoothing: float) -> None:
         self.weights = weights
         self.smoothing = smoothing
-
-    def views(self, query: Query, rows: np.ndarray) -> np.ndarray:
-        return views(query, rows)
-
-    def lifts(self, query: Query, rows: np.ndarray) -> dict[str, np.ndarray]:
-        return rate_lifts(query, rows, self.smoothing)
-
-    def affinity(self, query: Query, rows: np.ndarray) -> np.ndarray:
-        """The user's summed affinity for each video's hashtags, sound and creator."""
-        return summed(affinity(query, rows))
 
     def score(self, query: Query, cands: Candidates) -> np.ndarray:
         """(n,) float scores for (n,) candidates, in their order."""
