@@ -637,6 +637,14 @@ def test_openapi_lists_every_v1_path(client: TestClient) -> None:
     review = spec["components"]["schemas"]["ReviewDecision"]
     assert set(review["required"]) == {"decision", "reason", "reviewer"}
     assert review["properties"]["decision"]["enum"] == ["approve", "reject"]
+    # Every operation but the health check and the metrics may be shed under overload.
+    for path, operations in paths.items():
+        for op in operations.values():
+            shed = op["responses"].get("503")
+            if path in ("/healthz", "/metrics"):
+                assert shed is None, path
+            else:
+                assert shed is not None and "Retry-After" in shed["headers"], path
 
 
 def test_docs(client: TestClient) -> None:

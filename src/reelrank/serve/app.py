@@ -24,7 +24,7 @@ from ..pipeline.feed import Feed
 from ..schema import MAX_ID_LEN, Event, Follow, User, UserControls, VideoIn
 from .auth import KeyRing
 from .pages import register_pages
-from .shed import LoadShedder
+from .shed import LoadShedder, document
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
         in_flight=engine.metrics.in_flight,
         shed=engine.metrics.shed,
     )
+    document(app, engine.settings.max_in_flight)
 
     @app.exception_handler(InvalidInput)
     async def _invalid(request: Request, exc: InvalidInput) -> Response:

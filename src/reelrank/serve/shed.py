@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from fastapi import FastAPI
 from prometheus_client import Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -66,3 +67,43 @@ class LoadShedder:
         ]
         await send({"type": "http.response.start", "status": 503, "headers": headers})
         await send({"type": "http.response.body", "body": self._body})
+
+
+def document(app: FastAPI, limit: int) -> None:
+    """List the 503 a shed request gets on every operation it can happen to, in the app's
+    OpenAPI schema (built once, on first request, as FastAPI does)."""
+    if limit <= 0:
+        return
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        refused = {
+            "description": f"Over the limit of {limit} requests in flight: retry later",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying",
+                    "schema": {"type": "integer"},
+                }
+            },
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"detail": {"type": "string"}},
+                        "required": ["detail"],
+                    }
+                }
+            },
+        }
+        for path, operations in schema.get("paths", {}).items():
+            if path in EXEMPT:
+                continue
+            for operation in operations.values():
+                operation.setdefault("responses", {}).setdefault("503", refused)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
