@@ -19,12 +19,16 @@ def views(query: Query, rows: np.ndarray) -> np.ndarray:
     return np.maximum(totals[rows, C["impressions"]], totals[rows, C["plays"]]).astype(float)
 
 
-def rate_lifts(query: Query, rows: np.ndarray, smoothing: float) -> dict[str, np.ndarray]:
-    """Smoothed rate / catalog rate per action, (n,) each, clipped to [0, 5]."""
+def rate_lifts(
+    query: Query, rows: np.ndarray, smoothing: float, seen: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Smoothed rate / catalog rate per action, (n,) each, clipped to [0, 5]; `seen` is
+    the rows' views when the caller has them."""
     counters = query.counters
     cat = counters.catalog_totals
     cat_views = float(max(cat[C["impressions"]], cat[C["plays"]]))
-    seen = views(query, rows)
+    if seen is None:
+        seen = views(query, rows)
     out = {}
     for x in RATES:
         i = C[_COUNTER[x]]
@@ -228,7 +232,7 @@ class CandidateSignals:
 
     def lifts(self, query: Query) -> dict[str, np.ndarray]:
         if self._lifts is None:
-            self._lifts = rate_lifts(query, self.rows, self.smoothing)
+            self._lifts = rate_lifts(query, self.rows, self.smoothing, self.views(query))
         return self._lifts
 
     def affinity(self, query: Query) -> Affinity:

@@ -123,7 +123,6 @@ class PolicySelector:
         page_creators: dict[int, int] = {}
         page_tags: dict[int, int] = {}
         value = s
-        unpicked = np.ones(len(order), dtype=bool)
         capped = True  # today's fatigue caps in force
 
         def choose(pos: int, available: np.ndarray) -> tuple[int, bool, bool]:
@@ -149,12 +148,12 @@ class PolicySelector:
                 # The caps are a preference, not a reason for a short or empty page: once
                 # they leave nothing, the rest of the page is chosen without them.
                 capped = False
-                available = unpicked.copy()
+                available = np.ones(len(order), dtype=bool)
+                available[picked] = False
                 choice, want, found = choose(pos, available)
             if not found:
                 break
             picked.append(choice)
-            unpicked[choice] = False
             explored.append(want)
             if penalised:
                 assert sim is not None

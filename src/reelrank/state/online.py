@@ -367,8 +367,6 @@ class OnlineState:
                 if found is not None:
                     blobs[uid] = orjson.Fragment(orjson.dumps(found.to_json()))
             self._dirty_users.clear()
-            if len(blobs) > len(users):  # users forgotten since: drop their bytes
-                self._user_blobs = blobs = {uid: blobs[uid] for uid in users}
             meta = {
                 "offset": self.offset,
                 "impression_offset": self.impression_offset,
