@@ -129,12 +129,12 @@ def test_a_snapshot_after_a_snapshot_serialises_only_the_users_written_since(
     eng.upsert_videos([video(i, hashtags=[f"t{i % 3}"]) for i in range(30)])
     eng.ingest([event("finish", f"u{k % 6}", f"v{k % 30}") for k in range(60)])
     eng.snapshot()
-    before = dict(eng.state._user_blobs)
+    before = dict(eng.state.user_blobs)
     assert set(before) == {f"u{k}" for k in range(6)}
     eng.ingest([event("like", "u1", "v3"), event("finish", "new", "v4")])  # engaged, new
     eng.feed("u2", n=5)  # served: today's fatigue and seen change
     eng.snapshot()
-    after = eng.state._user_blobs
+    after = eng.state.user_blobs
     assert {u for u in after if after[u] is before.get(u)} == {"u0", "u3", "u4", "u5"}
     live = {u: s.to_json() for u, s in eng.state.users.items()}
     eng._stop.set()  # abandoned without a final snapshot, as after a crash

@@ -188,6 +188,10 @@ def test_no_import_circles() -> None:
             lambda e: floor(e.source) == "state" and floor(e.target) == "content",
         ),
         (
+            "the fold (state/fold.py) does no I/O: it imports no store, log or database",
+            lambda e: e.source == "reelrank.state.fold" and floor(e.target) == "storage",
+        ),
+        (
             "the ground floor (types, schema, errors) imports only the ground floor, but "
             "for annotations",
             lambda e: (

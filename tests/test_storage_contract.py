@@ -200,6 +200,82 @@ def test_controls_replace_by_kind_and_key(store: Store) -> None:
     assert list(store.catalog.iter_controls("video")) == []
 
 
+def test_get_control_reads_one_record(store: Store) -> None:
+    store.catalog.put_control("user", "u1", {"muted_keywords": ["x"]})
+    store.catalog.put_control("creator", "u1", {"strikes": 1})
+    assert store.catalog.get_control("user", "u1") == {"muted_keywords": ["x"]}
+    assert store.catalog.get_control("creator", "u1") == {"strikes": 1}
+    assert store.catalog.get_control("video", "u1") is None
+
+
+# -- catalog: the change feed ----------------------------------------------------------------
+
+
+def _changes(store: Store, after: int = 0) -> list[tuple[str, str, Any]]:
+    return [(c.table, c.key, c.body) for c in store.catalog.changes(after, 1000)]
+
+
+def test_every_catalog_write_appends_its_change_in_commit_order(store: Store) -> None:
+    assert store.catalog.last_change() == 0 and store.catalog.changes(0, 10) == []
+    store.catalog.upsert_videos([_video(1), _video(2)])
+    store.catalog.upsert_users([User(id="u1")])
+    store.catalog.add_follows([Follow(user_id="u1", creator_id="c1")])
+    store.catalog.add_follows([Follow(user_id="u1", creator_id="c1")])  # unchanged: no change
+    store.catalog.put_control("user", "u1", {"muted_keywords": ["x"]})
+    assert store.catalog.remove_follow("u1", "c1") is True
+    assert store.catalog.remove_follow("u1", "c1") is False  # nothing removed: no change
+    store.catalog.upsert_videos([_video(1, caption="edited")])  # an update is a change too
+    assert _changes(store) == [
+        ("videos", "v1", None),
+        ("videos", "v2", None),
+        ("users", "u1", None),
+        ("follows", "u1", {"creator_id": "c1", "following": True}),
+        ("controls", "u1", {"kind": "user"}),
+        ("follows", "u1", {"creator_id": "c1", "following": False}),
+        ("videos", "v1", None),
+    ]
+    seqs = [c.seq for c in store.catalog.changes(0, 100)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert store.catalog.last_change() == seqs[-1]
+
+
+def test_changes_page_after_a_seq(store: Store) -> None:
+    store.catalog.upsert_videos([_video(i) for i in range(7)])
+    first = store.catalog.changes(0, 3)
+    assert [c.key for c in first] == ["v0", "v1", "v2"]
+    rest = store.catalog.changes(first[-1].seq, 100)
+    assert [c.key for c in rest] == ["v3", "v4", "v5", "v6"]
+    assert store.catalog.changes(rest[-1].seq, 100) == []
+
+
+def test_follow_events_write_the_edge_with_the_event(store: Store) -> None:
+    store.catalog.upsert_videos([_video(1, creator_id="ca"), _video(2, creator_id="cb")])
+    head = store.catalog.last_change()
+    got = store.events.append(
+        [
+            _event("f1", "follow", user="u1", vid="v1"),
+            _event("f2", "follow", user="u1", vid="v2"),
+            _event("f1", "follow", user="u9", vid="v1"),  # a duplicate id: not accepted
+            _event("x1", "like", user="u1", vid="v2"),
+            _event("n1", "unfollow", user="u1", vid="v2"),
+            _event("f3", "follow", user="u2", vid="missing"),  # no such video: no edge
+        ],
+        received_at=1.0,
+    )
+    assert got == [1, 2, None, 3, 4, 5]
+    assert _edges(store) == {("u1", "ca")}
+    assert _changes(store, head) == [
+        ("follows", "u1", {"creator_id": "ca", "following": True}),
+        ("follows", "u1", {"creator_id": "cb", "following": True}),
+        ("follows", "u1", {"creator_id": "cb", "following": False}),
+    ]
+    # A repeated event changes nothing: neither the log nor the graph.
+    assert store.events.append([_event("n1", "unfollow", user="u1", vid="v2")], 2.0) == [None]
+    store.catalog.add_follows([Follow(user_id="u1", creator_id="cb")])
+    assert store.events.append([_event("n1", "unfollow", user="u1", vid="v2")], 3.0) == [None]
+    assert _edges(store) == {("u1", "ca"), ("u1", "cb")}
+
+
 def _audit(i: int, target: str = "v1", kind: str = "video") -> AuditEntry:
     return AuditEntry(
         ts=1_700_000_000.0 + i,

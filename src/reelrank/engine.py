@@ -34,7 +34,7 @@ from .rerank.filters import default_filters
 from .rerank.policy import PolicySelector
 from .schema import EventType, Follow, Impression, User, UserControls, VideoIn, parse
 from .state.online import ENGAGEMENTS, OnlineState
-from .storage import Store, open_store
+from .storage import CONTROLS, CatalogChange, Store, open_store
 from .storage.params import ParamChannel, open_params
 from .types import FeedRequest, Query, UserMutes
 
@@ -124,6 +124,7 @@ class Engine:
         )
         self.experiments: ExperimentBook = settings.experiment_book(time.time())
         self.experiment_tracker = Tracker(self.store)
+        self.state.catalog_changes.on(CONTROLS, self._on_experiment, kind=CONTROL_KIND)
         self.trainer: Any = None  # OnlineTrainer (thread mode) or a Process (process mode)
         self._served: queue.SimpleQueue[Impression] = queue.SimpleQueue()
         # (request id, video id) -> [source, engaged], for each channel's engagement rate
@@ -152,6 +153,7 @@ class Engine:
             ("impressions", s.impression_flush_s, self.flush_impressions),
             ("snapshot", s.snapshot_interval_s, self.snapshot),
             ("log-follower", 0.5, self.state.catch_up),
+            ("catalog-follower", 0.5, self.follow_catalog),
             ("model-sync", s.model_poll_s, self.sync_model),
             ("retrieval", 1.0, self.refresh_indexes),
             ("related", 1.0, self.refit_related),
@@ -197,7 +199,6 @@ class Engine:
         traffic pools: judge, cool, revive."""
         self.lifecycle.process_reports()
         self.lifecycle.evaluate_pools()
-        self.refresh_experiments()
 
     # -- experiments ---------------------------------------------------------------------
     def _load_experiments(self) -> None:
@@ -214,13 +215,19 @@ class Engine:
             else:
                 exp.started_at = float(stored[exp.spec.id].get("started_at", exp.started_at))
 
-    def refresh_experiments(self) -> None:
-        """Follow experiments created or stopped through another process."""
-        for _, body in self.store.catalog.iter_controls(CONTROL_KIND):
-            try:
-                self.experiments.restore(body)
-            except ReelrankError as exc:  # e.g. overlaps one of this process's settings
-                log.warning("stored experiment %s not applied: %s", body.get("id"), exc)
+    def follow_catalog(self) -> int:
+        """Apply the catalog's changes since the last call, whichever process wrote them:
+        follows, user controls, experiments created or stopped."""
+        return self.state.catalog_changes.catch_up()
+
+    def _on_experiment(self, change: CatalogChange) -> None:
+        body = self.store.catalog.get_control(CONTROL_KIND, change.key)
+        if body is None:
+            return
+        try:
+            self.experiments.restore(body)
+        except ReelrankError as exc:  # e.g. overlaps one of this process's settings
+            log.warning("stored experiment %s not applied: %s", body.get("id"), exc)
 
     def create_experiment(self, raw: Any) -> dict[str, Any]:
         spec = parse_spec(raw, "body")
@@ -436,7 +443,8 @@ class Engine:
         with self._catalog_lock:
             added = self.store.catalog.add_follows([f for _, f in valid])
             for (i, f), new in zip(valid, added, strict=True):
-                self.state.add_follow(f.user_id, f.creator_id, persist=False)
+                with self.state.lock:
+                    self.state.follow(f.user_id, f.creator_id, True)
                 results[i] = {
                     "index": i,
                     "user_id": f.user_id,
@@ -466,7 +474,7 @@ class Engine:
             body.update(muted_keywords=mutes.keywords, muted_hashtags=mutes.hashtags)
             self.store.catalog.put_control("user", user_id, body)  # durable, then applied
             with self.state.lock:
-                self.state.set_mutes(user_id, mutes.keywords, mutes.hashtags)
+                self.state.set_controls(user_id, body)
         return body
 
     def reset_user(self, user_id: str) -> dict[str, Any]:
@@ -480,10 +488,8 @@ class Engine:
             body["reset_at"], body["generation"] = at, body["generation"] + 1
             self.store.catalog.put_control("user", user_id, body)
             with self.state.lock:
-                self.state.resets[user_id] = (at, body["generation"])
-                user = self.state.user(user_id)
-                user.reset(at)
-                user.generation = body["generation"]
+                self.state.set_controls(user_id, body)
+                self.state.reset_user(user_id)
         return body
 
     # -- events --------------------------------------------------------------------------
@@ -493,6 +499,8 @@ class Engine:
         result = self.ingestor.ingest(raws)
         if any(e.type is EventType.REPORT for e in result.logged):
             self.lifecycle.process_reports()
+        if any(e.type in (EventType.FOLLOW, EventType.UNFOLLOW) for e in result.logged):
+            self.state.catalog_changes.catch_up()  # the edges the append wrote
         self._count_engaged_slots(result.logged)
         self.metrics.state_lag.set(self.store.events.last_offset() - self.state.offset)
         return result

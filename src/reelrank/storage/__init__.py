@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 from ..errors import StorageError
-from .base import CatalogStore, EventLog, StateStore, Store
+from .base import (
+    CONTROLS,
+    FOLLOWS,
+    USERS,
+    VIDEOS,
+    CatalogChange,
+    CatalogStore,
+    EventLog,
+    StateStore,
+    Store,
+)
 
-__all__ = ["CatalogStore", "EventLog", "StateStore", "Store", "open_store"]
+__all__ = [
+    "CONTROLS",
+    "FOLLOWS",
+    "USERS",
+    "VIDEOS",
+    "CatalogChange",
+    "CatalogStore",
+    "EventLog",
+    "StateStore",
+    "Store",
+    "open_store",
+]
 
 
 def open_store(url: str, synchronous: str = "FULL") -> Store:

@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..schema import AuditEntry, Event, Follow, Impression, User, Video
 
+# The tables a catalog change names.
+VIDEOS, USERS, FOLLOWS, CONTROLS = "videos", "users", "follows", "controls"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogChange:
+    """One committed catalog write, in commit order: which record changed, not its new
+    value (a follower reads that with `get_video`, `get_user` or `get_control`).
+
+    - `videos` / `users`: `key` is the id; `body` is None.
+    - `follows`: `key` is the user id; `body` is `{"creator_id": ..., "following": bool}`,
+      the edge as the write left it (`add_follows`, `remove_follow`, or a follow or
+      unfollow event appended to the log).
+    - `controls`: `key` is the control's key; `body` is `{"kind": ...}`.
+    """
+
+    seq: int
+    table: str
+    key: str
+    body: dict[str, Any] | None = None
+
 
 class CatalogStore(Protocol):
-    """Videos, users and follows: the app's records, upserted by id."""
+    """Videos, users and follows: the app's records, upserted by id. Every write also
+    appends to the change feed (`changes`) in the same transaction, so any process can
+    follow uploads, review decisions, hides, strikes, boosts, mutes and follows."""
 
     def upsert_videos(self, videos: list[Video]) -> list[tuple[int, bool]]:
         """Insert or replace; return (row, created) per video. Rows are stable forever."""
@@ -45,6 +69,15 @@ class CatalogStore(Protocol):
     def iter_controls(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every (key, body) control record of a kind."""
 
+    def get_control(self, kind: str, key: str) -> dict[str, Any] | None:
+        """One control record's body, or None."""
+
+    def changes(self, after: int, limit: int) -> list[CatalogChange]:
+        """Committed changes with seq > after, in commit order, at most limit."""
+
+    def last_change(self) -> int:
+        """The newest change's seq, 0 when none."""
+
     def append_audit(self, entries: list[AuditEntry]) -> list[int]:
         """Durably append audit entries; their sequence numbers."""
 
@@ -60,7 +93,10 @@ class EventLog(Protocol):
 
     def append(self, events: list[Event], received_at: float) -> list[int | None]:
         """Durably append; the offset per event, or None for a duplicate event_id (also
-        within the batch). On return the accepted events survive a crash."""
+        within the batch). On return the accepted events survive a crash. An accepted
+        follow or unfollow event adds or removes the user's edge to the video's creator
+        in the catalog (with its change) in the same transaction: the follow graph is the
+        catalog's, and folding the log never writes it."""
 
     def read(self, after: int, limit: int) -> list[tuple[int, Event]]:
         """Events with offset > after, in offset order, at most limit."""

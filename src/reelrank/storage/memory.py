@@ -6,8 +6,17 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ..schema import AuditEntry, Event, Follow, Impression, User, Video
-from .base import CatalogStore, EventLog, StateStore
+from ..schema import AuditEntry, Event, EventType, Follow, Impression, User, Video
+from .base import (
+    CONTROLS,
+    FOLLOWS,
+    USERS,
+    VIDEOS,
+    CatalogChange,
+    CatalogStore,
+    EventLog,
+    StateStore,
+)
 
 
 class MemoryCatalog:
@@ -19,6 +28,27 @@ class MemoryCatalog:
         self._follows: set[tuple[str, str]] = set()
         self._controls: dict[tuple[str, str], dict[str, Any]] = {}
         self._audit: list[AuditEntry] = []
+        self._changes: list[CatalogChange] = []
+
+    def _record(self, table: str, key: str, body: dict[str, Any] | None = None) -> None:
+        """Append a change (under `_lock`)."""
+        self._changes.append(CatalogChange(len(self._changes) + 1, table, key, body))
+
+    def set_follow(self, user_id: str, creator_id: str, on: bool) -> bool:
+        """Add or remove one edge (under `_lock`); True when it changed."""
+        edge = (user_id, creator_id)
+        if (edge in self._follows) == on:
+            return False
+        if on:
+            self._follows.add(edge)
+        else:
+            self._follows.discard(edge)
+        self._record(FOLLOWS, user_id, {"creator_id": creator_id, "following": on})
+        return True
+
+    def creator_of(self, video_id: str) -> str | None:
+        row = self._video_rows.get(video_id)
+        return None if row is None else self._videos[row].creator_id
 
     def upsert_videos(self, videos: list[Video]) -> list[tuple[int, bool]]:
         out = []
@@ -33,6 +63,7 @@ class MemoryCatalog:
                 else:
                     self._videos[row] = video
                     out.append((row, False))
+                self._record(VIDEOS, video.id)
         return out
 
     def get_video(self, video_id: str) -> tuple[int, Video] | None:
@@ -50,6 +81,7 @@ class MemoryCatalog:
             for u in users:
                 out.append(u.id not in self._users)
                 self._users[u.id] = u
+                self._record(USERS, u.id)
         return out
 
     def get_user(self, user_id: str) -> User | None:
@@ -64,17 +96,12 @@ class MemoryCatalog:
         out = []
         with self._lock:
             for f in follows:
-                edge = (f.user_id, f.creator_id)
-                out.append(edge not in self._follows)
-                self._follows.add(edge)
+                out.append(self.set_follow(f.user_id, f.creator_id, True))
         return out
 
     def remove_follow(self, user_id: str, creator_id: str) -> bool:
         with self._lock:
-            if (user_id, creator_id) in self._follows:
-                self._follows.discard((user_id, creator_id))
-                return True
-            return False
+            return self.set_follow(user_id, creator_id, False)
 
     def iter_follows(self) -> Iterator[Follow]:
         with self._lock:
@@ -85,11 +112,24 @@ class MemoryCatalog:
     def put_control(self, kind: str, key: str, body: dict[str, Any]) -> None:
         with self._lock:
             self._controls[(kind, key)] = dict(body)
+            self._record(CONTROLS, key, {"kind": kind})
 
     def iter_controls(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
         with self._lock:
             found = sorted((k, dict(b)) for (c, k), b in self._controls.items() if c == kind)
         yield from found
+
+    def get_control(self, kind: str, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._controls.get((kind, key))
+        return None if found is None else dict(found)
+
+    def changes(self, after: int, limit: int) -> list[CatalogChange]:
+        with self._lock:
+            return self._changes[after : after + limit]
+
+    def last_change(self) -> int:
+        return len(self._changes)
 
     def append_audit(self, entries: list[AuditEntry]) -> list[int]:
         out = []
@@ -115,7 +155,8 @@ class MemoryCatalog:
 
 
 class MemoryEventLog:
-    def __init__(self) -> None:
+    def __init__(self, catalog: MemoryCatalog) -> None:
+        self._catalog = catalog  # holds the follow graph that follow events change
         self._lock = threading.Lock()
         self._events: list[Event] = []
         self._ids: set[str] = set()
@@ -131,6 +172,12 @@ class MemoryEventLog:
                 self._ids.add(e.event_id)
                 self._events.append(e)
                 out.append(len(self._events))
+                if e.type in (EventType.FOLLOW, EventType.UNFOLLOW):
+                    with self._catalog._lock:
+                        creator = self._catalog.creator_of(e.video_id)
+                        if creator is not None:
+                            on = e.type is EventType.FOLLOW
+                            self._catalog.set_follow(e.user_id, creator, on)
         return out
 
     def read(self, after: int, limit: int) -> list[tuple[int, Event]]:
@@ -177,8 +224,9 @@ class MemoryStore:
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
-        self.catalog: CatalogStore = MemoryCatalog()
-        self.events: EventLog = MemoryEventLog()
+        catalog = MemoryCatalog()
+        self.catalog: CatalogStore = catalog
+        self.events: EventLog = MemoryEventLog(catalog)
         self.state: StateStore = MemoryState()
 
     def close(self) -> None:

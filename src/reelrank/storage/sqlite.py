@@ -12,7 +12,16 @@ import orjson
 
 from ..errors import StorageError
 from ..schema import AuditEntry, Event, EventType, Follow, Impression, User, Video
-from .base import CatalogStore, EventLog, StateStore
+from .base import (
+    CONTROLS,
+    FOLLOWS,
+    USERS,
+    VIDEOS,
+    CatalogChange,
+    CatalogStore,
+    EventLog,
+    StateStore,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos (
@@ -75,6 +84,12 @@ CREATE INDEX IF NOT EXISTS audit_target ON audit (target_kind, target_id, seq);
 CREATE TABLE IF NOT EXISTS snapshots (
     name TEXT PRIMARY KEY,
     blob BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS catalog_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tbl TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body BLOB
 );
 CREATE TABLE IF NOT EXISTS consumer_offsets (
     consumer TEXT PRIMARY KEY,
@@ -147,6 +162,28 @@ class _Tx:
             self.db.conn.execute(f"PRAGMA synchronous={self.db.synchronous}")
 
 
+def _record(conn: sqlite3.Connection, changes: list[tuple[str, str, Any]]) -> None:
+    """Append catalog changes inside the caller's write transaction."""
+    if changes:
+        conn.executemany(
+            "INSERT INTO catalog_changes (tbl, key, body) VALUES (?, ?, ?)",
+            [(t, k, None if b is None else orjson.dumps(b)) for t, k, b in changes],
+        )
+
+
+def _set_follow(conn: sqlite3.Connection, user_id: str, creator_id: str, on: bool) -> bool:
+    """Add or remove one edge inside the caller's transaction, recording the change when
+    the edge changed; True when it did."""
+    if on:
+        sql = "INSERT OR IGNORE INTO follows (user_id, creator_id) VALUES (?, ?)"
+    else:
+        sql = "DELETE FROM follows WHERE user_id = ? AND creator_id = ?"
+    changed = conn.execute(sql, (user_id, creator_id)).rowcount == 1
+    if changed:
+        _record(conn, [(FOLLOWS, user_id, {"creator_id": creator_id, "following": on})])
+    return changed
+
+
 class SQLiteCatalog:
     def __init__(self, db: _Db) -> None:
         self._db = db
@@ -167,6 +204,7 @@ class SQLiteCatalog:
                         (video.id, body),
                     )
                     out.append((int(cur.lastrowid or 0), True))
+            _record(conn, [(VIDEOS, v.id, None) for v in videos])
         return out
 
     def get_video(self, video_id: str) -> tuple[int, Video] | None:
@@ -195,6 +233,7 @@ class SQLiteCatalog:
                 if not created:
                     conn.execute("UPDATE users SET body = ? WHERE id = ?", (body, user.id))
                 out.append(created)
+            _record(conn, [(USERS, u.id, None) for u in users])
         return out
 
     def get_user(self, user_id: str) -> User | None:
@@ -214,19 +253,12 @@ class SQLiteCatalog:
         out = []
         with self._db.write() as conn:
             for f in follows:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO follows (user_id, creator_id) VALUES (?, ?)",
-                    (f.user_id, f.creator_id),
-                )
-                out.append(cur.rowcount == 1)
+                out.append(_set_follow(conn, f.user_id, f.creator_id, True))
         return out
 
     def remove_follow(self, user_id: str, creator_id: str) -> bool:
         with self._db.write() as conn:
-            cur = conn.execute(
-                "DELETE FROM follows WHERE user_id = ? AND creator_id = ?", (user_id, creator_id)
-            )
-            return cur.rowcount == 1
+            return _set_follow(conn, user_id, creator_id, False)
 
     def iter_follows(self) -> Iterator[Follow]:
         with self._db.lock:
@@ -241,6 +273,7 @@ class SQLiteCatalog:
                 "ON CONFLICT(kind, key) DO UPDATE SET body = excluded.body",
                 (kind, key, orjson.dumps(body)),
             )
+            _record(conn, [(CONTROLS, key, {"kind": kind})])
 
     def iter_controls(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
         with self._db.lock:
@@ -249,6 +282,32 @@ class SQLiteCatalog:
             ).fetchall()
         for key, body in rows:
             yield key, orjson.loads(body)
+
+    def get_control(self, kind: str, key: str) -> dict[str, Any] | None:
+        with self._db.lock:
+            found = self._db.conn.execute(
+                "SELECT body FROM controls WHERE kind = ? AND key = ?", (kind, key)
+            ).fetchone()
+        return orjson.loads(found[0]) if found else None
+
+    def changes(self, after: int, limit: int) -> list[CatalogChange]:
+        with self._db.lock:
+            rows = self._db.conn.execute(
+                "SELECT seq, tbl, key, body FROM catalog_changes WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [
+            CatalogChange(seq, tbl, key, None if body is None else orjson.loads(body))
+            for seq, tbl, key, body in rows
+        ]
+
+    def last_change(self) -> int:
+        with self._db.lock:
+            (last,) = self._db.conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM catalog_changes"
+            ).fetchone()
+        return int(last)
 
     def append_audit(self, entries: list[AuditEntry]) -> list[int]:
         out = []
@@ -354,7 +413,27 @@ class SQLiteEventLog:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            self._follow_edges(conn, events, offsets)
         return offsets
+
+    @staticmethod
+    def _follow_edges(
+        conn: sqlite3.Connection, events: list[Event], offsets: list[int | None]
+    ) -> None:
+        """The follow graph's edges for the accepted follow and unfollow events, in log
+        order, in the append's transaction."""
+        creators: dict[str, str | None] = {}
+        for e, offset in zip(events, offsets, strict=True):
+            if offset is None or e.type not in (EventType.FOLLOW, EventType.UNFOLLOW):
+                continue
+            if e.video_id not in creators:
+                found = conn.execute(
+                    "SELECT body FROM videos WHERE id = ?", (e.video_id,)
+                ).fetchone()
+                creators[e.video_id] = orjson.loads(found[0])["creator_id"] if found else None
+            creator = creators[e.video_id]
+            if creator is not None:
+                _set_follow(conn, e.user_id, creator, e.type is EventType.FOLLOW)
 
     def read(self, after: int, limit: int) -> list[tuple[int, Event]]:
         with self._db.lock:

@@ -1,0 +1,95 @@
+"""Snapshots of the online state: one atomic write of the state and the log offsets it
+reflects, incremental in its users."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ..storage import StateStore
+from .fold import StateFold
+from .profiles import UserState
+
+SNAPSHOT = "online_state"
+
+
+class Snapshots:
+    """Writes and restores the fold's snapshot.
+
+    Under the writer lock only the users written since the last snapshot are serialised
+    again; the others keep the bytes the last one made, so the lock is held for what
+    changed, not for every user; the co-engagement graph's changes are copied under it and
+    serialised after. One snapshot at a time, in the order taken."""
+
+    def __init__(self, fold: StateFold, store: StateStore) -> None:
+        self.fold = fold
+        self.store = store
+        self._writing = threading.Lock()
+
+    def save(self, offsets: Callable[[], tuple[int, int]]) -> None:
+        """Write the snapshot; `offsets` gives the event and impression offsets the state
+        reflects, read under the writer lock with the state itself."""
+        with self._writing:
+            self._save(offsets)
+
+    def _save(self, offsets: Callable[[], tuple[int, int]]) -> None:
+        f = self.fold
+        with f.lock:
+            offset, impression_offset = offsets()
+            blobs, users = f.user_blobs, f.users
+            for uid in f.dirty_users:
+                found = users.get(uid)
+                if found is not None:
+                    blobs[uid] = orjson.Fragment(orjson.dumps(found.to_json()))
+            f.dirty_users.clear()
+            meta = {
+                "offset": offset,
+                "impression_offset": impression_offset,
+                "size": f.table.size,
+                "users": {uid: blobs[uid] for uid in users},
+                "related_users": list(f.related.user_ids),
+                "reporters": {str(r): sorted(u) for r, u in f.reporters.items()},
+                "saved_at": time.time(),
+            }
+            arrays = f.counters.to_arrays(f.table.size)
+            arrays.update(f.pools.to_arrays(f.table.size))
+            arrays.update(f.popularity.to_arrays(f.table.size))
+            arrays.update(f.related.to_arrays())
+            graph = f.coengagement.changes()  # copies; serialised after the lock
+        meta["coengagement"] = f.coengagement.to_json(graph)
+        buf = io.BytesIO()
+        arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        self.store.save_snapshot(SNAPSHOT, buf.getvalue())
+
+    def restore(self) -> tuple[int, int] | None:
+        """Load the last snapshot into the fold (under its lock); the event and impression
+        offsets it reflects, or None when there is none."""
+        blob = self.store.load_snapshot(SNAPSHOT)
+        if blob is None:
+            return None
+        f = self.fold
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            meta: dict[str, Any] = orjson.loads(z["meta"].tobytes())
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+        f.counters.load_arrays(arrays)
+        f.pools.load_arrays(arrays)
+        f.popularity.load_arrays(arrays)
+        f.reporters = {int(r): set(u) for r, u in meta.get("reporters", {}).items()}
+        s = f.settings
+        for uid, raw in meta["users"].items():
+            f.users[uid] = UserState.from_json(
+                raw, s.affinity_half_life_h * 3600.0, s.seen_max, s.session_len
+            )
+        f.user_blobs.clear()
+        f.dirty_users = set(f.users)  # the next snapshot serialises them afresh
+        if "coengagement" in meta:
+            f.coengagement.load_json(meta["coengagement"])
+        f.related.load(arrays, meta.get("related_users", []))
+        return int(meta["offset"]), int(meta["impression_offset"])

@@ -1,0 +1,101 @@
+"""The catalog's change feed in use: the fold never writes the catalog, and a process
+follows what another process wrote to the same store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from reelrank.engine import Engine
+from reelrank.state.snapshots import SNAPSHOT
+
+from .conftest import event, make_settings, video
+
+T = 1_700_000_000.0
+
+
+def _catalog() -> list[dict[str, Any]]:
+    return [video(i, creator_id=f"c{i % 3}", created_at=T + i) for i in range(12)]
+
+
+def _edges(eng: Engine) -> set[tuple[str, str]]:
+    return {(f.user_id, f.creator_id) for f in eng.store.catalog.iter_follows()}
+
+
+def test_replaying_the_log_never_writes_the_catalog(tmp_path: Path) -> None:
+    """A restart replays follow and unfollow events from an older snapshot: the follow
+    graph stays as the catalog last wrote it (here by the follows API, after the events),
+    and the replay appends no catalog change."""
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    eng = Engine(make_settings(tmp_path, store=url)).open()
+    eng.upsert_videos(_catalog())
+    eng.snapshot()
+    early = eng.store.state.load_snapshot(SNAPSHOT)
+    assert early is not None
+    eng.ingest(
+        [
+            event("follow", "u1", "v1", ts=T + 100),  # creator c1
+            event("follow", "u1", "v2", ts=T + 101),  # creator c2
+            event("unfollow", "u1", "v1", ts=T + 102),
+            event("like", "u1", "v4", ts=T + 103),
+        ]
+    )
+    assert eng.state.follows["u1"] == {"c2"}
+    # The app follows c1 again through the catalog API, after the unfollow event.
+    eng.add_follows([{"user_id": "u1", "creator_id": "c1"}])
+    assert eng.state.follows["u1"] == {"c1", "c2"}
+    eng.close()
+    # The restart replays the whole log: the snapshot it finds predates the events.
+    eng = Engine(make_settings(tmp_path, store=url))
+    eng.store.state.save_snapshot(SNAPSHOT, early)
+    head = eng.store.catalog.last_change()
+    eng.open()
+    try:
+        assert eng.state.offset == 4  # replayed
+        assert eng.state.users["u1"].liked  # the like was folded again
+        assert eng.store.catalog.last_change() == head  # nothing written to the catalog
+        assert _edges(eng) == {("u1", "c1"), ("u1", "c2")}
+        assert eng.state.follows["u1"] == {"c1", "c2"}  # the graph as the catalog holds it
+    finally:
+        eng.close()
+
+
+def test_a_process_follows_what_another_wrote_to_the_same_store(tmp_path: Path) -> None:
+    """Two engines over one SQLite file, as two processes would be: follows (through the
+    API and through events), mutes, a feed reset and an experiment written by one reach
+    the other through the change feed, and only after it reads the feed."""
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    a = Engine(make_settings(tmp_path, store=url)).open()
+    a.upsert_videos(_catalog())
+    b = Engine(make_settings(tmp_path / "b", store=url)).open()
+    b._stop.set()  # b's background followers stand down: this test reads for it
+    for t in b._threads:
+        t.join()
+    try:
+        a.ingest([event("like", "u1", "v3", ts=time.time())])
+        a.add_follows([{"user_id": "u1", "creator_id": "c0"}])
+        a.ingest([event("follow", "u1", "v2", ts=time.time())])
+        a.set_user_controls("u1", {"muted_keywords": ["Spoilers"], "muted_hashtags": []})
+        a.create_experiment(
+            {"id": "ex1", "arms": [{"name": "control"}, {"name": "b", "overrides": {}}]}
+        )
+        assert "u1" not in b.state.follows and "u1" not in b.state.mutes
+        b.state.catch_up()
+        assert b.state.users["u1"].liked and b.state.users["u1"].tags.values
+        assert b.follow_catalog() >= 4
+        assert b.state.follows["u1"] == {"c0", "c2"}
+        mutes = b.state.mutes["u1"]
+        assert mutes.keywords == ["spoilers"]
+        assert "ex1" in b.experiments.experiments
+        a.reset_user("u1")
+        assert b.state.users["u1"].generation == 0
+        b.follow_catalog()
+        assert b.state.users["u1"].generation == 1
+        assert not b.state.users["u1"].tags.values  # the profile is forgotten there too
+        a.ingest([event("unfollow", "u1", "v2", ts=time.time())])
+        b.follow_catalog()
+        assert b.state.follows["u1"] == {"c0"}
+    finally:
+        b.close()
+        a.close()
