@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from reelrank import engine as engine_module
 from reelrank.config import Settings, load_settings
 from reelrank.engine import Engine
 from reelrank.serve import create_app
+from reelrank.services import feed as feed_service
 
 INGEST_KEY = "test-ingest"
 FEED_KEY = "test-feed"
@@ -75,7 +75,7 @@ def _deterministic_request_ids(
     failure replays the same pages."""
     counter = itertools.count()
     prefix = f"{zlib.crc32(request.node.nodeid.encode()):08x}"
-    monkeypatch.setattr(engine_module, "new_request_id", lambda: f"{prefix}-{next(counter)}")
+    monkeypatch.setattr(feed_service, "new_request_id", lambda: f"{prefix}-{next(counter)}")
 
 
 @pytest.fixture(params=["memory", "sqlite"])

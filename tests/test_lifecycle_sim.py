@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from reelrank import engine as engine_module
 from reelrank.engine import Engine
+from reelrank.services import feed as feed_service
 from reelrank.sim.lifecycle import back_catalog, cold_start_simulation, pool_simulation
 from reelrank.sim.world import World
 
@@ -30,7 +30,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Worl
     )
     counter = itertools.count()
     with pytest.MonkeyPatch.context() as mp:  # numbered request ids: a replayable run
-        mp.setattr(engine_module, "new_request_id", lambda: f"sim-{next(counter)}")
+        mp.setattr(feed_service, "new_request_id", lambda: f"sim-{next(counter)}")
         eng = Engine(settings).open()
         yield eng, back_catalog(n_videos=1200, n_viewers=300, seed=7)
         eng.close()

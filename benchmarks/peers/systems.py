@@ -122,17 +122,17 @@ def reelrank_fit_rank(
     time, and before any later one (under a per-user split, when the user's test part
     begins). The notes also score the feeds asked for at the end of the replay, the
     per-user split's other reading."""
-    from reelrank import engine as engine_module
     from reelrank.config import load_settings
     from reelrank.engine import Engine
     from reelrank.evaluate.clocked import ClockedTrainer
     from reelrank.evaluate.data import Dataset, Interaction
     from reelrank.evaluate.replay import ReelrankSystem, replay
+    from reelrank.services import feed as feed_service
     from reelrank.storage import open_store
 
     # Request ids seed exploration and tie-breaks: number them so a run replays exactly.
     counter = itertools.count()
-    engine_module.new_request_id = lambda: f"peers-{next(counter)}"  # type: ignore[assignment]
+    feed_service.new_request_id = lambda: f"peers-{next(counter)}"  # type: ignore[assignment]
     train = [Interaction(r.user, r.item, r.ts, rating=r.rating) for r in split.train]
     dataset = Dataset("movielens", train, signal="rating")
     with movies.open(newline="", encoding="utf-8") as handle:

@@ -26,6 +26,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         port=getattr(args, "port", None),
         data_dir=getattr(args, "data_dir", None),
         store=getattr(args, "store", None),
+        roles=getattr(args, "role", None),
         **extra,
     )
 
@@ -72,6 +73,8 @@ def _signal_when_started(server: Any, ready: threading.Event) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if settings.role_set() == {"trainer"}:
+        return cmd_train(args)
     print(
         f"reelrank {__version__} serving on http://{settings.host}:{settings.port} "
         f"(store {settings.store_url()}); OpenAPI at /docs",
@@ -328,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="data directory (setting data_dir, default ./data)")
     serve.add_argument("--store", help="store URL: sqlite:///path.db or memory://")
     serve.add_argument("--config", help="TOML config file of settings")
+    serve.add_argument(
+        "--role",
+        help="roles this process plays, comma-separated (setting roles, default all): api, "
+        "worker, lifecycle, trainer; over sqlite:// and memory:// api, worker and lifecycle "
+        "run together, and --role trainer runs the trainer alone (as `reelrank train`)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     train = sub.add_parser(

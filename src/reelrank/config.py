@@ -19,6 +19,7 @@ from typing import Any
 from .errors import ConfigError
 
 SCOPES = ("ingest", "feed", "admin")
+ROLES = ("api", "worker", "lifecycle", "trainer")  # a process's parts, `roles`
 
 
 def _doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
@@ -306,6 +307,15 @@ class Settings:
         "elsewhere, or serve the heuristic ranker only).",
         "process",
     )
+    roles: str = _doc(
+        "The roles `serve` plays, comma-separated, or `all`: `api` (HTTP: writes, feeds, "
+        "reads; follows the catalog's changes and the published parameters), `worker` (folds "
+        "the event log into the online state and snapshots it), `lifecycle` (review queue, "
+        "traffic pools), `trainer` (joins, trains, publishes; where `trainer` says). Over "
+        "`sqlite://` and `memory://` the online state lives in the serving process, so `api`, "
+        "`worker` and `lifecycle` run together; `trainer` alone is `reelrank train`.",
+        "all",
+    )
     params_url: str = _doc(
         "Parameter channel URL; empty means `sqlite:///<data_dir>/params.db` (or `memory://` "
         "with a memory store).",
@@ -429,8 +439,15 @@ class Settings:
             return "memory://"
         return f"sqlite:///{Path(self.data_dir) / 'params.db'}"
 
+    def role_set(self) -> frozenset[str]:
+        """`roles` as a set, or ConfigError naming what is wrong."""
+        return parse_roles(self.roles, self.store_url())
+
     def trainer_mode(self) -> str:
-        """`trainer`, except that a memory store can only train in-process."""
+        """`trainer`, except that a memory store can only train in-process, and a process
+        without the trainer role trains nowhere."""
+        if "trainer" not in self.role_set():
+            return "off"
         if self.trainer == "process" and self.store_url().startswith("memory://"):
             return "thread"
         return self.trainer
@@ -454,6 +471,29 @@ class Settings:
             return ExperimentBook(experiment_knobs(self), specs, started_at)
         except (InvalidInput, Conflict) as exc:
             raise ConfigError(f"setting experiments: {exc}") from None
+
+
+def parse_roles(spec: str, store_url: str) -> frozenset[str]:
+    """`api,worker,lifecycle` -> that set; `all` -> every role. Over an embedded store the
+    online state is the serving process's own, so the roles that read or write it run
+    together there."""
+    names = {r.strip().lower() for r in spec.split(",") if r.strip()}
+    if names == {"all"}:
+        return frozenset(ROLES)
+    unknown = sorted(names - set(ROLES))
+    if not names or unknown:
+        raise ConfigError(
+            f"setting roles: unknown or no roles {unknown}; use all or some of {', '.join(ROLES)}"
+        )
+    stateful = names & {"api", "worker", "lifecycle"}
+    embedded = store_url.startswith(("sqlite:", "memory:"))
+    if embedded and stateful and stateful != {"api", "worker", "lifecycle"}:
+        raise ConfigError(
+            f"setting roles: {','.join(sorted(names))} over {store_url.split(':')[0]}:// would "
+            "split the online state, which lives in the serving process there: run api, "
+            "worker and lifecycle together (or all), and the trainer alone if you like"
+        )
+    return frozenset(names)
 
 
 def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
@@ -689,6 +729,7 @@ def _validate(s: Settings) -> None:
         if not ok:
             raise ConfigError(f"setting {name}: {why} (got {getattr(s, name)!r})")
     s.key_scopes()
+    s.role_set()
     s.experiment_book()
 
 
