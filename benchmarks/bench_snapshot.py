@@ -7,6 +7,8 @@ Builds an engine on the embedded SQLite store with `--users` users who each enga
 and takes another. A prober thread takes and releases the writer lock every half
 millisecond throughout; what it reports is the longest it waited during each snapshot:
 the stall a request that needs the lock (an event batch, a recorded page) would see.
+Then it restarts the engine on the same store, lets the same share of users engage, and
+measures the first snapshot after the restart the same way.
 
 Prints one line per snapshot and writes benchmarks/results/bench_snapshot.json with the
 commit measured and the load average. Run: `python benchmarks/bench_snapshot.py`; to
@@ -147,6 +149,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"{row['longest_lock_wait_ms']:.1f} ms"
                 )
             prober.stop.set()
+            # A restart: the first snapshot after it, with a round of activity before it.
+            eng.close()
+            started = time.perf_counter()
+            eng = Engine(settings).open()
+            open_s = time.perf_counter() - started
+            active = rng.choice(args.users, int(args.users * args.active_share), False)
+            for start in range(0, len(active), BATCH):
+                chunk = active[start : start + BATCH]
+                picks = rng.integers(0, args.videos, len(chunk))
+                eng.ingest(_events(chunk, picks, now + args.rounds + 1, f"after-{start}"))
+            prober = Prober(eng.state.lock)
+            prober.start()
+            time.sleep(0.05)
+            prober.reset()
+            started = time.perf_counter()
+            eng.snapshot()
+            seconds = time.perf_counter() - started
+            time.sleep(0.01)
+            prober.stop.set()
+            after_restart = {
+                "open_s": round(open_s, 3),
+                "snapshot_s": round(seconds, 4),
+                "longest_lock_wait_ms": round(1000 * prober.worst(), 2),
+            }
+            print(
+                f"after a restart (open {open_s:.2f} s): snapshot {seconds:.3f} s; longest "
+                f"wait for the writer lock {after_restart['longest_lock_wait_ms']:.1f} ms"
+            )
         finally:
             eng.close()
     later = rounds[1:]
@@ -160,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "build_s": round(build_s, 1),
         "rounds": rounds,
         "first": rounds[0],
+        "after_restart": after_restart,
         "median_after_first": {
             "snapshot_s": round(statistics.median(r["snapshot_s"] for r in later), 4),
             "longest_lock_wait_ms": round(

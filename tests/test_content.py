@@ -234,3 +234,53 @@ def test_minilm_embeds_off_the_upsert_path_and_finds_meaning(tmp_path: Path) -> 
         assert "new" in got
     finally:
         eng.close()
+
+
+def _embedded(eng: Engine, n: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if eng.content.filled.is_set() and not eng.content.waiting and len(eng.state.content) == n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{len(eng.state.content)} of {n} videos in the content index")
+
+
+@pytest.mark.skipif(not minilm_available(), reason="needs the optional extra reelrank[content]")
+def test_a_restart_reads_minilm_vectors_back_and_embeds_only_changed_videos(
+    tmp_path: Path,
+) -> None:
+    from reelrank.schema import Video
+    from reelrank.storage import open_store
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    settings = make_settings(tmp_path, store=url, content_embedder="minilm")
+    eng = Engine(settings).open()
+    try:
+        eng.upsert_videos(_catalog())
+        n = len(_catalog())
+        _embedded(eng, n)
+        assert (eng.content.restored, eng.content.embedded) == (0, n)
+        rows = np.arange(n)
+        before = eng.state.content.vectors_of(rows).copy()
+        edited_row = eng.state.table.row_of("b0")
+    finally:
+        eng.close()
+    # While the server is down, another writer changes one caption.
+    store = open_store(url)
+    found = store.catalog.get_video("b0")
+    assert found is not None
+    store.catalog.upsert_videos(
+        [Video.model_validate({**found[1].model_dump(), "caption": "a red sports car on a track"})]
+    )
+    store.close()
+    eng = Engine(settings).open()
+    try:
+        _embedded(eng, n)
+        status = eng.model_status()["serving"]["content"]
+        assert (status["restored"], status["embedded"]) == (n - 1, 1)
+        after = eng.state.content.vectors_of(rows)
+        same = [r for r in range(n) if r != edited_row]
+        assert np.abs(after[same] - before[same]).max() < 2e-3  # float16 round trip
+        assert float(after[edited_row] @ before[edited_row]) < 0.9  # embedded afresh
+    finally:
+        eng.close()

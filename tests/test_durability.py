@@ -144,8 +144,22 @@ def test_a_snapshot_after_a_snapshot_serialises_only_the_users_written_since(
     try:
         assert resumed.state.offset == 62
         assert {u: s.to_json() for u, s in resumed.state.users.items()} == live
+        # The first snapshot after a start serialises only the users written since it:
+        # the others keep the bytes the restored snapshot held for them.
+        assert resumed.state.dirty_users == set() and set(resumed.state.user_blobs) == set(live)
+        restored = dict(resumed.state.user_blobs)
+        resumed.ingest([event("like", "u4", "v9")])
+        resumed.snapshot()
+        kept = resumed.state.user_blobs
+        assert {u for u in kept if kept[u] is restored[u]} == set(live) - {"u4"}
+        live = {u: s.to_json() for u, s in resumed.state.users.items()}
     finally:
         resumed.close()
+    again = Engine(make_settings(tmp_path, store=url)).open()
+    try:
+        assert {u: s.to_json() for u, s in again.state.users.items()} == live
+    finally:
+        again.close()
 
 
 def test_the_coengagement_graph_is_serialised_incrementally_and_restores_whole(

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from reelrank.errors import StorageError
@@ -274,6 +275,26 @@ def test_follow_events_write_the_edge_with_the_event(store: Store) -> None:
     store.catalog.add_follows([Follow(user_id="u1", creator_id="cb")])
     assert store.events.append([_event("n1", "unfollow", user="u1", vid="v2")], 3.0) == [None]
     assert _edges(store) == {("u1", "ca"), ("u1", "cb")}
+
+
+# -- stored vectors --------------------------------------------------------------------------
+
+
+def test_vectors_put_replace_and_load_by_space(store: Store) -> None:
+    ids, prints, matrix = store.vectors.load_vectors("content/m/4")
+    assert ids == [] and prints == [] and matrix.shape == (0, 0)
+    a = np.array([[0.5, -0.25, 0.125, 1.0], [0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
+    store.vectors.put_vectors("content/m/4", ["v1", "v2"], ["f1", "f2"], a)
+    store.vectors.put_vectors("content/other/2", ["v1"], ["g1"], np.ones((1, 2), np.float32))
+    store.vectors.put_vectors("content/m/4", ["v2"], ["f2b"], -a[1:])  # v2 re-embedded
+    ids, prints, matrix = store.vectors.load_vectors("content/m/4")
+    got = {i: (p, matrix[j]) for j, (i, p) in enumerate(zip(ids, prints, strict=True))}
+    assert set(got) == {"v1", "v2"} and matrix.dtype == np.float32 and matrix.shape == (2, 4)
+    assert got["v1"][0] == "f1" and got["v2"][0] == "f2b"
+    assert np.allclose(got["v1"][1], a[0], atol=1e-3)  # stored as float16
+    assert np.allclose(got["v2"][1], -a[1], atol=1e-3)
+    ids, prints, matrix = store.vectors.load_vectors("content/other/2")
+    assert ids == ["v1"] and prints == ["g1"] and matrix.shape == (1, 2)
 
 
 def _audit(i: int, target: str = "v1", kind: str = "video") -> AuditEntry:

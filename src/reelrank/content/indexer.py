@@ -4,11 +4,16 @@ videos for embedding near-duplicates, and fills the index after a restart.
 
 A fast embedder (hashed) embeds in the caller's thread. A slow one (MiniLM) embeds on a
 background worker, so a catalog upsert never waits for the model: the video reaches the
-content index a moment later (every other channel sees it at once).
+content index a moment later (every other channel sees it at once). A slow embedder's
+vectors are stored beside the records (`VectorStore`, with a fingerprint of the text
+embedded), and a restart reads them back instead of embedding the catalog again; only
+videos whose text changed, or that were never embedded, are embedded. A fast embedder's
+vectors cost less to compute than to read, so they are not stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -20,6 +25,7 @@ from ..config import Settings
 from ..index.vectors import VectorIndex
 from ..schema import Video
 from ..state.catalog import VideoTable
+from ..storage import VectorStore
 from .duplicates import near_duplicates
 from .embed import Embedder, video_text
 
@@ -29,9 +35,19 @@ SYNC_FILL_MAX = 20_000  # a loaded catalog up to this size is embedded before se
 CHUNK = 4096  # videos embedded per call
 
 
+def fingerprint(text: str) -> str:
+    """What a stored vector was computed from: a short hash of the embedded text."""
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
 class ContentIndexer:
     def __init__(
-        self, settings: Settings, table: VideoTable, index: VectorIndex, embedder: Embedder
+        self,
+        settings: Settings,
+        table: VideoTable,
+        index: VectorIndex,
+        embedder: Embedder,
+        vectors: VectorStore | None = None,
     ) -> None:
         if index.dim != embedder.dim:
             raise ValueError(f"content index dim {index.dim} != embedder dim {embedder.dim}")
@@ -39,6 +55,11 @@ class ContentIndexer:
         self.table = table
         self.index = index
         self.embedder = embedder
+        # Where a slow embedder's vectors are kept (None: not kept).
+        self.vectors = vectors if embedder.slow else None
+        self.space = f"content/{embedder.name}/{embedder.dim}"
+        self.restored = 0  # videos whose stored vector the last fill read back
+        self.embedded = 0  # videos embedded since start
         self._lock = threading.Lock()  # guards the index against concurrent writers
         self._queue: queue.SimpleQueue[tuple[int, Video]] = queue.SimpleQueue()
         self._waiting = 0
@@ -77,9 +98,10 @@ class ContentIndexer:
         return self._waiting
 
     def fill(self) -> None:
-        """Embed every approved video of the loaded catalog. A catalog larger than
-        SYNC_FILL_MAX, or any catalog with a slow embedder, is embedded in the background,
-        so a restart serves before every caption is embedded again; until `filled` is set
+        """Index every approved video of the loaded catalog: stored vectors whose text is
+        unchanged are read back at once; the rest are embedded. More than SYNC_FILL_MAX
+        to embed, or any number with a slow embedder, are embedded in the background, so
+        a restart serves before every caption is embedded again; until `filled` is set
         the content channel sees part of the catalog."""
         table = self.table
         approved = [
@@ -87,12 +109,41 @@ class ContentIndexer:
             for r, v in enumerate(table.records[: table.size])
             if v is not None and table.approved[r]
         ]
+        if self.vectors is not None:
+            approved = self._restore(approved)
         if len(approved) <= SYNC_FILL_MAX and not self.embedder.slow:
             self._fill(approved)
         else:
             threading.Thread(
                 target=self._fill, args=(approved,), name="reelrank-content-fill", daemon=True
             ).start()
+
+    def _restore(self, approved: list[tuple[int, Video]]) -> list[tuple[int, Video]]:
+        """Index the stored vectors of `approved` whose text is unchanged; return the
+        videos left to embed."""
+        assert self.vectors is not None
+        ids, prints, matrix = self.vectors.load_vectors(self.space)
+        if not ids or matrix.shape[1] != self.embedder.dim:
+            return approved
+        stored = {i: (p, j) for j, (i, p) in enumerate(zip(ids, prints, strict=True))}
+        rows: list[int] = []
+        picks: list[int] = []
+        rest: list[tuple[int, Video]] = []
+        for r, v in approved:
+            found = stored.get(v.id)
+            if found is not None and found[0] == fingerprint(video_text(v)):
+                rows.append(r)
+                picks.append(found[1])
+            else:
+                rest.append((r, v))
+        if rows:
+            with self._lock:
+                self.index.upsert(np.array(rows), matrix[picks])
+            self.restored = len(rows)
+            log.info(
+                "content index: %d stored vectors read back, %d to embed", len(rows), len(rest)
+            )
+        return rest
 
     def _fill(self, placed: list[tuple[int, Video]]) -> None:
         """Embed chunk by chunk. A video upserted meanwhile keeps the vector its upsert
@@ -110,7 +161,8 @@ class ContentIndexer:
         """Embed and upsert; a video whose record changed meanwhile, or that stopped being
         servable, is skipped (its own upsert indexes the new record). With `check`, new
         videos are compared with the index first (embedding near-duplicates)."""
-        vectors = self.embedder.embed([video_text(v) for _, v in chunk])
+        texts = [video_text(v) for _, v in chunk]
+        vectors = self.embedder.embed(texts)
         found: list[tuple[int, int, float]] = []
         with self._lock:
             records, approved = self.table.records, self.table.approved
@@ -128,6 +180,14 @@ class ContentIndexer:
                         s.duplicate_duration_ms,
                     )
                 self.index.upsert(rows, vectors[ok])
+            self.embedded += len(ok)
+        if self.vectors is not None and ok:
+            self.vectors.put_vectors(
+                self.space,
+                [chunk[j][1].id for j in ok],
+                [fingerprint(texts[j]) for j in ok],
+                vectors[ok],
+            )
         if found and self.on_near_duplicates is not None:
             self.on_near_duplicates(found)
 

@@ -48,7 +48,9 @@ class Engine:
         self.metrics = Metrics()
         embedder = make_embedder(settings.content_embedder, settings.content_dim)
         self.state = OnlineState(settings, self.store, embedder.dim)
-        self.content = ContentIndexer(settings, self.state.table, self.state.content, embedder)
+        self.content = ContentIndexer(
+            settings, self.state.table, self.state.content, embedder, self.store.vectors
+        )
         self.params: ParamChannel = open_params(settings.params_channel_url())
         self.model = ModelServer(
             self.params, self.state.table, settings.model_min_examples, settings.learned_ranker

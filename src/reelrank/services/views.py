@@ -86,6 +86,8 @@ class Views:
                     "videos": len(index),
                     "filled": content.filled.is_set(),
                     "waiting": content.waiting,
+                    "restored": content.restored,
+                    "embedded": content.embedded,
                     "approximate": index.approximate,
                 },
             },

@@ -83,12 +83,16 @@ class Snapshots:
         f.popularity.load_arrays(arrays)
         f.reporters = {int(r): set(u) for r, u in meta.get("reporters", {}).items()}
         s = f.settings
+        blobs: dict[str, orjson.Fragment] = {}
         for uid, raw in meta["users"].items():
             f.users[uid] = UserState.from_json(
                 raw, s.affinity_half_life_h * 3600.0, s.seen_max, s.session_len
             )
-        f.user_blobs.clear()
-        f.dirty_users = set(f.users)  # the next snapshot serialises them afresh
+            # The bytes this snapshot holds for the user, so the first snapshot after a
+            # start serialises only the users written since (not everyone, under the lock).
+            blobs[uid] = orjson.Fragment(orjson.dumps(raw))
+        f.user_blobs = blobs
+        f.dirty_users = set()
         if "coengagement" in meta:
             f.coengagement.load_json(meta["coengagement"])
         f.related.load(arrays, meta.get("related_users", []))

@@ -13,6 +13,7 @@ from .base import (
     EventLog,
     StateStore,
     Store,
+    VectorStore,
 )
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "EventLog",
     "StateStore",
     "Store",
+    "VectorStore",
     "open_store",
 ]
 

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from ..schema import AuditEntry, Event, Follow, Impression, User, Video
 
 # The tables a catalog change names.
@@ -130,13 +132,31 @@ class StateStore(Protocol):
         """A consumer's committed offset, 0 if none."""
 
 
+class VectorStore(Protocol):
+    """Vectors derived from the records (content embeddings), kept beside them so a
+    restart reads them instead of computing them again. Keyed by (space, id); a space
+    names what computed them (e.g. `content/minilm/384`), and each vector carries the
+    fingerprint of what it was computed from, so a reader can tell a stale one. Stored as
+    float16: derived data, written without waiting for the disk."""
+
+    def put_vectors(
+        self, space: str, ids: list[str], fingerprints: list[str], vectors: np.ndarray
+    ) -> None:
+        """Insert or replace one vector per id (rows of `vectors`)."""
+
+    def load_vectors(self, space: str) -> tuple[list[str], list[str], np.ndarray]:
+        """Every (id, fingerprint) of the space and their vectors as one float32 matrix
+        (rows in the same order; shape (0, 0) when the space is empty)."""
+
+
 class Store(Protocol):
-    """One opened backend playing the three roles."""
+    """One opened backend playing every storage role."""
 
     url: str
     catalog: CatalogStore
     events: EventLog
     state: StateStore
+    vectors: VectorStore
 
     def close(self) -> None:
         """Release connections; pending writes are already durable."""

@@ -6,6 +6,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from ..schema import AuditEntry, Event, EventType, Follow, Impression, User, Video
 from .base import (
     CONTROLS,
@@ -16,6 +18,7 @@ from .base import (
     CatalogStore,
     EventLog,
     StateStore,
+    VectorStore,
 )
 
 
@@ -219,6 +222,29 @@ class MemoryState:
         return self._offsets.get(consumer, 0)
 
 
+class MemoryVectors:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spaces: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
+
+    def put_vectors(
+        self, space: str, ids: list[str], fingerprints: list[str], vectors: np.ndarray
+    ) -> None:
+        half = np.asarray(vectors, dtype=np.float16)
+        with self._lock:
+            found = self._spaces.setdefault(space, {})
+            for j, (i, f) in enumerate(zip(ids, fingerprints, strict=True)):
+                found[i] = (f, half[j].copy())
+
+    def load_vectors(self, space: str) -> tuple[list[str], list[str], np.ndarray]:
+        with self._lock:
+            items = list(self._spaces.get(space, {}).items())
+        if not items:
+            return [], [], np.zeros((0, 0), dtype=np.float32)
+        matrix = np.stack([v for _, (_, v) in items]).astype(np.float32)
+        return [i for i, _ in items], [f for _, (f, _) in items], matrix
+
+
 class MemoryStore:
     """Nothing survives the process; everything else behaves as the SQLite store does."""
 
@@ -228,6 +254,7 @@ class MemoryStore:
         self.catalog: CatalogStore = catalog
         self.events: EventLog = MemoryEventLog(catalog)
         self.state: StateStore = MemoryState()
+        self.vectors: VectorStore = MemoryVectors()
 
     def close(self) -> None:
         pass

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from ..errors import StorageError
@@ -21,6 +22,7 @@ from .base import (
     CatalogStore,
     EventLog,
     StateStore,
+    VectorStore,
 )
 
 SCHEMA = """
@@ -90,6 +92,13 @@ CREATE TABLE IF NOT EXISTS catalog_changes (
     tbl TEXT NOT NULL,
     key TEXT NOT NULL,
     body BLOB
+);
+CREATE TABLE IF NOT EXISTS vectors (
+    space TEXT NOT NULL,
+    id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    vec BLOB NOT NULL,
+    PRIMARY KEY (space, id)
 );
 CREATE TABLE IF NOT EXISTS consumer_offsets (
     consumer TEXT PRIMARY KEY,
@@ -553,6 +562,45 @@ class SQLiteState:
         return int(found[0]) if found else 0
 
 
+class SQLiteVectors:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    def put_vectors(
+        self, space: str, ids: list[str], fingerprints: list[str], vectors: np.ndarray
+    ) -> None:
+        if not ids:
+            return
+        half = np.ascontiguousarray(vectors, dtype=np.float16)
+        rows = [
+            (space, i, f, half[j].tobytes())
+            for j, (i, f) in enumerate(zip(ids, fingerprints, strict=True))
+        ]
+        # Derived data: a commit that skips the fsync (durable with the next full one).
+        with self._db.write(synchronous="NORMAL") as conn:
+            conn.executemany(
+                "INSERT INTO vectors (space, id, fingerprint, vec) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(space, id) DO UPDATE SET fingerprint = excluded.fingerprint, "
+                "vec = excluded.vec",
+                rows,
+            )
+
+    def load_vectors(self, space: str) -> tuple[list[str], list[str], np.ndarray]:
+        with self._db.lock:
+            rows = self._db.conn.execute(
+                "SELECT id, fingerprint, vec FROM vectors WHERE space = ?", (space,)
+            ).fetchall()
+        if not rows:
+            return [], [], np.zeros((0, 0), dtype=np.float32)
+        dim = len(rows[0][2]) // 2
+        flat = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float16)
+        return (
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            flat.reshape(len(rows), dim).astype(np.float32),
+        )
+
+
 class SQLiteStore:
     """`sqlite:///path/to/file.db`: catalog, logs and snapshots in one WAL database."""
 
@@ -568,6 +616,7 @@ class SQLiteStore:
         self.catalog: CatalogStore = SQLiteCatalog(self._db)
         self.events: EventLog = SQLiteEventLog(self._db)
         self.state: StateStore = SQLiteState(self._db)
+        self.vectors: VectorStore = SQLiteVectors(self._db)
 
     def close(self) -> None:
         with self._db.lock:
