@@ -246,11 +246,18 @@ def _embedded(eng: Engine, n: int) -> None:
 
 
 @pytest.mark.skipif(not minilm_available(), reason="needs the optional extra reelrank[content]")
+@pytest.mark.parametrize("background", [False, True], ids=["at-start", "in-background"])
 def test_a_restart_reads_minilm_vectors_back_and_embeds_only_changed_videos(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool
 ) -> None:
+    """Stored vectors come back at start for a catalog up to SYNC_FILL_MAX approved
+    videos, and on the fill's background thread for a larger one."""
+    from reelrank.content import indexer
     from reelrank.schema import Video
     from reelrank.storage import open_store
+
+    if background:
+        monkeypatch.setattr(indexer, "SYNC_FILL_MAX", 5)
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     settings = make_settings(tmp_path, store=url, content_embedder="minilm")

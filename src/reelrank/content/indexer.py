@@ -109,13 +109,17 @@ class ContentIndexer:
             for r, v in enumerate(table.records[: table.size])
             if v is not None and table.approved[r]
         ]
-        if self.vectors is not None:
-            approved = self._restore(approved)
-        if len(approved) <= SYNC_FILL_MAX and not self.embedder.slow:
+        small = len(approved) <= SYNC_FILL_MAX
+        if small and self.vectors is not None:
+            approved = self._restore(approved)  # about a second at SYNC_FILL_MAX
+        if small and not self.embedder.slow:
             self._fill(approved)
-        else:
+        else:  # a large catalog's stored vectors are read back in the background too
             threading.Thread(
-                target=self._fill, args=(approved,), name="reelrank-content-fill", daemon=True
+                target=self._fill,
+                args=(approved, not small),
+                name="reelrank-content-fill",
+                daemon=True,
             ).start()
 
     def _restore(self, approved: list[tuple[int, Video]]) -> list[tuple[int, Video]]:
@@ -126,29 +130,34 @@ class ContentIndexer:
         if not ids or matrix.shape[1] != self.embedder.dim:
             return approved
         stored = {i: (p, j) for j, (i, p) in enumerate(zip(ids, prints, strict=True))}
-        rows: list[int] = []
-        picks: list[int] = []
+        hits: list[tuple[int, Video, int]] = []  # (row, record read, stored vector)
         rest: list[tuple[int, Video]] = []
         for r, v in approved:
             found = stored.get(v.id)
             if found is not None and found[0] == fingerprint(video_text(v)):
-                rows.append(r)
-                picks.append(found[1])
+                hits.append((r, v, found[1]))
             else:
                 rest.append((r, v))
-        if rows:
-            with self._lock:
-                self.index.upsert(np.array(rows), matrix[picks])
-            self.restored = len(rows)
+        if hits:
+            with self._lock:  # a video upserted meanwhile keeps what its upsert gave it
+                records, ok = self.table.records, self.table.approved
+                hits = [(r, v, j) for r, v, j in hits if records[r] is v and ok[r]]
+                if hits:
+                    rows = np.array([r for r, _, _ in hits], np.int64)
+                    self.index.upsert(rows, matrix[[j for _, _, j in hits]])
+            self.restored = len(hits)
             log.info(
-                "content index: %d stored vectors read back, %d to embed", len(rows), len(rest)
+                "content index: %d stored vectors read back, %d to embed", len(hits), len(rest)
             )
         return rest
 
-    def _fill(self, placed: list[tuple[int, Video]]) -> None:
-        """Embed chunk by chunk. A video upserted meanwhile keeps the vector its upsert
-        gave it (its record is no longer the one embedded here)."""
+    def _fill(self, placed: list[tuple[int, Video]], restore: bool = False) -> None:
+        """Embed chunk by chunk (with `restore`, after reading stored vectors back). A
+        video upserted meanwhile keeps the vector its upsert gave it (its record is no
+        longer the one embedded here)."""
         try:
+            if restore and self.vectors is not None:
+                placed = self._restore(placed)
             for i in range(0, len(placed), CHUNK):
                 self._embed(placed[i : i + CHUNK])
             log.info("content index filled: %d videos", len(self.index))

@@ -122,10 +122,13 @@ _SHAPES: dict[tuple[str, str], dict[str, tuple[int, ...]]] = {}
 
 def check_weights(module: type[nn.Module], config: Any, state: dict[str, torch.Tensor]) -> None:
     """Raise ValueError unless `state` has exactly the weights, by name and shape, of the
-    module `module(config)` builds (built once per config, on the meta device)."""
+    module `module(config)` builds (built once per config). The modules are small dense
+    networks: built on the CPU in milliseconds, with the caller's random state kept. (On
+    the meta device an embedding's initialisation imports torch's compiler stack, 1-4 s
+    of a server's start.)"""
     key = (module.__name__, json.dumps(config.to_json(), sort_keys=True))
     if key not in _SHAPES:
-        with torch.device("meta"):
+        with torch.random.fork_rng(devices=[]):
             built = module(config)
         _SHAPES[key] = {k: tuple(v.shape) for k, v in built.state_dict().items()}
     want = _SHAPES[key]
