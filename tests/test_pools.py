@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reelrank.engine import Engine
+from reelrank.recall.pool import least
 from reelrank.schema import EventType
 from reelrank.serve import create_app
 from reelrank.state.counters import VideoCounters, smoothed_rate
@@ -283,3 +284,15 @@ def test_pools_endpoint_and_video_detail_over_http(tmp_path: Path) -> None:
     # Pools survive a restart (the final snapshot).
     with TestClient(create_app(Engine(settings), own_engine=True)) as c:
         assert c.get("/v1/pools").json()["tiers"][1]["testing"] == 6
+
+
+@given(
+    st.lists(st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0, 2.0]), min_size=1, max_size=80),
+    st.integers(1, 80),
+)
+def test_least_is_the_stable_sorts_first_k(values: list[float], k: int) -> None:
+    """The pool channel's least-served pick equals a stable sort's first k, ties (many
+    videos with nothing served yet) in position order."""
+    arr = np.array(values)
+    k = min(k, len(arr))
+    assert least(arr, k).tolist() == np.argsort(arr, kind="stable")[:k].tolist()
