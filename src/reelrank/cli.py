@@ -159,7 +159,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.trainer import run_trainer_process
+    from .train.process import run_trainer_process
 
     settings = _settings(args)
     print(f"training from {settings.store_url()}, publishing to {settings.params_channel_url()}")

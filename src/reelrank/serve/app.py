@@ -5,24 +5,25 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..engine import Engine
 from ..errors import Conflict, InvalidInput, NotFound, ReelrankError, TooLarge
-from ..experiments.registry import ExperimentSpec
 from ..pipeline.feed import Feed
-from ..schema import MAX_ID_LEN, Event, Follow, User, UserControls, VideoIn
+from ..schema import Event, Follow, User, UserControls, VideoIn
 from .auth import KeyRing
+from .ids import Code, UserId, VideoId
+from .operators import add_operator_routes
 from .pages import register_pages
 from .shed import LoadShedder, document
 
@@ -93,29 +94,6 @@ async def _read_batch(request: Request, field: str, max_items: int) -> list[Any]
     return items
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ReviewDecision(_Body):
-    """A person's review decision."""
-
-    decision: Literal["approve", "reject"]
-    reason: str = Field(min_length=1, max_length=2000)
-    reviewer: str = Field(min_length=1, max_length=128, description="Who decides")
-
-
-class OperatorAction(_Body):
-    """An operator's action on a video or creator."""
-
-    reason: str = Field(min_length=1, max_length=2000)
-    operator: str = Field(min_length=1, max_length=128, description="Who acts")
-
-
-class Boost(OperatorAction):
-    impressions: int = Field(ge=1, description="Extra impressions through exploration slots")
-
-
 def _feed_body(feed: Feed) -> dict[str, Any]:
     return {
         "request_id": feed.request_id,
@@ -129,14 +107,6 @@ def _feed_body(feed: Feed) -> dict[str, Any]:
             for it in feed.items
         ],
     }
-
-
-_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # the same rule as schema.Id: no control characters
-UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
-VideoId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
-CreatorId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
-ExperimentId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=_ID_PATTERN)]
-Code = Annotated[str | None, Query(min_length=1, max_length=32)]
 
 
 def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
@@ -330,149 +300,7 @@ def create_app(engine: Engine, own_engine: bool = False) -> FastAPI:
     def post_user_reset(request: Request, user_id: UserId) -> Any:
         return engine.reset_user(user_id)
 
-    # -- content lifecycle -------------------------------------------------------------------
-    lifecycle = engine.lifecycle
-
-    @app.get(
-        "/v1/pools",
-        tags=["lifecycle"],
-        summary="The traffic-pool funnel: videos per tier and stage, promotions, stops",
-        dependencies=[Depends(scoped("feed"))],
-    )
-    def get_pools(request: Request) -> Any:
-        return lifecycle.pools_summary()
-
-    @app.get(
-        "/v1/admin/review",
-        tags=["admin"],
-        summary="The human review queue, oldest hold first (admin)",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def get_review_queue(
-        request: Request,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> Any:
-        return lifecycle.review_queue(limit, offset)
-
-    @app.post(
-        "/v1/admin/review/{video_id}",
-        tags=["admin"],
-        summary="Approve or reject a video, with a reason (admin; audited)",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def post_review(request: Request, video_id: VideoId, body: ReviewDecision) -> Any:
-        return lifecycle.decide(video_id, body.decision, body.reason, body.reviewer)
-
-    @app.get(
-        "/v1/admin/audit",
-        tags=["admin"],
-        summary="The audit log, newest first (admin)",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def get_audit(
-        request: Request,
-        target_kind: Annotated[Literal["video", "creator"] | None, Query()] = None,
-        target_id: Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LEN)] = None,
-        before: Annotated[int | None, Query(ge=1, description="Entries with seq < before")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> Any:
-        return lifecycle.audit(target_kind, target_id, before, limit)
-
-    @app.post(
-        "/v1/admin/videos/{video_id}/hide",
-        tags=["admin"],
-        summary="Take a video down (admin; audited)",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def post_hide(request: Request, video_id: VideoId, body: OperatorAction) -> Any:
-        return lifecycle.hide(video_id, True, body.reason, body.operator)
-
-    @app.post(
-        "/v1/admin/videos/{video_id}/unhide",
-        tags=["admin"],
-        summary="Put a taken-down video back (admin; audited)",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def post_unhide(request: Request, video_id: VideoId, body: OperatorAction) -> Any:
-        return lifecycle.hide(video_id, False, body.reason, body.operator)
-
-    @app.post(
-        "/v1/admin/videos/{video_id}/boost",
-        tags=["admin"],
-        summary="Heat a video: extra impressions within the boost budget (admin; audited)",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def post_boost(request: Request, video_id: VideoId, body: Boost) -> Any:
-        return lifecycle.boost(video_id, body.impressions, body.reason, body.operator)
-
-    @app.get(
-        "/v1/admin/creators/{creator_id}",
-        tags=["admin"],
-        summary="A creator's standing",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def get_creator(request: Request, creator_id: CreatorId) -> Any:
-        return lifecycle.creator_state(creator_id)
-
-    @app.post(
-        "/v1/admin/creators/{creator_id}/strikes",
-        tags=["admin"],
-        summary="Add a strike; at strikes_to_suspend the creator is suspended (admin; audited)",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def post_strike(request: Request, creator_id: CreatorId, body: OperatorAction) -> Any:
-        return lifecycle.strike(creator_id, True, body.reason, body.operator)
-
-    @app.post(
-        "/v1/admin/creators/{creator_id}/reinstate",
-        tags=["admin"],
-        summary="Clear a creator's strikes and lift a suspension (admin; audited)",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def post_reinstate(request: Request, creator_id: CreatorId, body: OperatorAction) -> Any:
-        return lifecycle.strike(creator_id, False, body.reason, body.operator)
-
-    @app.get(
-        "/v1/experiments",
-        tags=["experiments"],
-        summary="Every experiment: definition, status and buckets (admin)",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def get_experiments(request: Request) -> Any:
-        return {"experiments": engine.list_experiments()}
-
-    @app.get(
-        "/v1/experiments/{experiment_id}",
-        tags=["experiments"],
-        summary="Per-arm results with confidence intervals and the sample-ratio check (admin)",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def get_experiment(
-        request: Request,
-        experiment_id: ExperimentId,
-        level: Annotated[float, Query(ge=0.5, lt=1.0, description="Confidence level")] = 0.95,
-    ) -> Any:
-        return engine.experiment_report(experiment_id, level)
-
-    @app.post(
-        "/v1/admin/experiments",
-        tags=["experiments"],
-        summary="Start an experiment: layer, traffic share and arms with overrides (admin)",
-        dependencies=[Depends(scoped("admin"))],
-        status_code=201,
-    )
-    def post_experiment(request: Request, body: ExperimentSpec) -> Any:
-        return engine.create_experiment(body)
-
-    @app.post(
-        "/v1/admin/experiments/{experiment_id}/stop",
-        tags=["experiments"],
-        summary="Stop an experiment: its users get the default feed again (admin)",
-        dependencies=[Depends(scoped("admin"))],
-    )
-    def post_stop_experiment(request: Request, experiment_id: ExperimentId) -> Any:
-        return engine.stop_experiment(experiment_id)
+    add_operator_routes(app, engine, scoped)
 
     @app.get(
         "/v1/admin/overview",

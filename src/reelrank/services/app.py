@@ -190,7 +190,8 @@ class Engine:
     def _start_trainer(self) -> None:
         mode = self.settings.trainer_mode()
         if mode == "thread":
-            from ..train.trainer import OnlineTrainer, checkpoint_path
+            from ..train.process import checkpoint_path
+            from ..train.trainer import OnlineTrainer
 
             sqlite = self.store.url.startswith("sqlite:")
             self.trainer = OnlineTrainer(
@@ -207,7 +208,7 @@ class Engine:
         elif mode == "process":
             import multiprocessing
 
-            from ..train.trainer import run_trainer_process
+            from ..train.process import run_trainer_process
 
             self.trainer = multiprocessing.get_context("spawn").Process(
                 target=run_trainer_process, args=(self.settings,), name="reelrank-trainer"

@@ -76,6 +76,27 @@ class Example:
     video_id: str
     correction: bool = False
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "features": self.features,
+            "labels": self.labels.tolist(),
+            "ts": self.ts,
+            "request_id": self.request_id,
+            "video_id": self.video_id,
+            "correction": self.correction,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Example:
+        return cls(
+            features=raw["features"],
+            labels=np.asarray(raw["labels"], dtype=np.float32),
+            ts=float(raw["ts"]),
+            request_id=raw["request_id"],
+            video_id=raw["video_id"],
+            correction=bool(raw["correction"]),
+        )
+
 
 @dataclass
 class JoinStats:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..storage import Store
 from ..storage.codec import encode, encode_sparse
 from ..storage.params import ParamChannel
 from .champion import ChampionChallenger
+from .checkpoint import Checkpoints
 from .embedding import EmbeddingTable
 from .joiner import Example, SampleJoiner
 from .metrics import ProgressiveMetrics
@@ -61,7 +61,7 @@ def ranker_config(settings: Settings) -> RankerConfig:
     )
 
 
-class OnlineTrainer:
+class OnlineTrainer(Checkpoints):
     def __init__(
         self,
         settings: Settings,
@@ -414,148 +414,7 @@ class OnlineTrainer:
             "published_at": time.time(),
         }
 
-    # -- checkpoints ---------------------------------------------------------------------
-    def checkpoint(self, train_buffer: bool = True) -> None:
-        """Save everything with the log offsets, atomically: what is buffered is trained
-        first, or (`train_buffer=False`, on the way out) saved untrained and trained after
-        the restore, so stopping never waits for a backlog."""
-        if self.checkpoint_path is None:
-            return
-        with self.lock:
-            if train_buffer:
-                self._flush()
-            self.dense_version += 1  # the weights the checkpoint and its snapshot carry
-            state = {
-                "config": json.dumps(self.config.to_json()),
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "tables": {s: t.state() for s, t in self.tables.items()},
-                "two_tower": self.tt.state(),
-                "sequence": self.sequence.state(),
-                "joiner": json.dumps(self.joiner.state()),
-                "event_offset": self.event_offset,
-                "impression_offset": self.impression_offset,
-                "examples_trained": self.examples_trained,
-                "batches": self.batches,
-                "dense_version": self.dense_version,
-                "sparse_version": self.sparse_version,
-                "newest_ts": self.newest_ts,
-                "champion": {
-                    k: torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v
-                    for k, v in self.champion.state().items()
-                },
-                "duration_sum_s": self.duration_sum_s,
-                "buffer": json.dumps([_example_json(e) for e in self.buffer]),
-            }
-            path = self.checkpoint_path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save(state, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        self.publish_full(bump=False)
-
-    def restore(self) -> bool:
-        """Load the last checkpoint if there is one; True when loaded."""
-        if self.checkpoint_path is None or not self.checkpoint_path.exists():
-            return False
-        with self.lock:
-            state = torch.load(self.checkpoint_path, weights_only=True)
-            config = RankerConfig.from_json(json.loads(state["config"]))
-            model = MultiTaskRanker(config)
-            try:
-                model.load_state_dict(state["model"])
-            except RuntimeError:
-                log.warning(
-                    "the trainer checkpoint %s holds a ranker of another shape (an older "
-                    "feature set); training starts afresh from the logs",
-                    self.checkpoint_path,
-                )
-                return False
-            self.config, self.model = config, model
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.dense_lr)
-            self.optimizer.load_state_dict(state["optimizer"])
-            for slot, t in self.tables.items():
-                t.load_state(state["tables"][slot])
-            if "two_tower" in state:  # checkpoints from before the retrieval model lack it
-                self.tt.load_state(state["two_tower"])
-            if "sequence" in state:  # nor the sequence model
-                self.sequence.load_state(state["sequence"])
-            self.joiner.load_state(json.loads(state["joiner"]))
-            self.event_offset = int(state["event_offset"])
-            self.impression_offset = int(state["impression_offset"])
-            self.examples_trained = int(state["examples_trained"])
-            self.batches = int(state["batches"])
-            self.dense_version = int(state["dense_version"])
-            self.sparse_version = int(state["sparse_version"])
-            self.newest_ts = float(state["newest_ts"])
-            if "champion" in state:
-                self.champion.load_state(state["champion"])
-                self.duration_sum_s = float(state["duration_sum_s"])
-            self.buffer = [_example(raw) for raw in json.loads(state.get("buffer", "[]"))]
-            self.buffer_since = time.monotonic()
-        log.info(
-            "trainer resumed at event offset %d, impression offset %d (%d examples trained)",
-            self.event_offset,
-            self.impression_offset,
-            self.examples_trained,
-        )
-        return True
-
-
-def _example_json(e: Example) -> dict[str, Any]:
-    return {
-        "features": e.features,
-        "labels": e.labels.tolist(),
-        "ts": e.ts,
-        "request_id": e.request_id,
-        "video_id": e.video_id,
-        "correction": e.correction,
-    }
-
-
-def _example(raw: dict[str, Any]) -> Example:
-    return Example(
-        features=raw["features"],
-        labels=np.asarray(raw["labels"], dtype=np.float32),
-        ts=float(raw["ts"]),
-        request_id=raw["request_id"],
-        video_id=raw["video_id"],
-        correction=bool(raw["correction"]),
-    )
-
 
 def _delta_tensors(delta: dict[str, Any]) -> dict[str, Any]:
     """A table delta with its vectors as a tensor (the codec stores tensors as raw buffers)."""
     return {**delta, "vectors": torch.from_numpy(np.ascontiguousarray(delta["vectors"]))}
-
-
-def run_trainer_process(settings: Settings) -> None:
-    """Entry point of the trainer process that `serve` starts (or `reelrank train`)."""
-    import signal
-
-    from ..storage import open_store
-    from ..storage.params import open_params
-
-    torch.set_num_threads(1)
-    if settings.trainer_nice:
-        os.nice(settings.trainer_nice)  # training yields the CPU to serving
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s trainer: %(message)s"
-    )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    store = open_store(settings.store_url(), settings.sqlite_synchronous)
-    params = open_params(settings.params_channel_url())
-    trainer = OnlineTrainer(settings, store, params, checkpoint_path(settings))
-    try:
-        trainer.run(stop)
-    finally:
-        params.close()
-        store.close()
-
-
-def checkpoint_path(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "model" / "trainer.pt"

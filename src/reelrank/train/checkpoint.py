@@ -1,0 +1,144 @@
+"""The trainer's checkpoints: model, optimiser, embedding tables, the retrieval and
+sequence learners, the joiner, the champion's window, the unconsumed buffer and the log
+offsets, saved together atomically, so a restart resumes exactly where it left off."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..rank.model import MultiTaskRanker, RankerConfig
+from .champion import ChampionChallenger
+from .embedding import EmbeddingTable
+from .joiner import Example, SampleJoiner
+from .sequence import SequenceLearner
+from .two_tower import TwoTowerLearner
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoints:
+    """Saving and restoring the online trainer (`OnlineTrainer` mixes this in): what a
+    checkpoint holds is declared here."""
+
+    checkpoint_path: Path | None
+    lock: threading.Lock
+    config: RankerConfig
+    model: MultiTaskRanker
+    optimizer: torch.optim.Adam
+    tables: dict[str, EmbeddingTable]
+    tt: TwoTowerLearner
+    sequence: SequenceLearner
+    joiner: SampleJoiner
+    champion: ChampionChallenger
+    event_offset: int
+    impression_offset: int
+    examples_trained: int
+    batches: int
+    dense_version: int
+    sparse_version: int
+    newest_ts: float
+    duration_sum_s: float
+    buffer: list[Example]
+    buffer_since: float
+
+    def _flush(self) -> int:
+        raise NotImplementedError
+
+    def publish_full(self, bump: bool = True) -> None:
+        raise NotImplementedError
+
+    def checkpoint(self, train_buffer: bool = True) -> None:
+        """Save everything with the log offsets, atomically: what is buffered is trained
+        first, or (`train_buffer=False`, on the way out) saved untrained and trained after
+        the restore, so stopping never waits for a backlog."""
+        if self.checkpoint_path is None:
+            return
+        with self.lock:
+            if train_buffer:
+                self._flush()
+            self.dense_version += 1  # the weights the checkpoint and its snapshot carry
+            state = {
+                "config": json.dumps(self.config.to_json()),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "tables": {s: t.state() for s, t in self.tables.items()},
+                "two_tower": self.tt.state(),
+                "sequence": self.sequence.state(),
+                "joiner": json.dumps(self.joiner.state()),
+                "event_offset": self.event_offset,
+                "impression_offset": self.impression_offset,
+                "examples_trained": self.examples_trained,
+                "batches": self.batches,
+                "dense_version": self.dense_version,
+                "sparse_version": self.sparse_version,
+                "newest_ts": self.newest_ts,
+                "champion": {
+                    k: torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v
+                    for k, v in self.champion.state().items()
+                },
+                "duration_sum_s": self.duration_sum_s,
+                "buffer": json.dumps([e.to_json() for e in self.buffer]),
+            }
+            path = self.checkpoint_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        self.publish_full(bump=False)
+
+    def restore(self) -> bool:
+        """Load the last checkpoint if there is one; True when loaded."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return False
+        with self.lock:
+            state = torch.load(self.checkpoint_path, weights_only=True)
+            config = RankerConfig.from_json(json.loads(state["config"]))
+            model = MultiTaskRanker(config)
+            try:
+                model.load_state_dict(state["model"])
+            except RuntimeError:
+                log.warning(
+                    "the trainer checkpoint %s holds a ranker of another shape (an older "
+                    "feature set); training starts afresh from the logs",
+                    self.checkpoint_path,
+                )
+                return False
+            self.config, self.model = config, model
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.dense_lr)
+            self.optimizer.load_state_dict(state["optimizer"])
+            for slot, t in self.tables.items():
+                t.load_state(state["tables"][slot])
+            if "two_tower" in state:  # checkpoints from before the retrieval model lack it
+                self.tt.load_state(state["two_tower"])
+            if "sequence" in state:  # nor the sequence model
+                self.sequence.load_state(state["sequence"])
+            self.joiner.load_state(json.loads(state["joiner"]))
+            self.event_offset = int(state["event_offset"])
+            self.impression_offset = int(state["impression_offset"])
+            self.examples_trained = int(state["examples_trained"])
+            self.batches = int(state["batches"])
+            self.dense_version = int(state["dense_version"])
+            self.sparse_version = int(state["sparse_version"])
+            self.newest_ts = float(state["newest_ts"])
+            if "champion" in state:
+                self.champion.load_state(state["champion"])
+                self.duration_sum_s = float(state["duration_sum_s"])
+            self.buffer = [Example.from_json(raw) for raw in json.loads(state.get("buffer", "[]"))]
+            self.buffer_since = time.monotonic()
+        log.info(
+            "trainer resumed at event offset %d, impression offset %d (%d examples trained)",
+            self.event_offset,
+            self.impression_offset,
+            self.examples_trained,
+        )
+        return True
