@@ -212,7 +212,6 @@ MODULE_LINES = 400
 # settings table (one documented field per setting), the others are the next to split.
 LONGER = {
     "reelrank/config.py": 793,
-    "reelrank/evaluate/replay.py": 546,
     "reelrank/content/lifecycle.py": 523,
     "reelrank/rank/learned.py": 450,
     "reelrank/cli.py": 430,
@@ -230,5 +229,10 @@ def test_no_module_grows_past_its_bound() -> None:
         if lines > LONGER.get(name, MODULE_LINES):
             over[name] = lines
     assert over == {}, f"modules over their bound (split them): {over}"
-    stale = {n for n in LONGER if not (SRC.parent / n).exists()}
-    assert stale == set(), f"listed modules that no longer exist: {stale}"
+    stale = {
+        n
+        for n in LONGER
+        if not (SRC.parent / n).exists()
+        or len((SRC.parent / n).read_text().splitlines()) <= MODULE_LINES
+    }
+    assert stale == set(), f"listed modules now within the bound (unlist them): {stale}"
