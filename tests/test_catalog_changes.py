@@ -99,3 +99,47 @@ def test_a_process_follows_what_another_wrote_to_the_same_store(tmp_path: Path) 
     finally:
         b.close()
         a.close()
+
+
+def _served(eng: Engine, user: str) -> set[str]:
+    return {it.video_id for it in eng.feed(user, n=20, record=False).items}
+
+
+def test_uploads_hides_strikes_and_boosts_reach_another_process(tmp_path: Path) -> None:
+    """What one process writes to the catalog (uploads, a hide, a strike that suspends a
+    creator, a boost) reaches another over the same store through the change feed; the
+    other's own writes are not applied a second time."""
+    url = f"sqlite:///{tmp_path / 'ops.db'}"
+    a = Engine(make_settings(tmp_path, store=url, strikes_to_suspend=1)).open()
+    b = Engine(make_settings(tmp_path / "b", store=url, strikes_to_suspend=1)).open()
+    b._stop.set()  # b reads the feed when this test says so
+    for t in b._threads:
+        t.join()
+    try:
+        now = time.time()
+        a.upsert_videos([video(i, creator_id=f"c{i % 3}", created_at=now - 60) for i in range(9)])
+        assert b.state.table.size == 0 and not _served(b, "u1")
+        b.follow_catalog()
+        assert b.state.table.size == 9 and b.replica.applied == 9
+        assert _served(b, "u1") == {f"v{i}" for i in range(9)}
+        assert int(b.state.pools.testing(9).size) == 9  # new videos get a first audience
+        a.lifecycle.hide("v4", True, "spam", "alice")
+        a.lifecycle.strike("c1", True, "repeat offender", "alice")  # v1, v4, v7
+        a.lifecycle.boost("v0", 25, "launch", "alice")
+        b.follow_catalog()
+        assert _served(b, "u1") == {"v0", "v2", "v3", "v5", "v6", "v8"}
+        row = b.state.table.row_of("v0")
+        assert int(b.state.pools.boost_left[row]) == 25
+        assert b.lifecycle.video_state("v4")["status"] == "hidden"
+        # b's own upload is applied once, when b writes it, not again from the feed.
+        b.upsert_videos([video("own", creator_id="c9", created_at=now - 60)])
+        mine = b.state.table.video(b.state.table.row_of("vown"))
+        applied = b.replica.applied
+        b.follow_catalog()
+        assert b.replica.applied == applied
+        assert b.state.table.video(b.state.table.row_of("vown")) is mine
+        a.follow_catalog()
+        assert "vown" in _served(a, "u2")
+    finally:
+        b.close()
+        a.close()

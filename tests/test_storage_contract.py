@@ -249,6 +249,22 @@ def test_changes_page_after_a_seq(store: Store) -> None:
     assert store.catalog.changes(rest[-1].seq, 100) == []
 
 
+def test_changes_name_the_store_object_that_wrote_them(store: Store, tmp_path: Path) -> None:
+    store.catalog.upsert_videos([_video(1)])
+    store.events.append([_event("f1", "follow", vid="v1")], received_at=1.0)
+    origins = {c.origin for c in store.catalog.changes(0, 100)}
+    assert origins == {store.catalog.origin} and store.catalog.origin
+    if store.url.startswith("sqlite:"):  # a second writer on the same file
+        other = open_store(store.url)
+        try:
+            assert other.catalog.origin != store.catalog.origin
+            other.catalog.upsert_users([User(id="u9")])
+            last = store.catalog.changes(0, 100)[-1]
+            assert (last.table, last.key, last.origin) == ("users", "u9", other.catalog.origin)
+        finally:
+            other.close()
+
+
 def test_follow_events_write_the_edge_with_the_event(store: Store) -> None:
     store.catalog.upsert_videos([_video(1, creator_id="ca"), _video(2, creator_id="cb")])
     head = store.catalog.last_change()

@@ -22,7 +22,7 @@ from ..state.online import OnlineState
 from ..state.pools import Stage
 from .duplicates import DuplicateIndex, UploadBatch, duplicate_finding
 from .indexer import ContentIndexer
-from .review import MACHINE, Outcome, Review, Reviewer, default_checks
+from .review import MACHINE, Outcome, Review, Reviewer, default_checks, machine_entry
 
 if TYPE_CHECKING:
     from ..recall.two_tower import RetrievalIndex
@@ -111,13 +111,7 @@ class Lifecycle:
                     self.pending[row] = None
                 self._maybe_enter_pool(row, video, now)
             for key, body in self.store.catalog.iter_controls("video"):
-                row = table.row_of(key)
-                granted = int(body.get("boost_granted", 0))
-                if row >= 0 and granted:
-                    self.boosts[key] = granted
-                    self.pools.ensure(row + 1)
-                    left = granted - int(self.pools.boost_used[row])
-                    self.pools.boost_left[row] = max(left, 0)
+                self.restore_boost(key, int(body.get("boost_granted", 0)))
             self.pools.version += 1
 
     # -- upload ------------------------------------------------------------------------------
@@ -145,52 +139,47 @@ class Lifecycle:
         entries = []
         for (row, video), review, created in zip(placed, reviews, new, strict=True):
             self.duplicates.add(row, video)
-            self._track_pending(row, video)
+            self.track_pending(row, video)
             if created or (not review.kept and self._decision_changed(review)):
-                entries.append(self._machine_entry(video, review))
+                entries.append(machine_entry(video, review))
         if entries:  # before any near-duplicate marks, which come after in the log
             self.store.catalog.append_audit(entries)
             for e in entries:
                 status = e.detail["status"]  # type: ignore[index]
                 self.metrics.review_decisions.labels(_actor_label(e.actor), status).inc()
-        self.content.place(placed)  # may mark embedding near-duplicates
+        self.place(placed, now)
+
+    @staticmethod
+    def _decision_changed(review: Review) -> bool:
+        return bool(review.findings) or review.video.status is not ReviewStatus.APPROVED
+
+    def place(self, placed: list[tuple[int, Video]], now: float) -> None:
+        """Videos whose record or servability changed, already in the table: into (or out
+        of) the content and retrieval indexes, then their first pool (catalog lock held)."""
+        self.content.place(placed)  # may mark embedding near-duplicates: read them back
         for index in self.retrieval:
             index.place(placed)
         with self.state.lock:
             for row, _ in placed:
                 self._maybe_enter_pool(row, self.table.video(row), now)
 
-    @staticmethod
-    def _decision_changed(review: Review) -> bool:
-        return bool(review.findings) or review.video.status is not ReviewStatus.APPROVED
+    def suspend(self, creator_id: str, suspended: bool) -> None:
+        """Stop (or resume) distributing a creator's videos (catalog lock held)."""
+        changed = self.table.suspend(creator_id, suspended)
+        self.place([(r, self.table.video(r)) for r in changed], time.time())
 
-    def _machine_entry(self, video: Video, review: Review) -> AuditEntry:
-        action = {
-            ReviewStatus.APPROVED: "review.approve",
-            ReviewStatus.PENDING_REVIEW: "review.hold",
-            ReviewStatus.REJECTED: "review.reject",
-            ReviewStatus.HIDDEN: "review.keep",
-        }[video.status]
-        if review.kept:
-            action = "review.keep"
-        return AuditEntry(
-            ts=time.time(),
-            actor=video.reviewed_by or MACHINE,
-            action=action,
-            target_kind="video",
-            target_id=video.id,
-            reason=video.status_reason or "no findings",
-            detail={
-                "status": video.status.value,
-                "findings": [
-                    {"check": f.check, "outcome": f.outcome.name.lower(), "reason": f.reason}
-                    for f in review.findings
-                ],
-                **({"duplicate_of": video.duplicate_of} if video.duplicate_of else {}),
-            },
-        )
+    def restore_boost(self, video_id: str, granted: int) -> None:
+        """A stored boost total: the impressions still owed (catalog and state locks)."""
+        row = self.table.row_of(video_id)
+        if row < 0 or not granted:
+            return
+        self.boosts[video_id] = granted
+        self.pools.ensure(row + 1)
+        left = granted - int(self.pools.boost_used[row])
+        self.pools.boost_left[row] = max(left, 0)
+        self.pools.version += 1
 
-    def _track_pending(self, row: int, video: Video) -> None:
+    def track_pending(self, row: int, video: Video) -> None:
         if video.status is ReviewStatus.PENDING_REVIEW:
             self.pending.setdefault(row, None)
         else:
@@ -223,15 +212,9 @@ class Lifecycle:
         placed = []
         for row, video, _ in changes:
             self.table.upsert(row, video)
-            self._track_pending(row, video)
+            self.track_pending(row, video)
             placed.append((row, video))
-        self.content.place(placed)
-        for index in self.retrieval:
-            index.place(placed)
-        now = time.time()
-        with self.state.lock:
-            for row, video in placed:
-                self._maybe_enter_pool(row, video, now)
+        self.place(placed, time.time())
         self.store.catalog.append_audit([entry for _, _, entry in changes])
         for _, video, entry in changes:
             self.metrics.review_decisions.labels(
@@ -436,14 +419,7 @@ class Lifecycle:
             self.store.catalog.put_control("creator", creator_id, record)
             self.creators[creator_id] = record
             if suspended != was:
-                changed = self.table.suspend(creator_id, suspended)
-                placed = [(r, self.table.video(r)) for r in changed]
-                self.content.place(placed)
-                for index in self.retrieval:
-                    index.place(placed)
-                with self.state.lock:
-                    for r, v in placed:
-                        self._maybe_enter_pool(r, v, time.time())
+                self.suspend(creator_id, suspended)
             action = "creator.strike" if add else "creator.reinstate"
             if suspended and not was:
                 action = "creator.suspend"

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import importlib
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
 from ..errors import ConfigError
-from ..schema import ReviewStatus, Video, VideoIn
+from ..schema import AuditEntry, ReviewStatus, Video, VideoIn
 
 MACHINE = "machine"
 
@@ -241,3 +242,31 @@ def default_checks(
     if classifier:
         checks.append(ClassifierCheck.load(classifier, classifier_hold, classifier_reject))
     return checks
+
+
+def machine_entry(video: Video, review: Review) -> AuditEntry:
+    """The audit entry of a machine review decision."""
+    action = {
+        ReviewStatus.APPROVED: "review.approve",
+        ReviewStatus.PENDING_REVIEW: "review.hold",
+        ReviewStatus.REJECTED: "review.reject",
+        ReviewStatus.HIDDEN: "review.keep",
+    }[video.status]
+    if review.kept:
+        action = "review.keep"
+    return AuditEntry(
+        ts=time.time(),
+        actor=video.reviewed_by or MACHINE,
+        action=action,
+        target_kind="video",
+        target_id=video.id,
+        reason=video.status_reason or "no findings",
+        detail={
+            "status": video.status.value,
+            "findings": [
+                {"check": f.check, "outcome": f.outcome.name.lower(), "reason": f.reason}
+                for f in review.findings
+            ],
+            **({"duplicate_of": video.duplicate_of} if video.duplicate_of else {}),
+        },
+    )

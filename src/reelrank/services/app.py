@@ -15,6 +15,7 @@ from ..config import Settings
 from ..content.embed import make_embedder
 from ..content.indexer import ContentIndexer
 from ..content.lifecycle import Lifecycle
+from ..content.replica import CatalogReplica
 from ..ingest.events import IngestResult
 from ..metrics import Metrics
 from ..pipeline.feed import Feed, FeedPipeline
@@ -65,6 +66,10 @@ class Engine:
             self.content,
             self.metrics,
             catalog_lock,
+        )
+        # What other processes write to the catalog, applied here.
+        self.replica = CatalogReplica(
+            self.store.catalog, self.state, self.lifecycle, self.state.catalog_changes
         )
         self.pipeline = self._pipeline()
         self.experiments = settings.experiment_book(time.time())
@@ -263,8 +268,9 @@ class Engine:
         self.lifecycle.evaluate_pools()
 
     def follow_catalog(self) -> int:
-        """Apply the catalog's changes since the last call, whichever process wrote them:
-        follows, user controls, experiments created or stopped."""
+        """Apply the catalog's changes since the last call: follows, user controls and
+        experiments, whichever process wrote them; and videos, strikes and boosts that
+        another process wrote."""
         return self.state.catalog_changes.catch_up()
 
     def sync_model(self) -> None:

@@ -30,12 +30,19 @@ class CatalogChange:
     table: str
     key: str
     body: dict[str, Any] | None = None
+    origin: str = ""  # the `CatalogStore.origin` of the store object that wrote it
 
 
 class CatalogStore(Protocol):
     """Videos, users and follows: the app's records, upserted by id. Every write also
     appends to the change feed (`changes`) in the same transaction, so any process can
-    follow uploads, review decisions, hides, strikes, boosts, mutes and follows."""
+    follow uploads, review decisions, hides, strikes, boosts, mutes and follows.
+
+    `origin` names this opened store object (fresh each time a store is opened): changes
+    carry the origin of the one that wrote them, so a process can tell its own writes from
+    another's."""
+
+    origin: str
 
     def upsert_videos(self, videos: list[Video]) -> list[tuple[int, bool]]:
         """Insert or replace; return (row, created) per video. Rows are stable forever."""

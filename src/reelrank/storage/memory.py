@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,10 +33,12 @@ class MemoryCatalog:
         self._controls: dict[tuple[str, str], dict[str, Any]] = {}
         self._audit: list[AuditEntry] = []
         self._changes: list[CatalogChange] = []
+        self.origin = uuid.uuid4().hex
 
     def _record(self, table: str, key: str, body: dict[str, Any] | None = None) -> None:
         """Append a change (under `_lock`)."""
-        self._changes.append(CatalogChange(len(self._changes) + 1, table, key, body))
+        seq = len(self._changes) + 1
+        self._changes.append(CatalogChange(seq, table, key, body, self.origin))
 
     def set_follow(self, user_id: str, creator_id: str, on: bool) -> bool:
         """Add or remove one edge (under `_lock`); True when it changed."""

@@ -14,16 +14,20 @@ from .base import CONTROLS, FOLLOWS, USERS, VIDEOS, CatalogChange
 from .sqlite_db import Database
 
 
-def record_changes(conn: sqlite3.Connection, changes: list[tuple[str, str, Any]]) -> None:
+def record_changes(
+    conn: sqlite3.Connection, origin: str, changes: list[tuple[str, str, Any]]
+) -> None:
     """Append catalog changes inside the caller's write transaction."""
     if changes:
         conn.executemany(
-            "INSERT INTO catalog_changes (tbl, key, body) VALUES (?, ?, ?)",
-            [(t, k, None if b is None else orjson.dumps(b)) for t, k, b in changes],
+            "INSERT INTO catalog_changes (tbl, key, body, origin) VALUES (?, ?, ?, ?)",
+            [(t, k, None if b is None else orjson.dumps(b), origin) for t, k, b in changes],
         )
 
 
-def set_follow(conn: sqlite3.Connection, user_id: str, creator_id: str, on: bool) -> bool:
+def set_follow(
+    conn: sqlite3.Connection, origin: str, user_id: str, creator_id: str, on: bool
+) -> bool:
     """Add or remove one edge inside the caller's transaction, recording the change when
     the edge changed; True when it did."""
     if on:
@@ -32,13 +36,16 @@ def set_follow(conn: sqlite3.Connection, user_id: str, creator_id: str, on: bool
         sql = "DELETE FROM follows WHERE user_id = ? AND creator_id = ?"
     changed = conn.execute(sql, (user_id, creator_id)).rowcount == 1
     if changed:
-        record_changes(conn, [(FOLLOWS, user_id, {"creator_id": creator_id, "following": on})])
+        record_changes(
+            conn, origin, [(FOLLOWS, user_id, {"creator_id": creator_id, "following": on})]
+        )
     return changed
 
 
 class SQLiteCatalog:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.origin = db.origin
 
     def upsert_videos(self, videos: list[Video]) -> list[tuple[int, bool]]:
         out: list[tuple[int, bool]] = []
@@ -56,7 +63,7 @@ class SQLiteCatalog:
                         (video.id, body),
                     )
                     out.append((int(cur.lastrowid or 0), True))
-            record_changes(conn, [(VIDEOS, v.id, None) for v in videos])
+            record_changes(conn, self._db.origin, [(VIDEOS, v.id, None) for v in videos])
         return out
 
     def get_video(self, video_id: str) -> tuple[int, Video] | None:
@@ -85,7 +92,7 @@ class SQLiteCatalog:
                 if not created:
                     conn.execute("UPDATE users SET body = ? WHERE id = ?", (body, user.id))
                 out.append(created)
-            record_changes(conn, [(USERS, u.id, None) for u in users])
+            record_changes(conn, self._db.origin, [(USERS, u.id, None) for u in users])
         return out
 
     def get_user(self, user_id: str) -> User | None:
@@ -105,12 +112,12 @@ class SQLiteCatalog:
         out = []
         with self._db.write() as conn:
             for f in follows:
-                out.append(set_follow(conn, f.user_id, f.creator_id, True))
+                out.append(set_follow(conn, self._db.origin, f.user_id, f.creator_id, True))
         return out
 
     def remove_follow(self, user_id: str, creator_id: str) -> bool:
         with self._db.write() as conn:
-            return set_follow(conn, user_id, creator_id, False)
+            return set_follow(conn, self._db.origin, user_id, creator_id, False)
 
     def iter_follows(self) -> Iterator[Follow]:
         with self._db.lock:
@@ -125,7 +132,7 @@ class SQLiteCatalog:
                 "ON CONFLICT(kind, key) DO UPDATE SET body = excluded.body",
                 (kind, key, orjson.dumps(body)),
             )
-            record_changes(conn, [(CONTROLS, key, {"kind": kind})])
+            record_changes(conn, self._db.origin, [(CONTROLS, key, {"kind": kind})])
 
     def iter_controls(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
         with self._db.lock:
@@ -145,13 +152,13 @@ class SQLiteCatalog:
     def changes(self, after: int, limit: int) -> list[CatalogChange]:
         with self._db.lock:
             rows = self._db.conn.execute(
-                "SELECT seq, tbl, key, body FROM catalog_changes WHERE seq > ? "
+                "SELECT seq, tbl, key, body, origin FROM catalog_changes WHERE seq > ? "
                 "ORDER BY seq LIMIT ?",
                 (after, limit),
             ).fetchall()
         return [
-            CatalogChange(seq, tbl, key, None if body is None else orjson.loads(body))
-            for seq, tbl, key, body in rows
+            CatalogChange(seq, tbl, key, None if body is None else orjson.loads(body), origin)
+            for seq, tbl, key, body, origin in rows
         ]
 
     def last_change(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import uuid
 from pathlib import Path
 
 SCHEMA = """
@@ -73,7 +74,8 @@ CREATE TABLE IF NOT EXISTS catalog_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     tbl TEXT NOT NULL,
     key TEXT NOT NULL,
-    body BLOB
+    body BLOB,
+    origin TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS vectors (
     space TEXT NOT NULL,
@@ -108,6 +110,12 @@ class Database:
             self.conn.execute("ALTER TABLE impressions ADD COLUMN features BLOB")
         if "arms" not in columns:  # stores created before experiment arms were logged
             self.conn.execute("ALTER TABLE impressions ADD COLUMN arms TEXT")
+        changes = {r[1] for r in self.conn.execute("PRAGMA table_info(catalog_changes)")}
+        if "origin" not in changes:  # change feeds created before writers were named
+            self.conn.execute(
+                "ALTER TABLE catalog_changes ADD COLUMN origin TEXT NOT NULL DEFAULT ''"
+            )
+        self.origin = uuid.uuid4().hex  # names this connection's writes in the change feed
 
     def write(self, synchronous: str | None = None) -> _Tx:
         return _Tx(self, synchronous)

@@ -67,12 +67,12 @@ class SQLiteEventLog:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            self._follow_edges(conn, events, offsets)
+            self._follow_edges(conn, self._db.origin, events, offsets)
         return offsets
 
     @staticmethod
     def _follow_edges(
-        conn: sqlite3.Connection, events: list[Event], offsets: list[int | None]
+        conn: sqlite3.Connection, origin: str, events: list[Event], offsets: list[int | None]
     ) -> None:
         """The follow graph's edges for the accepted follow and unfollow events, in log
         order, in the append's transaction."""
@@ -87,7 +87,7 @@ class SQLiteEventLog:
                 creators[e.video_id] = orjson.loads(found[0])["creator_id"] if found else None
             creator = creators[e.video_id]
             if creator is not None:
-                set_follow(conn, e.user_id, creator, e.type is EventType.FOLLOW)
+                set_follow(conn, origin, e.user_id, creator, e.type is EventType.FOLLOW)
 
     def read(self, after: int, limit: int) -> list[tuple[int, Event]]:
         with self._db.lock:
