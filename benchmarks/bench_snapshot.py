@@ -81,6 +81,26 @@ def _events(users: np.ndarray, videos: np.ndarray, ts: float, tag: str) -> list[
     ]
 
 
+def _engage(eng: Engine, rng: np.random.Generator, args: Any, ts: float, tag: str) -> None:
+    """`--active-share` of the users engage once more."""
+    active = rng.choice(args.users, int(args.users * args.active_share), False)
+    for start in range(0, len(active), BATCH):
+        chunk = active[start : start + BATCH]
+        picks = rng.integers(0, args.videos, len(chunk))
+        eng.ingest(_events(chunk, picks, ts, f"{tag}-{start}"))
+
+
+def _timed_snapshot(eng: Engine, prober: Prober) -> float:
+    """Seconds one snapshot takes; the prober's `worst()` is the longest lock wait in it."""
+    time.sleep(0.05)
+    prober.reset()
+    started = time.perf_counter()
+    eng.snapshot()
+    seconds = time.perf_counter() - started
+    time.sleep(0.01)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--users", type=int, default=50_000)
@@ -124,17 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             prober.start()
             for k in range(args.rounds + 1):
                 if k:
-                    active = rng.choice(args.users, int(args.users * args.active_share), False)
-                    for start in range(0, len(active), BATCH):
-                        chunk = active[start : start + BATCH]
-                        picks = rng.integers(0, args.videos, len(chunk))
-                        eng.ingest(_events(chunk, picks, now + k, f"r{k}-{start}"))
-                time.sleep(0.05)
-                prober.reset()
-                started = time.perf_counter()
-                eng.snapshot()
-                seconds = time.perf_counter() - started
-                time.sleep(0.01)
+                    _engage(eng, rng, args, now + k, f"r{k}")
+                seconds = _timed_snapshot(eng, prober)
                 row = {
                     "round": k,
                     "users_active_since_last": None
@@ -154,19 +165,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             started = time.perf_counter()
             eng = Engine(settings).open()
             open_s = time.perf_counter() - started
-            active = rng.choice(args.users, int(args.users * args.active_share), False)
-            for start in range(0, len(active), BATCH):
-                chunk = active[start : start + BATCH]
-                picks = rng.integers(0, args.videos, len(chunk))
-                eng.ingest(_events(chunk, picks, now + args.rounds + 1, f"after-{start}"))
+            _engage(eng, rng, args, now + args.rounds + 1, "after")
             prober = Prober(eng.state.lock)
             prober.start()
-            time.sleep(0.05)
-            prober.reset()
-            started = time.perf_counter()
-            eng.snapshot()
-            seconds = time.perf_counter() - started
-            time.sleep(0.01)
+            seconds = _timed_snapshot(eng, prober)
             prober.stop.set()
             after_restart = {
                 "open_s": round(open_s, 3),
