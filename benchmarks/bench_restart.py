@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"(read back {restored}, embedded {embedded})",
             flush=True,
         )
+    shutil.rmtree(data, ignore_errors=True)
     out = {
         "benchmark": "bench_restart",
         "git": git_state(),
