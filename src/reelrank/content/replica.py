@@ -42,10 +42,8 @@ class CatalogReplica:
             current = table.records[row] if row < len(table.records) else None
             if current == video:  # already as written (a later change was applied first)
                 return
-            with state.lock:  # counters grow in place of arrays events write to
-                state.counters.ensure(row + 1)
-                state.popularity.ensure(row + 1)
-                state.pools.ensure(row + 1)
+            with state.lock:
+                state.grow(row + 1)
             table.upsert(row, video)
             lifecycle.duplicates.add(row, video)
             lifecycle.track_pending(row, video)

@@ -66,10 +66,8 @@ class CatalogService:
             ]
             rows = self.catalog.upsert_videos([r.video for r in reviews])
             if rows:
-                with state.lock:  # counters grow in place of arrays events write to
-                    state.counters.ensure(max(r for r, _ in rows) + 1)
-                    state.popularity.ensure(max(r for r, _ in rows) + 1)
-                    state.pools.ensure(max(r for r, _ in rows) + 1)
+                with state.lock:
+                    state.grow(max(r for r, _ in rows) + 1)
             placed = []
             for review, (row, _) in zip(reviews, rows, strict=True):
                 state.table.upsert(row, review.video)

@@ -40,9 +40,5 @@ class EventService:
         if any(e.type in _FOLLOWING for e in result.logged):
             self.state.catalog_changes.catch_up()  # the edges the append wrote
         self.slots.engaged(result.logged)
-        self.metrics.state_lag.set(self.lag())
+        self.metrics.state_lag.set(self.state.lag())
         return result
-
-    def lag(self) -> int:
-        """Events in the log the state has not folded yet."""
-        return self.state.store.events.last_offset() - self.state.offset

@@ -155,7 +155,7 @@ class Views:
                 "duplicates": outcomes.get("duplicate", 0),
                 "rejected": outcomes.get("rejected", 0),
                 "by_type": by("reelrank_events_accepted_by_type_total", "type"),
-                "state_lag": self.store.events.last_offset() - self.state.offset,
+                "state_lag": self.state.lag(),
             },
             "impressions_logged": int(
                 sum(v for _, v in samples.get("reelrank_impressions_logged_total", []))

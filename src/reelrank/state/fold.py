@@ -117,6 +117,13 @@ class StateFold:
         self.user_blobs: dict[str, orjson.Fragment] = {}
         self.dirty_users: set[str] = set()
 
+    def grow(self, size: int) -> None:
+        """The per-video arrays events write to (counters, popularity, pools) hold at least
+        `size` rows (under `lock`: they grow in place)."""
+        self.counters.ensure(size)
+        self.popularity.ensure(size)
+        self.pools.ensure(size)
+
     # -- users ---------------------------------------------------------------------------
     def user(self, user_id: str) -> UserState:
         """The user's state for a writer (under `lock`), created empty on first sight.

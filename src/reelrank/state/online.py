@@ -10,14 +10,12 @@ from ..config import Settings
 from ..schema import Event
 from ..storage import CONTROLS, FOLLOWS, CatalogChange, Store
 from .changes import CatalogFollower
-from .fold import AFFINITY_DELTAS, ENGAGEMENTS, StateFold
-from .snapshots import SNAPSHOT, Snapshots
+from .fold import StateFold
+from .snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 5000
-
-__all__ = ["AFFINITY_DELTAS", "ENGAGEMENTS", "SNAPSHOT", "OnlineState"]
 
 
 class OnlineState(StateFold):
@@ -57,10 +55,8 @@ class OnlineState(StateFold):
                 if body.get("suspended"):
                     self.table.suspend(key, True)
             for row, video in catalog.iter_videos():
-                self.counters.ensure(row + 1)
-                self.popularity.ensure(row + 1)
-                self.pools.ensure(row + 1)
                 self.table.upsert(row, video)
+            self.grow(self.table.size)
             for user in catalog.iter_users():
                 self.profiles[user.id] = user
             for f in catalog.iter_follows():
@@ -126,6 +122,10 @@ class OnlineState(StateFold):
                     self.mark_served(imp)
                     self.impression_offset = offset
                 n += len(batch)
+
+    def lag(self) -> int:
+        """Events in the log the state has not folded yet."""
+        return self.store.events.last_offset() - self.offset
 
     def snapshot(self) -> None:
         """Persist the state with the offsets it reflects (one atomic write)."""
