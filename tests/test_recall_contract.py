@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -31,10 +30,11 @@ def source(name: str, eng: Engine) -> RecallSource:
     return found
 
 
-def query(eng: Engine, user: str = "u1", request_id: str = "req-1", **kw: Any) -> Query:
-    return eng.hydrate(
-        FeedRequest(user_id=user, n=10, request_id=request_id, now=time.time(), **kw)
-    )
+def query(
+    eng: Engine, user: str = "u1", request_id: str = "req-1", now: float | None = None, **kw: Any
+) -> Query:
+    now = time.time() if now is None else now
+    return eng.hydrate(FeedRequest(user_id=user, n=10, request_id=request_id, now=now, **kw))
 
 
 def recall(eng: Engine, name: str, quota: int, user: str = "u1", **kw: Any) -> Recalled:
@@ -172,19 +172,15 @@ def test_rows_stay_below_the_query_size(loaded: Engine, name: str) -> None:
     "name",
     SOURCE_NAMES,
 )
-def test_a_shared_source_respects_each_querys_size(
-    loaded: Engine, name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_shared_source_respects_each_querys_size(loaded: Engine, name: str) -> None:
     """Two requests in flight: one hydrated before videos were added, one after. The
     later one recalls first; the earlier one must still only get rows below its size."""
-    # both calls at the same instant
-    clock = SimpleNamespace(monotonic=lambda: 1000.0, perf_counter=time.perf_counter)
-    monkeypatch.setattr("reelrank.recall.base.time", clock)
     shared = source(name, loaded)
-    early = query(loaded, request_id="early")
+    now = time.time()  # both at the same instant: a list cached for one is fresh for both
+    early = query(loaded, request_id="early", now=now)
     loaded.upsert_videos([late_video(i) for i in range(20)])
     ingest(loaded, [event("share", f"y{j}", "vlate0") for j in range(5)])
-    late = query(loaded, request_id="late")
+    late = query(loaded, request_id="late", now=now)
     assert late.size == early.size + 20
     check_contract(late, shared.recall(late, 1000), 1000)
     got = shared.recall(early, 1000)

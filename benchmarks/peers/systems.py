@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import itertools
 import math
 import tempfile
 import time
@@ -122,17 +121,14 @@ def reelrank_fit_rank(
     time, and before any later one (under a per-user split, when the user's test part
     begins). The notes also score the feeds asked for at the end of the replay, the
     per-user split's other reading."""
+    from reelrank.clock import EventClock
     from reelrank.config import load_settings
     from reelrank.engine import Engine
     from reelrank.evaluate.clocked import ClockedTrainer
     from reelrank.evaluate.data import Dataset, Interaction
     from reelrank.evaluate.replay import ReelrankSystem, replay
-    from reelrank.services import feed as feed_service
     from reelrank.storage import open_store
 
-    # Request ids seed exploration and tie-breaks: number them so a run replays exactly.
-    counter = itertools.count()
-    feed_service.new_request_id = lambda: f"peers-{next(counter)}"  # type: ignore[assignment]
     train = [Interaction(r.user, r.item, r.ts, rating=r.rating) for r in split.train]
     dataset = Dataset("movielens", train, signal="rating")
     with movies.open(newline="", encoding="utf-8") as handle:
@@ -144,7 +140,9 @@ def reelrank_fit_rank(
         settings = load_settings(
             env={}, data_dir=tmp, **{**HARNESS_SETTINGS, **config.get("settings", {})}
         )
-        engine = Engine(settings).open()
+        # Event-clocked (no background job; request ids numbered): a run replays exactly.
+        clock = EventClock()
+        engine = Engine(settings, clock=clock).open()
         notes: dict[str, Any] = {}
         try:
             trainer = (
@@ -160,6 +158,7 @@ def reelrank_fit_rank(
             def ask(user: str, now: float) -> list[str]:
                 nonlocal feed_s
                 _wait_for_content(engine)
+                clock.advance(now)
                 t0 = time.perf_counter()
                 feed = engine.feed(user, n=k, now=now, record=False, explain=False)
                 feed_s += time.perf_counter() - t0

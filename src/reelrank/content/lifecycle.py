@@ -14,6 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..clock import Clock
 from ..config import Settings
 from ..errors import Conflict, InvalidInput, NotFound
 from ..metrics import Metrics
@@ -22,38 +23,25 @@ from ..state.online import OnlineState
 from ..state.pools import Stage
 from .duplicates import DuplicateIndex, UploadBatch, duplicate_finding
 from .indexer import ContentIndexer
-from .review import MACHINE, Outcome, Review, Reviewer, default_checks, machine_entry
+from .review import (
+    MACHINE,
+    REPORTS,
+    Outcome,
+    Review,
+    Reviewer,
+    actor_label,
+    checked_actor,
+    checked_reason,
+    default_checks,
+    machine_entry,
+)
 
 if TYPE_CHECKING:
     from ..recall.two_tower import RetrievalIndex
 
 log = logging.getLogger(__name__)
 
-REPORTS = "reports"
 EXCLUDED = -2  # pool tier of a video that never gets a pool (a re-upload)
-
-
-def _actor(name: str | None) -> str:
-    """A person's name as given to an admin call; the metric label is 'person'."""
-    name = (name or "").strip()
-    if not name:
-        raise InvalidInput("reviewer", "name the person making the decision")
-    if name in (MACHINE, REPORTS):
-        raise InvalidInput("reviewer", f"{name!r} is reserved for automatic decisions")
-    return name
-
-
-def _actor_label(actor: str) -> str:
-    """The metric label: people are counted together, not by name."""
-    return actor if actor in (MACHINE, REPORTS) else "person"
-
-
-def _reason(reason: Any) -> str:
-    if not isinstance(reason, str) or not reason.strip():
-        raise InvalidInput("reason", "give a reason (it goes to the audit log)")
-    if len(reason) > 2000:
-        raise InvalidInput("reason", "at most 2000 characters")
-    return reason.strip()
 
 
 class Lifecycle:
@@ -65,8 +53,10 @@ class Lifecycle:
         content: ContentIndexer,
         metrics: Metrics,
         catalog_lock: threading.RLock,
+        clock: Clock = time.time,  # pool timers and audit times: an EventClock in replays
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.state = state
         self.store = state.store
         self.table = state.table
@@ -97,7 +87,7 @@ class Lifecycle:
     def load(self) -> None:
         """Index the loaded catalog; put young approved videos without pool state in
         their first pool; restore boosts the snapshot has not seen."""
-        now = time.time()
+        now = self.clock()
         for key, body in self.store.catalog.iter_controls("creator"):
             self.creators[key] = body
         with self.lock, self.state.lock:
@@ -135,7 +125,7 @@ class Lifecycle:
         self, placed: list[tuple[int, Video]], reviews: list[Review], new: list[bool]
     ) -> None:
         """After the catalog write and table upsert of reviewed uploads (catalog lock)."""
-        now = time.time()
+        now = self.clock()
         entries = []
         for (row, video), review, created in zip(placed, reviews, new, strict=True):
             self.duplicates.add(row, video)
@@ -146,7 +136,7 @@ class Lifecycle:
             self.store.catalog.append_audit(entries)
             for e in entries:
                 status = e.detail["status"]  # type: ignore[index]
-                self.metrics.review_decisions.labels(_actor_label(e.actor), status).inc()
+                self.metrics.review_decisions.labels(actor_label(e.actor), status).inc()
         self.place(placed, now)
 
     @staticmethod
@@ -166,7 +156,7 @@ class Lifecycle:
     def suspend(self, creator_id: str, suspended: bool) -> None:
         """Stop (or resume) distributing a creator's videos (catalog lock held)."""
         changed = self.table.suspend(creator_id, suspended)
-        self.place([(r, self.table.video(r)) for r in changed], time.time())
+        self.place([(r, self.table.video(r)) for r in changed], self.clock())
 
     def restore_boost(self, video_id: str, granted: int) -> None:
         """A stored boost total: the impressions still owed (catalog and state locks)."""
@@ -214,12 +204,10 @@ class Lifecycle:
             self.table.upsert(row, video)
             self.track_pending(row, video)
             placed.append((row, video))
-        self.place(placed, time.time())
+        self.place(placed, self.clock())
         self.store.catalog.append_audit([entry for _, _, entry in changes])
         for _, video, entry in changes:
-            self.metrics.review_decisions.labels(
-                _actor_label(entry.actor), video.status.value
-            ).inc()
+            self.metrics.review_decisions.labels(actor_label(entry.actor), video.status.value).inc()
 
     def _video(self, video_id: str) -> tuple[int, Video]:
         row = self.table.row_of(video_id)
@@ -231,7 +219,7 @@ class Lifecycle:
         self, actor: str, action: str, kind: str, target: str, reason: str, **detail: Any
     ) -> AuditEntry:
         return AuditEntry(
-            ts=time.time(),
+            ts=self.clock(),
             actor=actor,
             action=action,
             target_kind=kind,
@@ -263,7 +251,7 @@ class Lifecycle:
         """A person approves or rejects a video (from any state)."""
         if decision not in ("approve", "reject"):
             raise InvalidInput("decision", "must be 'approve' or 'reject'")
-        actor, why = _actor(reviewer), _reason(reason)
+        actor, why = checked_actor(reviewer), checked_reason(reason)
         with self.lock:
             row, video = self._video(video_id)
             status = ReviewStatus.APPROVED if decision == "approve" else ReviewStatus.REJECTED
@@ -357,7 +345,7 @@ class Lifecycle:
 
     # -- operator controls -------------------------------------------------------------------
     def hide(self, video_id: str, hidden: bool, reason: Any, operator: Any) -> dict[str, Any]:
-        actor, why = _actor(operator), _reason(reason)
+        actor, why = checked_actor(operator), checked_reason(reason)
         with self.lock:
             row, video = self._video(video_id)
             if not hidden and video.status is not ReviewStatus.HIDDEN:
@@ -382,7 +370,7 @@ class Lifecycle:
 
     def boost(self, video_id: str, impressions: Any, reason: Any, operator: Any) -> dict[str, Any]:
         """Heat a video: `impressions` more through exploration slots, within the budget."""
-        actor, why = _actor(operator), _reason(reason)
+        actor, why = checked_actor(operator), checked_reason(reason)
         if isinstance(impressions, bool) or not isinstance(impressions, int) or impressions < 1:
             raise InvalidInput("impressions", "a whole number of at least 1")
         with self.lock:
@@ -407,7 +395,7 @@ class Lifecycle:
 
     def strike(self, creator_id: str, add: bool, reason: Any, operator: Any) -> dict[str, Any]:
         """Add a strike (suspending at `strikes_to_suspend`), or clear them (reinstate)."""
-        actor, why = _actor(operator), _reason(reason)
+        actor, why = checked_actor(operator), checked_reason(reason)
         with self.lock:
             if self.table.creators.get(creator_id) < 0:
                 raise NotFound(f"unknown creator {creator_id!r}")
@@ -479,7 +467,7 @@ class Lifecycle:
     # -- pools -------------------------------------------------------------------------------
     def evaluate_pools(self, now: float | None = None) -> int:
         """Judge settled pools, cool and revive; return the transitions made."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         with self.state.lock:
             moves = self.pools.evaluate(now, self.state.counters, self.table.size)
         for m in moves:

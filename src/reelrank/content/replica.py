@@ -8,8 +8,6 @@ only foreign changes (`CatalogFollower.on(..., foreign=True)`).
 
 from __future__ import annotations
 
-import time
-
 from ..state.changes import CatalogFollower
 from ..state.online import OnlineState
 from ..storage import CONTROLS, VIDEOS, CatalogChange, CatalogStore
@@ -47,7 +45,7 @@ class CatalogReplica:
             table.upsert(row, video)
             lifecycle.duplicates.add(row, video)
             lifecycle.track_pending(row, video)
-            lifecycle.place([(row, video)], time.time())
+            lifecycle.place([(row, video)], lifecycle.clock())
         self.applied += 1
 
     def _on_creator(self, change: CatalogChange) -> None:

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import Any, Protocol
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidInput
 from ..schema import AuditEntry, ReviewStatus, Video, VideoIn
 
 MACHINE = "machine"
@@ -270,3 +270,31 @@ def machine_entry(video: Video, review: Review) -> AuditEntry:
             **({"duplicate_of": video.duplicate_of} if video.duplicate_of else {}),
         },
     )
+
+
+# -- admin input -------------------------------------------------------------------------
+REPORTS = "reports"  # the actor of decisions that viewers' reports triggered
+
+
+def checked_actor(name: str | None) -> str:
+    """A person's name as given to an admin call; the metric label is 'person'."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("reviewer", "name the person making the decision")
+    if name in (MACHINE, REPORTS):
+        raise InvalidInput("reviewer", f"{name!r} is reserved for automatic decisions")
+    return name
+
+
+def actor_label(actor: str) -> str:
+    """The metric label: people are counted together, not by name."""
+    return actor if actor in (MACHINE, REPORTS) else "person"
+
+
+def checked_reason(reason: Any) -> str:
+    """A reason given to an admin call, for the audit log."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInput("reason", "give a reason (it goes to the audit log)")
+    if len(reason) > 2000:
+        raise InvalidInput("reason", "at most 2000 characters")
+    return reason.strip()

@@ -89,7 +89,13 @@ class ReelrankSystem:
         self._ranker = "heuristic"  # which ranker ranked the last test's page
         self.pages_by_ranker: dict[str, int] = {}
 
+    def _at(self, ts: float) -> None:
+        """An event-clocked engine's clock moves to the interaction's time."""
+        if self.engine.event_clock is not None:
+            self.engine.event_clock.advance(ts)
+
     def add_item(self, item: str, ts: float) -> None:
+        self._at(ts)
         tags = [g.lower().replace(" ", "-") for g in self.dataset.genres.get(item, [])]
         title = self.dataset.titles.get(item, f"item {item}")
         got = self.engine.upsert_videos(
@@ -108,6 +114,7 @@ class ReelrankSystem:
             raise ValueError(f"item {item!r}: {got[0]['error']}")
 
     def recommend(self, user: str, ts: float, k: int) -> list[str]:
+        self._at(ts)
         feed = self.engine.feed(user, n=k, now=ts, record=False, trace=True, explain=False)
         self._trace, self._traced, self._ranker = feed.trace, None, feed.ranker
         self._asked = (user, ts)
@@ -120,6 +127,7 @@ class ReelrankSystem:
         self.funnel.add(self._trace, self.engine.state.table.row_of(item))
 
     def learn(self, x: Interaction, positive: bool) -> None:
+        self._at(x.ts)
         if self.trainer is not None and not self._log_page(x, positive):
             # No page: the events alone, as an app's log holds engagements that came from
             # elsewhere than the feed (the sequence model learns from every engagement).
@@ -129,7 +137,10 @@ class ReelrankSystem:
         result = self.engine.ingest(self._events(x, positive))
         if result.rejected:
             raise ValueError(f"replayed events rejected: {result.rejected[:3]}")
-        self.engine.refit_related(throttle=False)
+        if self.engine.event_clock is not None:
+            self.engine.tick()  # its jobs, on the event clock
+        else:
+            self.engine.refit_related(throttle=False)
         if self.trainer is not None:
             self.trainer.tick(x.ts)
 

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..clock import EventClock
 from ..config import load_settings
 from ..engine import Engine
 from ..storage import open_store
@@ -110,8 +111,8 @@ def _evaluate(
     total = min(limit, len(dataset.interactions)) if limit else len(dataset.interactions)
     with tempfile.TemporaryDirectory(prefix="reelrank-eval-") as tmp:
         # Throwaway in-memory engines with every channel, hashed caption embeddings and no
-        # recall time budget (results must not depend on load); the replay steps their
-        # trainers on the event clock (so the engine starts none of its own).
+        # recall time budget (results must not depend on load), on the event clock: no
+        # background job or trainer of their own, the replay steps their jobs and trainers.
         settings = load_settings(
             env={},
             config_file=config,
@@ -124,7 +125,9 @@ def _evaluate(
         engines: list[Engine] = []
 
         def engine(**changes: Any) -> Engine:  # one per engine-backed system, unshared
-            engines.append(Engine(dataclasses.replace(settings, **changes)).open())
+            engines.append(
+                Engine(dataclasses.replace(settings, **changes), clock=EventClock()).open()
+            )
             return engines[-1]
 
         def trainer(e: Engine, daily: bool = False) -> ClockedTrainer:

@@ -43,10 +43,12 @@ def default_sources(
     retrieval: RetrievalIndex | None = None,
     sequence: RetrievalIndex | None = None,
     content: VectorIndex | None = None,
+    background: bool = True,
 ) -> list[RecallSource]:
     """The embedded default channel list, in merge priority order. The pool, two-tower,
     sequence and content channels read the traffic pools and the video indexes they are
-    given (without one, that channel recalls nothing)."""
+    given (without one, that channel recalls nothing). Without `background` the cached
+    lists are recomputed by the request that finds them stale, never on a thread."""
     return [
         FollowingRecall(),
         PoolRecall(pools),
@@ -57,8 +59,8 @@ def default_sources(
         TwoTowerRecall(retrieval),
         ContentRecall(content),
         InterestRecall(trending_refresh_s),
-        TrendingRecall(trending_refresh_s),
-        PopularRecall(trending_refresh_s),
-        FreshRecall(trending_refresh_s),
+        TrendingRecall(trending_refresh_s, background),
+        PopularRecall(trending_refresh_s, background),
+        FreshRecall(trending_refresh_s, background),
         ExploreRecall(),
     ]

@@ -19,8 +19,8 @@ class FreshRecall:
     name = "fresh"
     cheap = True  # a precomputed list: runs past the recall budget
 
-    def __init__(self, refresh_s: float = 2.0) -> None:
-        self._newest = Cached(refresh_s, _newest)
+    def __init__(self, refresh_s: float = 2.0, background: bool = True) -> None:
+        self._newest = Cached(refresh_s, _newest, background)
 
     def recall(self, query: Query, quota: int) -> Recalled:
         rows: np.ndarray = self._newest.get(query)  # type: ignore[assignment]

@@ -47,6 +47,7 @@ class InterestRecall:
         parts = []
         for postings, key, w, reason in keys:
             share = max(1, round(quota * w / total))
-            parts.append(Recalled.of(self._hot.top(postings, key, hot, query.size, share), reason))
+            rows = self._hot.top(postings, key, hot, query.size, share, query.request.now)
+            parts.append(Recalled.of(rows, reason))
         merged = Recalled.join(parts)
         return Recalled(merged.rows[:quota], merged.reasons[:quota])

@@ -53,8 +53,8 @@ class PopularRecall:
     name = "popular"
     cheap = True  # a precomputed list: runs past the recall budget
 
-    def __init__(self, refresh_s: float = 2.0) -> None:
-        self._lists = Cached(refresh_s, _lists)
+    def __init__(self, refresh_s: float = 2.0, background: bool = True) -> None:
+        self._lists = Cached(refresh_s, _lists, background)
 
     def recall(self, query: Query, quota: int) -> Recalled:
         got: tuple[np.ndarray, np.ndarray] = self._lists.get(query)  # type: ignore[assignment]

@@ -34,7 +34,7 @@ class SessionRecall:
         for tag, w in sorted(weights.items(), key=lambda kv: -kv[1]):
             share = max(1, round(quota * w / total))
             name = table.tags.names[tag]
-            rows = self._hot.top(table.by_tag, tag, hot, query.size, share)
+            rows = self._hot.top(table.by_tag, tag, hot, query.size, share, query.request.now)
             parts.append(Recalled.of(rows, f"more like what you just watched (#{name})"))
         merged = Recalled.join(parts)
         return Recalled(merged.rows[:quota], merged.reasons[:quota])

@@ -31,8 +31,8 @@ class TrendingRecall:
     name = "trending"
     cheap = True  # a precomputed list: runs past the recall budget
 
-    def __init__(self, refresh_s: float = 2.0) -> None:
-        self._lists = Cached(refresh_s, _hot_lists)
+    def __init__(self, refresh_s: float = 2.0, background: bool = True) -> None:
+        self._lists = Cached(refresh_s, _hot_lists, background)
 
     def recall(self, query: Query, quota: int) -> Recalled:
         lists: dict[tuple[str, int], np.ndarray] = self._lists.get(query)  # type: ignore[assignment]

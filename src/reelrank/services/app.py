@@ -6,11 +6,14 @@ simulator and the replay call its methods, which hand each call to its service."
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
+import math
 import threading
 import time
 from typing import Any
 
+from ..clock import Clock, EventClock
 from ..config import Settings
 from ..content.embed import make_embedder
 from ..content.indexer import ContentIndexer
@@ -38,12 +41,24 @@ from .views import Views
 
 log = logging.getLogger(__name__)
 
+# The jobs an event-clocked engine runs in tick(), on their intervals in event time.
+CLOCKED_JOBS = ("impressions", "catalog-follower", "log-follower", "lifecycle")
+
 
 class Engine:
-    """reelrank in one process: call `open()` before use and `close()` after."""
+    """reelrank in one process: call `open()` before use and `close()` after.
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    With an `EventClock` the engine is event-clocked, for replays and simulations: it
+    starts no background job and no trainer; its driver advances the clock and calls
+    `tick()` after each step, and pools, cached lists and feed request ids follow the
+    driver's steps, so the same log gives the same pages on any machine."""
+
+    def __init__(
+        self, settings: Settings, store: Store | None = None, clock: EventClock | None = None
+    ) -> None:
         self.settings = settings
+        self.event_clock = clock
+        self.clock: Clock = clock if clock is not None else time.time
         self.roles = settings.role_set()
         self.store = store or open_store(settings.store_url(), settings.sqlite_synchronous)
         self.metrics = Metrics()
@@ -66,6 +81,7 @@ class Engine:
             self.content,
             self.metrics,
             catalog_lock,
+            self.clock,
         )
         # What other processes write to the catalog, applied here.
         self.replica = CatalogReplica(
@@ -73,8 +89,16 @@ class Engine:
         )
         self.pipeline = self._pipeline()
         self.experiments = settings.experiment_book(time.time())
+        numbers = itertools.count(1)  # event-clocked request ids (they seed exploration)
         self.feeds = FeedService(
-            settings, self.state, self.pipeline, self.experiments, self.store.events, self.metrics
+            settings,
+            self.state,
+            self.pipeline,
+            self.experiments,
+            self.store.events,
+            self.metrics,
+            self.clock,
+            None if clock is None else (lambda: f"clocked-{next(numbers)}"),
         )
         self.catalog = CatalogService(
             settings, self.store.catalog, self.state, self.lifecycle, self.metrics, catalog_lock
@@ -100,6 +124,7 @@ class Engine:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._related_clocked = False  # a replay or simulation drives the related refits
+        self._ticked: dict[str, float] = {}  # job -> event time it last ran (tick())
 
     def _retrieval_index(self, kind: str) -> RetrievalIndex:
         s = self.settings
@@ -115,7 +140,12 @@ class Engine:
     def _pipeline(self) -> FeedPipeline:
         s, state = self.settings, self.state
         sources = default_sources(
-            s.trending_refresh_s, state.pools, self.retrieval, self.sequence, state.content
+            s.trending_refresh_s,
+            state.pools,
+            self.retrieval,
+            self.sequence,
+            state.content,
+            background=self.event_clock is None,
         )
         return FeedPipeline(
             sources=sources,
@@ -159,6 +189,8 @@ class Engine:
         gc.collect()
         gc.freeze()
         self.model.bootstrap()
+        if self.event_clock is not None:
+            return self  # the driver calls tick()
         if "trainer" in self.roles:
             self._start_trainer()
         for role, name, interval, job in self._jobs():
@@ -184,6 +216,19 @@ class Engine:
             ("worker", "related", 1.0, self.refit_related),
             ("lifecycle", "lifecycle", 1.0, self.lifecycle_tick),
         ]
+
+    def tick(self) -> None:
+        """An event-clocked engine's jobs, run by its driver after each step: those of
+        CLOCKED_JOBS whose interval has passed on the event clock, and the related refit
+        (on the event count). The clocked trainer syncs models and rebuilds indexes."""
+        assert self.event_clock is not None, "tick() drives an event-clocked engine"
+        now = self.event_clock()
+        for role, name, interval, job in self._jobs():
+            due = now - self._ticked.get(name, -math.inf) >= interval
+            if due and name in CLOCKED_JOBS and role in self.roles:
+                self._ticked[name] = now
+                job()
+        self.refit_related(throttle=False)
 
     def _every(self, interval: float, job: Any) -> None:
         while not self._stop.wait(interval):

@@ -9,8 +9,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
+from ..clock import Clock
 from ..config import Settings
 from ..errors import InvalidInput
 from ..experiments.registry import ExperimentBook
@@ -66,9 +68,13 @@ class FeedService:
         experiments: ExperimentBook,
         log: EventLog,
         metrics: Metrics,
+        clock: Clock = time.time,
+        request_ids: Callable[[], str] | None = None,  # None: new_request_id()
     ) -> None:
         self.settings = settings
         self.state = state
+        self.clock = clock
+        self.request_ids = request_ids
         self.pipeline = pipeline
         self.experiments = experiments
         self.log = log
@@ -101,8 +107,8 @@ class FeedService:
         request = FeedRequest(
             user_id=user_id,
             n=n,
-            request_id=new_request_id(),
-            now=time.time() if now is None else now,
+            request_id=(self.request_ids or new_request_id)(),
+            now=self.clock() if now is None else now,
             region=region,
             device=device,
             language=language,

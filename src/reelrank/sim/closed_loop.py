@@ -89,7 +89,13 @@ class ReelrankFeed:
         self.catalog: SimCatalog | None = None
         self.rankers: dict[str, int] = {}  # pages served by each ranker
 
+    def _at(self, now: float) -> None:
+        """An event-clocked engine's clock moves to the simulation's."""
+        if self.engine.event_clock is not None:
+            self.engine.event_clock.advance(now)
+
     def start(self, catalog: SimCatalog, viewers: list[SimViewer], now: float) -> None:
+        self._at(now)
         self.catalog = catalog
         self.ids = catalog.ids
         self.index = {v: i for i, v in enumerate(catalog.ids)}
@@ -103,10 +109,12 @@ class ReelrankFeed:
             _check(self.engine.upsert_users(users[i : i + 2000]))
 
     def upload(self, videos: list[int], now: float) -> None:
+        self._at(now)
         assert self.catalog is not None
         _check(self.engine.upsert_videos([self.catalog.record(i, now) for i in videos]))
 
     def page(self, viewer: SimViewer, n: int, now: float) -> tuple[list[int], str | None]:
+        self._at(now)
         feed = self.engine.feed(viewer.id, n=n, now=now)
         self.rankers[feed.ranker] = self.rankers.get(feed.ranker, 0) + 1
         return [self.index[it.video_id] for it in feed.items], feed.request_id
@@ -148,10 +156,14 @@ class ReelrankFeed:
         ]
 
     def end_session(self, now: float) -> None:
-        self.engine.flush_impressions()
-        self.engine.lifecycle.process_reports()
-        self.engine.lifecycle.evaluate_pools(now)
-        self.engine.refit_related(throttle=False)
+        self._at(now)
+        if self.engine.event_clock is not None:
+            self.engine.tick()  # its jobs, on the simulation's clock
+        else:
+            self.engine.flush_impressions()
+            self.engine.lifecycle.process_reports()
+            self.engine.lifecycle.evaluate_pools(now)
+            self.engine.refit_related(throttle=False)
         if self.trainer is not None:
             self.trainer.tick(now)
 

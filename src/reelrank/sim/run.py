@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ..clock import EventClock
 from ..config import Settings, load_settings
 from ..engine import Engine
 from ..errors import ConfigError, InvalidInput
@@ -25,6 +26,10 @@ from .catalog import SimCatalog, open_catalog
 from .closed_loop import FeedSystem, ReelrankFeed, run_closed_loop
 from .reference_feeds import OracleFeed, RandomFeed, ReplayFeed
 from .viewers import Behaviour, SimViewer, draw_viewers
+
+# Every run starts at the same moment (2023-11-14 22:13 UTC), on the simulation's own
+# clock: UTC days (fatigue caps) and decays fall the same way on any machine and day.
+START = 1_700_000_000.0
 
 SYSTEMS = (
     "reelrank",
@@ -156,8 +161,8 @@ def simulate(
             "fusion_weights": settings.fusion_weights,
             "config": config,
         }
+        start = START
         for name in systems:
-            start = time.time()
             if name not in ENGINE_SYSTEMS:
                 system = make_system(name, b, seed)
                 report["systems"][name] = _run(
@@ -165,8 +170,11 @@ def simulate(
                     discovery_impressions, progress,
                 )  # fmt: skip
                 continue
-            # The engine does not start a trainer of its own: the simulation steps it.
-            engine = Engine(dataclasses.replace(settings, trainer="off")).open()
+            # Event-clocked: no background job or trainer of the engine's own; the
+            # simulation steps them on its clock, so a seed gives the same run anywhere.
+            engine = Engine(
+                dataclasses.replace(settings, trainer="off"), clock=EventClock(start)
+            ).open()
             try:
                 trainer = ClockedTrainer(engine) if training and name == "reelrank" else None
                 feed = ReelrankFeed(engine, trainer, name)
