@@ -127,6 +127,7 @@ def reelrank_fit_rank(
     from reelrank.evaluate.clocked import ClockedTrainer
     from reelrank.evaluate.data import Dataset, Interaction
     from reelrank.evaluate.replay import ReelrankSystem, replay
+    from reelrank.evaluate.run import replay_settings
     from reelrank.storage import open_store
 
     train = [Interaction(r.user, r.item, r.ts, rating=r.rating) for r in split.train]
@@ -137,8 +138,10 @@ def reelrank_fit_rank(
             genres = row["genres"].split("|")
             dataset.genres[row["movieId"]] = [g for g in genres if g != "(no genres listed)"]
     with tempfile.TemporaryDirectory(prefix="reelrank-peers-") as tmp:
-        settings = load_settings(
-            env={}, data_dir=tmp, **{**HARNESS_SETTINGS, **config.get("settings", {})}
+        settings = replay_settings(
+            load_settings(
+                env={}, data_dir=tmp, **{**HARNESS_SETTINGS, **config.get("settings", {})}
+            )
         )
         # Event-clocked (no background job; request ids numbered): a run replays exactly.
         clock = EventClock()

@@ -203,34 +203,38 @@ class ReelrankSystem:
         version = engine.model.version()
         ids = [table.video(r).id for r in rows.tolist()]
         records = feats.records(query, np.arange(len(rows)))
+        # Built here from checked values: no validation needed; one record per page is
+        # constructed, the others are copies with their own fields (several times cheaper).
+        first = Impression.model_construct(
+            request_id=request_id,
+            position=0,
+            user_id=x.user,
+            video_id=ids[0],
+            source="replay",
+            score=0.0,
+            model_version=version,
+            ts=x.ts,
+            features=records[0],
+        )
         self.log.events.append_impressions(
-            [  # built here from checked values: no validation needed
-                Impression.model_construct(
-                    request_id=request_id,
-                    position=i,
-                    user_id=x.user,
-                    video_id=vid,
-                    source="replay",
-                    score=0.0,
-                    model_version=version,
-                    ts=x.ts,
-                    features=record,
-                )
+            [first]
+            + [
+                first.model_copy(update={"position": i, "video_id": vid, "features": record})
                 for i, (vid, record) in enumerate(zip(ids, records, strict=True))
+                if i
             ]
         )
         events = [Event.model_validate(e) for e in self._events(x, positive, request_id)]
+        play = Event.model_construct(  # the same fields a validated play has
+            event_id="", type=EventType.PLAY, user_id=x.user, video_id=ids[0],
+            ts=float(x.ts), request_id=request_id,
+        )  # fmt: skip
         for vid in ids[1:]:
             for kind in (EventType.PLAY, EventType.SKIP):
                 self._n += 1
-                events.append(  # the same fields a validated play or skip has
-                    Event.model_construct(
-                        event_id=f"replay-{self._n}",
-                        type=kind,
-                        user_id=x.user,
-                        video_id=vid,
-                        ts=float(x.ts),
-                        request_id=request_id,
+                events.append(
+                    play.model_copy(
+                        update={"event_id": f"replay-{self._n}", "type": kind, "video_id": vid}
                     )
                 )
         self.log.events.append(events, x.ts)

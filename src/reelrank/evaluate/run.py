@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..clock import EventClock
-from ..config import load_settings
+from ..config import Settings, load_settings
 from ..engine import Engine
 from ..storage import open_store
 from .clocked import ClockedTrainer
@@ -44,6 +44,14 @@ ENGINE_SYSTEMS = {
     "as it is trained (no champion/challenger)",
     "reelrank_daily": "the same model and data, parameters published once per simulated day",
 }
+
+
+def replay_settings(settings: Settings) -> Settings:
+    """An engine's settings for a replay: its pages are shown to nobody, so no video can
+    find a first audience there (a pool would never fill or be judged, and would offer
+    every film ever added); the pool channel is off and the exploration slots go to the
+    explore and fresh channels."""
+    return dataclasses.replace(settings, recall_quotas={**settings.recall_quotas, "pool": 0})
 
 
 def load(ratings: str, movies: str | None, fmt: str) -> Dataset:
@@ -122,6 +130,7 @@ def _evaluate(
             content_embedder="hashed",
             recall_budget_ms=0.0,
         )
+        settings = replay_settings(settings)
         engines: list[Engine] = []
 
         def engine(**changes: Any) -> Engine:  # one per engine-backed system, unshared
@@ -176,6 +185,7 @@ def _evaluate(
         **{k: v for k, v in ENGINE_SYSTEMS.items() if k in systems},
         "content_embedder": "hashed",
         "recall_budget_ms": 0.0,
+        "pool_quota": 0,
     }
     if output:
         path = Path(output)

@@ -41,17 +41,15 @@ from .views import Views
 
 log = logging.getLogger(__name__)
 
-# The jobs an event-clocked engine runs in tick(), on their intervals in event time.
-CLOCKED_JOBS = ("impressions", "catalog-follower", "log-follower", "lifecycle")
+CLOCKED_JOBS = ("catalog-follower", "log-follower", "lifecycle")  # tick()'s, by event time
 
 
 class Engine:
     """reelrank in one process: call `open()` before use and `close()` after.
 
-    With an `EventClock` the engine is event-clocked, for replays and simulations: it
-    starts no background job and no trainer; its driver advances the clock and calls
-    `tick()` after each step, and pools, cached lists and feed request ids follow the
-    driver's steps, so the same log gives the same pages on any machine."""
+    With an `EventClock` (replays, simulations) it starts no background job or trainer:
+    the driver advances the clock and calls `tick()` after each step; pools, cached lists
+    and request ids follow its steps, so a log gives the same pages on any machine."""
 
     def __init__(
         self, settings: Settings, store: Store | None = None, clock: EventClock | None = None
@@ -218,10 +216,12 @@ class Engine:
         ]
 
     def tick(self) -> None:
-        """An event-clocked engine's jobs, run by its driver after each step: those of
-        CLOCKED_JOBS whose interval has passed on the event clock, and the related refit
-        (on the event count). The clocked trainer syncs models and rebuilds indexes."""
+        """An event-clocked engine's jobs, run by its driver after each step: the pages
+        served since the last tick are logged (the driver's trainer reads them next),
+        the other CLOCKED_JOBS run when their interval has passed on the event clock, and
+        the related refit on the event count. The clocked trainer syncs models."""
         assert self.event_clock is not None, "tick() drives an event-clocked engine"
+        self.flush_impressions()
         now = self.event_clock()
         for role, name, interval, job in self._jobs():
             due = now - self._ticked.get(name, -math.inf) >= interval
