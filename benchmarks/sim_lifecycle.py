@@ -15,9 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from reelrank.clock import EventClock
 from reelrank.config import load_settings
 from reelrank.engine import Engine
 from reelrank.sim.lifecycle import back_catalog, cold_start_simulation, pool_simulation
+from reelrank.sim.run import START
 
 
 def main() -> None:
@@ -48,9 +50,9 @@ def main() -> None:
             pool_settle_s=0.0,
             exploration_fraction=args.exploration,
         )
-        engine = Engine(settings).open()
+        engine = Engine(settings, clock=EventClock(START)).open()  # the same run anywhere
         try:
-            world = back_catalog(args.videos, args.viewers, args.seed)
+            world = back_catalog(args.videos, args.viewers, args.seed, now=START)
             started = time.perf_counter()
             pools = pool_simulation(
                 engine, world, new_videos=args.new, max_rounds=args.rounds, seed=args.seed

@@ -10,6 +10,11 @@ AUC of the last judged quality as one.
 `cold_start_simulation`: brand-new users, each engaging only with one topic, fetch pages
 until they have engaged ten times; reports the topic's share of the first page against
 the page after those engagements.
+
+Both run on the engine's clock: on an event-clocked engine (`Engine(..., clock=
+EventClock(start))`) each round of pages takes `ROUND_S` simulated seconds and the
+engine's jobs run between rounds, so a seed gives the same run on any machine; on a wall
+clock engine the rounds take what the machine takes.
 """
 
 from __future__ import annotations
@@ -26,11 +31,21 @@ from ..state.pools import BASELINE_MIN
 from .world import TOPICS, World, make_world, react
 
 _ids = itertools.count()
+ROUND_S = 10.0  # simulated seconds a round of pages takes on an event-clocked engine
+PAGE_S = 5.0  # and a newcomer's page
 
 
-def back_catalog(n_videos: int, n_viewers: int, seed: int) -> World:
-    """A world whose videos are all older than any first-pool age (two weeks or more)."""
-    return make_world(n_videos, n_viewers, seed=seed, now=time.time() - 20 * 86400)
+def back_catalog(n_videos: int, n_viewers: int, seed: int, now: float | None = None) -> World:
+    """A world whose videos are all older than any first-pool age (two weeks or more
+    before `now`, the wall clock by default)."""
+    now = time.time() if now is None else now
+    return make_world(n_videos, n_viewers, seed=seed, now=now - 20 * 86400)
+
+
+def _later(engine: Engine, seconds: float) -> None:
+    """Simulated time passes on an event-clocked engine (a wall clock passes by itself)."""
+    if engine.event_clock is not None:
+        engine.event_clock.advance(engine.clock() + seconds)
 
 
 def _round(
@@ -41,7 +56,7 @@ def _round(
     sent = 0
     for viewer in world.viewers:
         page = engine.feed(viewer.id, n=n)
-        now = time.time()
+        now = engine.clock()
         events: list[dict[str, Any]] = []
         for item in page.items:
             vid = item.video_id
@@ -57,12 +72,17 @@ def _round(
         if events:
             engine.ingest(events)
         sent += len(events)
-    engine.flush_impressions()
-    engine.lifecycle_tick()
+    _later(engine, ROUND_S)
+    if engine.event_clock is not None:
+        engine.tick()  # logs the pages, then judges, cools and revives pools
+    else:
+        engine.flush_impressions()
+        engine.lifecycle_tick()
     return sent
 
 
 def _uploads(
+    engine: Engine,
     world: World,
     by_id: dict[str, Any],
     rng: np.random.Generator,
@@ -72,7 +92,7 @@ def _uploads(
 ) -> list[dict[str, Any]]:
     """n new videos on random topics; quality alternates between the `planted` means
     (sd 0.05), or follows the world's Beta(2, 2) when None."""
-    now = time.time()
+    now = engine.clock()
     out: list[dict[str, Any]] = []
     for i in range(n):
         topic = TOPICS[int(rng.integers(len(TOPICS)))]
@@ -124,12 +144,12 @@ def pool_simulation(
     # A running system has judged pools before: earlier uploads of every quality set
     # each tier's baseline (the rates of pool audiences) before the measured ones come.
     if warm_uploads:
-        engine.upsert_videos(_uploads(world, by_id, rng, warm_uploads, "early", None))
+        engine.upsert_videos(_uploads(engine, world, by_id, rng, warm_uploads, "early", None))
         for _ in range(max_rounds):
             if engine.state.pools.tier_totals[0, 0] >= BASELINE_MIN:
                 break
             _round(engine, world, rng, page, by_id)
-    uploads = _uploads(world, by_id, rng, new_videos, "new", [0.9, 0.1])
+    uploads = _uploads(engine, world, by_id, rng, new_videos, "new", [0.9, 0.1])
     engine.upsert_videos(uploads)
     top = len(engine.settings.pool_sizes) - 1
     rounds = 0
@@ -217,7 +237,7 @@ def cold_start_simulation(
             shares.append(sum(hits) / max(len(hits), 1))
             if engaged >= engagements:
                 break
-            now = time.time()
+            now = engine.clock()
             events = []
             for it, hit in zip(feed.items, hits, strict=True):
                 duration = int(by_id[it.video_id]["duration_ms"])
@@ -242,6 +262,7 @@ def cold_start_simulation(
                 else:
                     events.append(ev("skip", watch_ms=duration // 10))
             engine.ingest(events)
+            _later(engine, PAGE_S)
         first.append(shares[0])
         after.append(shares[-1])
         pages_needed.append(len(shares) - 1)
