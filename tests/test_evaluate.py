@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 from reelrank.cli import main
+from reelrank.clock import EventClock
 from reelrank.config import load_settings
 from reelrank.engine import Engine
 from reelrank.errors import InvalidInput
@@ -120,7 +121,7 @@ def test_reelrank_cannot_recommend_an_item_before_its_first_interaction(tmp_path
         env={}, data_dir=str(tmp_path), store="memory://", trainer="off",
         content_embedder="hashed", recall_budget_ms=0.0,
     )  # fmt: skip
-    engine = Engine(settings).open()
+    engine = Engine(settings, clock=EventClock()).open()
     try:
         data = _dataset([(f"u{n % 4}", f"i{n}") for n in range(40)])
         got = replay(data, [ReelrankSystem(engine, data), PopularSystem()])
@@ -135,7 +136,7 @@ def test_reelrank_cannot_recommend_an_item_before_its_first_interaction(tmp_path
 def test_replayed_feeds_are_not_logged_as_served(tmp_path: Path) -> None:
     """A replay test must not change what the user is shown later (seen, impressions)."""
     settings = load_settings(env={}, data_dir=str(tmp_path), store="memory://", trainer="off")
-    engine = Engine(settings).open()
+    engine = Engine(settings, clock=EventClock()).open()
     try:
         data = _dataset([("u0", f"i{n}") for n in range(12)] + [("u1", "i0")])
         replay(data, [ReelrankSystem(engine, data)])

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reelrank.clock import EventClock
 from reelrank.engine import Engine
 from reelrank.rank.heuristic import HeuristicScorer
 from reelrank.rank.signals import related_seeds
@@ -225,22 +226,22 @@ def test_reset_my_feed_forgets_the_history_the_model_reads(tmp_path: Path) -> No
         eng.close()
 
 
-def test_once_a_replay_drives_the_refits_the_background_job_stands_down(
+def test_an_event_clocked_engine_refits_on_the_event_count_at_its_tick(
     tmp_path: Path,
 ) -> None:
     """The model a replayed page sees must depend on the event count alone, not on when
-    the background job happened to run."""
-    eng = Engine(make_settings(tmp_path)).open()
+    a background job happened to run (an event-clocked engine runs none)."""
+    eng = Engine(make_settings(tmp_path), clock=EventClock(time.time())).open()
     try:
         eng.upsert_videos([video(i) for i in range(40)])
-        assert not eng.refit_related(throttle=False)  # the replay's first step: nothing due
+        eng.tick()  # the replay's first step: nothing due
+        assert eng.state.related.fitted is None
         eng.ingest(
             [event("finish", f"u{u}", f"v{(u + k) % 40}") for u in range(80) for k in (0, 5, 9)]
         )
         assert eng.state.related.due()
-        assert not eng.refit_related()  # what the background job calls
-        assert eng.state.related.fitted is None
-        assert eng.refit_related(throttle=False)
+        eng.tick()
+        assert eng.state.related.fitted is not None and not eng.state.related.due()
     finally:
         eng.close()
 

@@ -13,12 +13,13 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from reelrank.cli import main
+from reelrank.clock import EventClock
 from reelrank.engine import Engine
 from reelrank.errors import InvalidInput
 from reelrank.sim.catalog import SimCatalog, generated_catalog, load_kuairand
 from reelrank.sim.closed_loop import ReelrankFeed, run_closed_loop
 from reelrank.sim.reference_feeds import OracleFeed, RandomFeed
-from reelrank.sim.run import ENGINE_DEFAULTS
+from reelrank.sim.run import ENGINE_DEFAULTS, START
 from reelrank.sim.tally import Tally
 from reelrank.sim.viewers import (
     Behaviour,
@@ -152,7 +153,8 @@ def test_the_engine_learns_the_viewers_tastes_against_a_random_feed(
     catalog, viewers = small_world
     world = (catalog, [SimViewer(v.id, v.taste, v.loved, []) for v in viewers])
     rand = run(RandomFeed(3), world, sessions=4).report()
-    engine = Engine(make_settings(tmp_path, **ENGINE_DEFAULTS)).open()  # heuristic ranker
+    # heuristic ranker, on the simulation's clock
+    engine = Engine(make_settings(tmp_path, **ENGINE_DEFAULTS), clock=EventClock(START)).open()
     try:
         feed = ReelrankFeed(engine)
         with threadpool_limits(1):  # as `simulate` runs it: small products, one thread

@@ -75,7 +75,10 @@ class ReelrankSystem:
         negatives: int = 16,
         seed: int = 0,
     ) -> None:
+        if engine.event_clock is None:
+            raise ValueError("a replay drives an event-clocked engine: Engine(..., clock=...)")
         self.engine = engine
+        self.clock = engine.event_clock
         self.dataset = dataset
         self.name = name
         self.trainer = trainer
@@ -90,9 +93,8 @@ class ReelrankSystem:
         self.pages_by_ranker: dict[str, int] = {}
 
     def _at(self, ts: float) -> None:
-        """An event-clocked engine's clock moves to the interaction's time."""
-        if self.engine.event_clock is not None:
-            self.engine.event_clock.advance(ts)
+        """The engine's clock moves to the interaction's time."""
+        self.clock.advance(ts)
 
     def add_item(self, item: str, ts: float) -> None:
         self._at(ts)
@@ -137,10 +139,7 @@ class ReelrankSystem:
         result = self.engine.ingest(self._events(x, positive))
         if result.rejected:
             raise ValueError(f"replayed events rejected: {result.rejected[:3]}")
-        if self.engine.event_clock is not None:
-            self.engine.tick()  # its jobs, on the event clock
-        else:
-            self.engine.refit_related(throttle=False)
+        self.engine.tick()  # its jobs, on the event clock
         if self.trainer is not None:
             self.trainer.tick(x.ts)
 

@@ -121,7 +121,6 @@ class Engine:
         self.trainer: Any = None  # OnlineTrainer (thread mode) or a Process (process mode)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._related_clocked = False  # a replay or simulation drives the related refits
         self._ticked: dict[str, float] = {}  # job -> event time it last ran (tick())
 
     def _retrieval_index(self, kind: str) -> RetrievalIndex:
@@ -294,15 +293,10 @@ class Engine:
 
     def refit_related(self, throttle: bool = True) -> bool:
         """Refit the related-videos model when its window has grown enough (and, with
-        `throttle`, ten times the last fit's duration has passed). A replay or simulation
-        passes `throttle=False` after each step: from its first such call it alone refits
-        (the background job stands down), on the event count alone, so its results do not
-        depend on the machine's speed."""
+        `throttle`, ten times the last fit's duration has passed: the background job's
+        call). An event-clocked engine's tick passes `throttle=False`, so a replay's or
+        simulation's fits follow the event count alone, not the machine's speed."""
         if not self.settings.related_max_videos:
-            return False
-        if not throttle:
-            self._related_clocked = True
-        elif self._related_clocked:
             return False
         return self.state.related.refit(throttle=throttle)
 

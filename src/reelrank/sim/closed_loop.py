@@ -80,8 +80,11 @@ class ReelrankFeed:
     def __init__(
         self, engine: Engine, trainer: ClockedTrainer | None = None, name: str = "reelrank"
     ) -> None:
+        if engine.event_clock is None:
+            raise ValueError("a simulation drives an event-clocked engine: Engine(..., clock=...)")
         self.name = name
         self.engine = engine
+        self.clock = engine.event_clock
         self.trainer = trainer
         self._ids = itertools.count()
         self.ids: list[str] = []
@@ -90,9 +93,8 @@ class ReelrankFeed:
         self.rankers: dict[str, int] = {}  # pages served by each ranker
 
     def _at(self, now: float) -> None:
-        """An event-clocked engine's clock moves to the simulation's."""
-        if self.engine.event_clock is not None:
-            self.engine.event_clock.advance(now)
+        """The engine's clock moves to the simulation's."""
+        self.clock.advance(now)
 
     def start(self, catalog: SimCatalog, viewers: list[SimViewer], now: float) -> None:
         self._at(now)
@@ -157,13 +159,7 @@ class ReelrankFeed:
 
     def end_session(self, now: float) -> None:
         self._at(now)
-        if self.engine.event_clock is not None:
-            self.engine.tick()  # its jobs, on the simulation's clock
-        else:
-            self.engine.flush_impressions()
-            self.engine.lifecycle.process_reports()
-            self.engine.lifecycle.evaluate_pools(now)
-            self.engine.refit_related(throttle=False)
+        self.engine.tick()  # its jobs, on the simulation's clock
         if self.trainer is not None:
             self.trainer.tick(now)
 
