@@ -4,9 +4,11 @@ trainer learns from it."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from reelrank.engine import Engine
 from reelrank.rank.model import HEADS
@@ -133,6 +135,46 @@ def test_serving_follows_the_published_champion(tmp_path: Path) -> None:
         serving = eng.model_status()["serving"]
         assert serving["serving"] == "learned" and serving["champion"]["champion"] == "learned"
         assert serving["champion"]["learned"] > serving["champion"]["heuristic"]
+    finally:
+        eng.close()
+
+
+def test_served_watch_time_is_valued_against_the_catalog_mean_the_page_was_scored_with(
+    tmp_path: Path,
+) -> None:
+    """The ranker values watch time against the catalog's mean duration; the served-page
+    comparison must use the same yardstick, logged with each page, not the mean of what
+    was served (which rises with the long videos a ranker picks, so judging by it would
+    mark down exactly the ranker that earns more watch time)."""
+    eng = Engine(make_settings(tmp_path, train_batch=8)).open()
+    try:
+        long_ms, short_ms = 120_000, 15_000
+        eng.upsert_videos([video(i, duration_ms=long_ms if i < 5 else short_ms) for i in range(10)])
+        catalog_mean_s = (5 * long_ms + 5 * short_ms) / 10 / 1000.0  # 67.5
+        trainer = OnlineTrainer(eng.settings, eng.store, eng.params)
+        now = time.time()
+        for k in range(8):
+            feed = eng.feed(f"u{k}", n=10, now=now)  # the whole catalog on one page
+            watched = [it.video_id for it in feed.items if int(it.video_id[1:]) < 5]
+            assert len(watched) == 5
+            events = [
+                {"event_id": f"e{k}-{v}", "type": "watch", "user_id": f"u{k}",
+                 "video_id": v, "request_id": feed.request_id, "ts": now, "watch_ms": 48_000}
+                for v in watched
+            ]  # fmt: skip
+            eng.ingest(events)
+        eng.flush_impressions()
+        logged = [imp for _, imp in eng.store.events.read_impressions(0, 100)]
+        assert {imp.features["mean_duration_ms"] for imp in logged} == {catalog_mean_s * 1000}
+        trainer.step()
+        trainer._take(trainer.joiner.advance(now + 10**6))
+        trainer._flush()
+        served = trainer.champion.status()["served"]["heuristic"]
+        # Only the long videos were viewed (the short ones close unviewed): each for
+        # 48 s, worth 48 / 67.5 of the catalog's mean; against the mean of what was
+        # served (120 s) it would be 0.4.
+        assert 39 <= served["impressions"] <= 40  # evidence fades a little with traffic
+        assert served["value"] == pytest.approx(48.0 / catalog_mean_s, abs=1e-4)
     finally:
         eng.close()
 

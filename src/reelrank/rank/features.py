@@ -88,6 +88,9 @@ class CandidateFeatures:
         at = np.asarray(at, dtype=np.int64)
         rows = self.rows[at].tolist()
         durations = table.duration_ms[self.rows[at]].astype(np.float64).tolist()
+        # the watch-time term's yardstick when the page was scored, so training values
+        # watch time as serving did (`rank/value.py`)
+        mean_ms = round(table.mean_duration_s * 1000.0, 1)
         dense = self.dense[at].astype(np.float64).round(5).tolist()
         # the heuristic's score, for the champion/challenger comparison in training
         heuristic = (
@@ -98,6 +101,7 @@ class CandidateFeatures:
             video = table.video(row)
             record: dict[str, Any] = {
                 "duration_ms": durations[j],
+                "mean_duration_ms": mean_ms,
                 "slots": {
                     **self.context,
                     "video": video.id,

@@ -24,17 +24,18 @@ def _weights(weights: dict[str, float]) -> np.ndarray:
     return np.array([weights.get(h, 0.0) for h in HEADS], dtype=np.float64)
 
 
-def _relative_length(duration_s: np.ndarray, mean_duration_s: float) -> np.ndarray:
-    return np.asarray(duration_s, np.float64) / max(mean_duration_s, 1e-3)
+def _relative_length(duration_s: np.ndarray, mean_duration_s: float | np.ndarray) -> np.ndarray:
+    return np.asarray(duration_s, np.float64) / np.maximum(mean_duration_s, 1e-3)
 
 
 def fuse_scores(
     probs: np.ndarray,
     weights: dict[str, float],
     duration_s: np.ndarray | None = None,
-    mean_duration_s: float = 1.0,
+    mean_duration_s: float | np.ndarray = 1.0,
 ) -> np.ndarray:
-    """(n, len(HEADS)) probabilities -> (n,) predicted value."""
+    """(n, len(HEADS)) probabilities -> (n,) predicted value; `mean_duration_s` is the
+    catalog's mean when the videos were scored (one for all, or one per video)."""
     score = np.asarray(probs, np.float64) @ _weights(weights)
     w = weights.get(WATCH_TIME, 0.0)
     if w and duration_s is not None:
@@ -45,8 +46,9 @@ def fuse_scores(
 def realised_value(
     labels: np.ndarray,
     duration_s: np.ndarray,
-    mean_duration_s: float,
+    mean_duration_s: float | np.ndarray,
     weights: dict[str, float],
 ) -> np.ndarray:
-    """(n, len(HEADS)) labels -> (n,) the value of what happened."""
+    """(n, len(HEADS)) labels -> (n,) the value of what happened, with the watch time
+    measured against the catalog mean its page was scored with."""
     return fuse_scores(labels, weights, duration_s, mean_duration_s)

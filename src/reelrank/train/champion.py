@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from ..rank.value import realised_value
+from ..rank.value import fuse_scores, realised_value
+from .joiner import Example
 
 RANKERS = ("learned", "heuristic")
 
@@ -77,7 +78,7 @@ class ChampionChallenger:
         heuristic: np.ndarray,
         labels: np.ndarray,
         duration_s: np.ndarray,
-        mean_duration_s: float,
+        mean_duration_s: float | np.ndarray,
         served_by: list[str | None] | None = None,
     ) -> None:
         """One batch, scored before training: learned and heuristic scores (n,), labels
@@ -95,6 +96,40 @@ class ChampionChallenger:
                     self.served[ranker] += [len(mine), mine.sum(), (mine * mine).sum()]
         self._add_pairs(request_ids, learned, heuristic, value)
         self._decide()
+
+    def judge(
+        self,
+        examples: list[Example],
+        probs: np.ndarray,
+        labels: np.ndarray,
+        duration_s: np.ndarray,
+        served_mean_s: float,
+    ) -> None:
+        """A training batch before the trainer learns from it: the learned fusion of the
+        model's `probs` against the heuristic score logged with each impression
+        (corrections, already judged once, are left out). Watch time is valued against
+        the catalog's mean duration logged with each page, the yardstick the ranker
+        scored it by; impressions logged without it fall back to `served_mean_s`, the
+        mean of what was served (which moves with what the rankers choose)."""
+        fresh = [i for i, e in enumerate(examples) if not e.correction]
+        if not fresh:
+            return
+        ix = np.asarray(fresh)
+        fallback_ms = served_mean_s * 1000.0
+        mean_ms = [examples[i].features.get("mean_duration_ms", fallback_ms) for i in fresh]
+        mean_s = np.array(mean_ms, np.float64) / 1000.0
+        heuristic = np.array(
+            [float(examples[i].features.get("heuristic", np.nan)) for i in fresh], np.float64
+        )
+        self.add(
+            [examples[i].request_id for i in fresh],
+            fuse_scores(probs[ix], self.weights, duration_s[ix], mean_s),
+            heuristic,
+            labels[ix],
+            duration_s[ix],
+            mean_s,
+            [examples[i].features.get("served_by") for i in fresh],
+        )
 
     def _add_pairs(
         self, request_ids: list[str], learned: np.ndarray, heuristic: np.ndarray, value: np.ndarray

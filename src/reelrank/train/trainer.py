@@ -26,7 +26,6 @@ from ..rank.features import CONTEXT_SLOTS, DENSE, SINGLE_SLOTS, TAG_SLOT, tag_ke
 from ..rank.model import HEADS, MultiTaskRanker, RankerConfig
 from ..rank.sequence import SEQ_SLOT, SequenceConfig
 from ..rank.two_tower import TwoTowerConfig
-from ..rank.value import fuse_scores
 from ..state.catalog import MAX_TAGS
 from ..storage import Store
 from ..storage.codec import encode, encode_sparse
@@ -280,28 +279,11 @@ class OnlineTrainer(Checkpoints):
         return len(examples)
 
     def _compare(self, examples: list[Example], probs: np.ndarray, labels: np.ndarray) -> None:
-        """Champion/challenger on this batch, before learning from it: the learned fusion
-        against the heuristic score logged with each impression."""
+        """Champion/challenger on this batch, before learning from it."""
         duration_s = np.array([e.features.get("duration_ms", 1000.0) for e in examples]) / 1000.0
         self.duration_sum_s += float(duration_s.sum())
-        mean_s = self.duration_sum_s / max(self.examples_trained + len(examples), 1)
-        fresh = [i for i, e in enumerate(examples) if not e.correction]
-        if not fresh:
-            return
-        ix = np.asarray(fresh)
-        heuristic = np.array(
-            [float(examples[i].features.get("heuristic", np.nan)) for i in fresh], np.float64
-        )
-        learned = fuse_scores(probs[ix], self.settings.fusion_weights, duration_s[ix], mean_s)
-        self.champion.add(
-            [examples[i].request_id for i in fresh],
-            learned,
-            heuristic,
-            labels[ix],
-            duration_s[ix],
-            mean_s,
-            [examples[i].features.get("served_by") for i in fresh],
-        )
+        served_mean_s = self.duration_sum_s / max(self.examples_trained + len(examples), 1)
+        self.champion.judge(examples, probs, labels, duration_s, served_mean_s)
 
     def all_tables(self) -> dict[str, EmbeddingTable]:
         """The ranker's tables, the two-tower's (named tt_*) and the sequence model's item
