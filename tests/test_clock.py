@@ -18,9 +18,11 @@ from threadpoolctl import threadpool_limits
 
 from reelrank.clock import EventClock
 from reelrank.engine import Engine
+from reelrank.evaluate.clocked import ClockedTrainer
 from reelrank.evaluate.data import Dataset, Interaction
 from reelrank.recall.base import Cached, HotLists
 from reelrank.state.catalog import Postings
+from reelrank.train.trainer import OnlineTrainer
 from reelrank.types import Query
 
 from .conftest import make_settings, video
@@ -113,6 +115,29 @@ def test_an_event_clocked_engine_runs_no_thread_and_lives_on_the_drivers_clock(
         wall.close()
     with pytest.raises(AssertionError, match="event-clocked"):
         wall.tick()
+
+
+def test_a_clocked_trainer_closes_join_windows_by_event_time_alone(tmp_path: Path) -> None:
+    """A serving trainer whose input stops closes open windows at the wall clock's time; a
+    clocked one, paused for real seconds between steps (a slow rebuild), must not: its
+    windows end at event times years before today, which would close them all unwatched."""
+    t0 = 1_000_000.0
+    eng = Engine(make_settings(tmp_path), clock=EventClock(t0)).open()
+    try:
+        eng.upsert_videos([video(i) for i in range(20)])
+        eng.feed("u1", n=5)
+        eng.tick()  # the page's impressions reach the log
+        clocked = ClockedTrainer(eng)
+        serving = OnlineTrainer(eng.settings, eng.store, eng.params)
+        for t in (clocked.trainer, serving):
+            t.step()
+            assert len(t.joiner.open) == 5
+            t.last_input = time.monotonic() - 60.0  # a minute of real time with no input
+            t.step()
+        assert len(clocked.trainer.joiner.open) == 5  # still waiting for event time
+        assert len(serving.joiner.open) == 0  # closed by the wall clock
+    finally:
+        eng.close()
 
 
 def _dataset(users: int = 12, per_user: int = 40, seed: int = 5) -> Dataset:

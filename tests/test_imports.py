@@ -216,7 +216,7 @@ LONGER = {
     "reelrank/rank/learned.py": 450,
     "reelrank/cli.py": 430,
     "reelrank/state/pools.py": 429,
-    "reelrank/train/trainer.py": 403,
+    "reelrank/train/trainer.py": 404,
 }
 
 

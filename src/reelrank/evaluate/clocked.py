@@ -6,7 +6,9 @@ caller and publishes on the event clock: touched embedding rows every `sync_inte
 dense weights every `dense_sync_interval_s` (or, `daily`, everything once per simulated
 day), and serving applies them at once. The two-tower index is rebuilt every
 `two_tower_refresh_s` of event time after new weights. Partial batches wait for a full
-one (`train_batch`), so results do not depend on the machine's speed.
+one (`train_batch`) and join windows close by event time only (never by the wall clock,
+as a serving trainer's do when input stops), so results do not depend on the machine's
+speed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ class ClockedTrainer:
 
         self.engine = engine
         settings = dataclasses.replace(engine.settings, train_max_wait_s=1e12)
-        self.trainer = OnlineTrainer(settings, log or engine.store, engine.params)
+        # Windows close by event time alone: a pause of the wall clock between steps
+        # (a slow rebuild) must not close them at today's date.
+        self.trainer = OnlineTrainer(settings, log or engine.store, engine.params, idle_close=False)
         self.trainer.publish_full()
         engine.model.poll()
         self.daily = daily

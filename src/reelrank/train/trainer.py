@@ -68,8 +68,10 @@ class OnlineTrainer(Checkpoints):
         params: ParamChannel,
         checkpoint_path: Path | None = None,
         config: RankerConfig | None = None,
+        idle_close: bool = True,
     ) -> None:
         self.settings = settings
+        self.idle_close = idle_close  # close windows by the wall clock when input stops
         self.store = store
         self.params = params
         self.checkpoint_path = checkpoint_path
@@ -162,7 +164,7 @@ class OnlineTrainer(Checkpoints):
                 self.event_offset = offset
             if events:
                 self.last_input = time.monotonic()
-            elif time.monotonic() - self.last_input > IDLE_CLOSE_S:
+            elif self.idle_close and time.monotonic() - self.last_input > IDLE_CLOSE_S:
                 self._take(self.joiner.advance(time.time() - 1.0))
             self._take(self.joiner.advance())
             batch = self.settings.train_batch
