@@ -12,89 +12,27 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
 import numpy as np
 import orjson
 
-from ..arrays import doubled, grown
-from ..state.catalog import IdMap, VideoTable
+from ..state.catalog import VideoTable
 from ..storage.codec import decode
 from ..storage.params import ParamChannel
 from ..types import Query
 from .features import CONTEXT_SLOTS, SINGLE_SLOTS, TAG_SLOT, CandidateFeatures, history_of
 from .features import context_of as context_of_query
-from .model import NumpyRanker, RankerConfig, check_weights
-from .sequence import SEQ_EVENTS, SEQ_SLOT, NumpyEncoder, SequenceConfig, SequenceEncoder
+from .live import Aligned, Live, LiveSequence, LiveTwoTower
+from .model import NumpyRanker, RankerConfig
+from .sequence import SEQ_EVENTS, SEQ_SLOT
 from .tables import ServingTable
-from .two_tower import HISTORY, TT_SLOTS, USER_CONTEXT, Tower, TwoTowerConfig, tt_slot
+from .two_tower import HISTORY, TT_SLOTS, USER_CONTEXT, tt_slot
 
 log = logging.getLogger(__name__)
 
 _CATALOG_SLOTS = ("video", "creator", "sound", TAG_SLOT)
-
-
-class _Aligned:
-    """catalog int id -> serving row, for one slot, so candidate lookups are gathers."""
-
-    def __init__(self, names: IdMap | None) -> None:
-        self.names = names
-        self.rows = np.zeros(1024, dtype=np.int64)
-        self.known = 0  # catalog ints below this have been resolved
-
-    def set(self, ints: np.ndarray, rows: np.ndarray) -> None:
-        """Catalog ints `ints` are served from `rows` (the table's rows), all at once."""
-        if len(ints) == 0:
-            return
-        top = int(ints.max()) + 1
-        if top > len(self.rows):
-            self.rows = grown(self.rows, doubled(len(self.rows), top))
-        self.rows[ints] = rows
-
-    def gather(self, ints: np.ndarray) -> np.ndarray:
-        rows = self.rows
-        ok = (ints >= 0) & (ints < len(rows))
-        # (np.minimum and np.maximum: np.clip's dispatch costs more than the work here)
-        return np.where(ok, rows[np.maximum(np.minimum(ints, len(rows) - 1), 0)], 0)
-
-
-class _TwoTower:
-    """The retrieval model's towers, in numpy, from one published payload."""
-
-    def __init__(self, payload: dict[str, Any], version: int) -> None:
-        self.config = TwoTowerConfig.from_json(json.loads(payload["config"]))
-        state = payload["state"]
-        self.user = Tower(state, "user")
-        self.video = Tower(state, "video")
-        self.version = version
-
-
-class _Sequence:
-    """The sequence model's attention weights, from one published payload."""
-
-    def __init__(self, payload: dict[str, Any], version: int) -> None:
-        self.config = SequenceConfig.from_json(json.loads(payload["config"]))
-        check_weights(SequenceEncoder, self.config, payload["state"])
-        self.encoder = NumpyEncoder(self.config, payload["state"])
-        self.version = version
-
-
-@dataclass
-class _Live:
-    """Everything a request reads. A full snapshot builds a new one aside and swaps it in;
-    sparse rows are written into it in place and dense weights swap its `module`."""
-
-    config: RankerConfig
-    module: NumpyRanker
-    tables: dict[str, ServingTable]
-    aligned: dict[str, _Aligned]
-    dense_version: int
-    sparse_version: int
-    examples: int
-    tt: _TwoTower | None = None
-    seq: _Sequence | None = None
 
 
 _ROW_KEYED = ("video", tt_slot("video"), SEQ_SLOT)  # aligned by catalog row, not an IdMap
@@ -115,7 +53,7 @@ class ModelServer:
         self.min_examples = min_examples
         self.policy = policy  # "champion": serve only while it beats the heuristic
         self.after = 0
-        self.live: _Live | None = None
+        self.live: Live | None = None
         self.trainer_status: dict[str, Any] = {}
         self.last_applied = 0.0
         self._apply_lock = threading.Lock()  # one applier at a time; requests never take it
@@ -160,30 +98,34 @@ class ModelServer:
             return
         config = RankerConfig.from_json(json.loads(payload["config"]))
         module = NumpyRanker(config, payload["state"])
-        tt = _TwoTower(payload["tt"], int(payload["dense_version"])) if "tt" in payload else None
-        seq = _Sequence(payload["seq"], int(payload["dense_version"])) if "seq" in payload else None
+        tt = LiveTwoTower(payload["tt"], int(payload["dense_version"])) if "tt" in payload else None
+        seq = (
+            LiveSequence(payload["seq"], int(payload["dense_version"]))
+            if "seq" in payload
+            else None
+        )
         if kind == "full":
             tables = {s: ServingTable(s, config.dim) for s in (*SINGLE_SLOTS, TAG_SLOT)}
             aligned = {
-                "video": _Aligned(None),
-                "creator": _Aligned(self.catalog.creators),
-                "sound": _Aligned(self.catalog.sounds),
-                TAG_SLOT: _Aligned(self.catalog.tags),
+                "video": Aligned(None),
+                "creator": Aligned(self.catalog.creators),
+                "sound": Aligned(self.catalog.sounds),
+                TAG_SLOT: Aligned(self.catalog.tags),
             }
             if tt is not None:
                 tables.update({s: ServingTable(s, tt.config.dim) for s in TT_SLOTS})
                 aligned.update(
                     {
-                        tt_slot("video"): _Aligned(None),
-                        tt_slot("creator"): _Aligned(self.catalog.creators),
-                        tt_slot("sound"): _Aligned(self.catalog.sounds),
-                        tt_slot(TAG_SLOT): _Aligned(self.catalog.tags),
+                        tt_slot("video"): Aligned(None),
+                        tt_slot("creator"): Aligned(self.catalog.creators),
+                        tt_slot("sound"): Aligned(self.catalog.sounds),
+                        tt_slot(TAG_SLOT): Aligned(self.catalog.tags),
                     }
                 )
             if seq is not None:
                 tables[SEQ_SLOT] = ServingTable(SEQ_SLOT, seq.config.dim)
-                aligned[SEQ_SLOT] = _Aligned(None)
-            fresh = _Live(
+                aligned[SEQ_SLOT] = Aligned(None)
+            fresh = Live(
                 config=config,
                 module=module,
                 tables=tables,
@@ -209,7 +151,7 @@ class ModelServer:
             live.dense_version = int(payload["dense_version"])
             live.examples = int(payload["examples"])
 
-    def _apply_rows(self, live: _Live, slots: dict[str, dict[str, Any]]) -> None:
+    def _apply_rows(self, live: Live, slots: dict[str, dict[str, Any]]) -> None:
         for slot, delta in slots.items():
             table = live.tables.get(slot)
             if table is None:
@@ -229,7 +171,7 @@ class ModelServer:
                 ok = (ints >= 0) & (ints < aligned.known)
                 aligned.set(ints[ok], rows[ok])
 
-    def _resolve_new_catalog_ids(self, live: _Live) -> None:
+    def _resolve_new_catalog_ids(self, live: Live) -> None:
         """Ids the catalog interned since the last look get their serving rows (one C-level
         pass of dict lookups per slot, not a Python call per id: a full model apply at a
         million videos resolves every id of every slot)."""
@@ -337,7 +279,7 @@ class ModelServer:
         live = self.live
         return f"mtl-{live.dense_version}.{live.sparse_version}" if live else "mtl-none"
 
-    def _ensure_resolved(self, live: _Live) -> None:
+    def _ensure_resolved(self, live: Live) -> None:
         c = self.catalog
         if any(
             al.known < (len(c.records) if al.names is None else len(al.names))
@@ -345,7 +287,7 @@ class ModelServer:
         ):
             self._resolve_new_catalog_ids(live)
 
-    def _video_side(self, live: _Live, rows: np.ndarray, prefix: str = "") -> dict[str, np.ndarray]:
+    def _video_side(self, live: Live, rows: np.ndarray, prefix: str = "") -> dict[str, np.ndarray]:
         """Serving rows of the video-side slots (the ranker's, or with prefix "tt_" the
         two-tower's) for catalog rows."""
         self._ensure_resolved(live)

@@ -333,20 +333,18 @@ class OnlineTrainer(Checkpoints):
     def publish_dense(self) -> None:
         with self.lock:
             self.dense_version += 1
-            self.params.publish(
-                "dense",
-                self.version(),
-                encode(
-                    {
-                        "config": json.dumps(self.config.to_json()),
-                        "state": self.model.state_dict(),
-                        "tt": self.tt.payload(),
-                        "seq": self.sequence.payload(),
-                        "dense_version": self.dense_version,
-                        "examples": self.examples_trained,
-                    }
-                ),
-            )
+            self.params.publish("dense", self.version(), encode(self._dense_payload()))
+
+    def _dense_payload(self) -> dict[str, Any]:
+        """The weights every publication carries: ranker, two-tower and sequence model."""
+        return {
+            "config": json.dumps(self.config.to_json()),
+            "state": self.model.state_dict(),
+            "tt": self.tt.payload(),
+            "seq": self.sequence.payload(),
+            "dense_version": self.dense_version,
+            "examples": self.examples_trained,
+        }
 
     def publish_full(self, bump: bool = True) -> None:
         """Everything serving needs to start from; older entries are pruned."""
@@ -355,19 +353,9 @@ class OnlineTrainer(Checkpoints):
                 t.take_delta()  # the full snapshot includes what was pending
             if bump:
                 self.dense_version += 1  # new weights: a new version
+            slots = {s: _delta_tensors(t.full_delta()) for s, t in self.all_tables().items()}
             blob = encode(
-                {
-                    "config": json.dumps(self.config.to_json()),
-                    "state": self.model.state_dict(),
-                    "slots": {
-                        s: _delta_tensors(t.full_delta()) for s, t in self.all_tables().items()
-                    },
-                    "tt": self.tt.payload(),
-                    "seq": self.sequence.payload(),
-                    "dense_version": self.dense_version,
-                    "sparse_version": self.sparse_version,
-                    "examples": self.examples_trained,
-                }
+                {**self._dense_payload(), "slots": slots, "sparse_version": self.sparse_version}
             )
             seq = self.params.publish("full", self.version(), blob)
             self.params.publish("status", self.version(), orjson.dumps(self.status()))
