@@ -14,7 +14,7 @@ from reelrank.rank.sequence import SequenceConfig
 from reelrank.recall import SequenceRecall
 from reelrank.schema import Event
 from reelrank.train.sequence import SequenceLearner
-from reelrank.train.trainer import OnlineTrainer
+from reelrank.train.trainer import READ_LIMIT, SEQUENCE_BATCHES_PER_STEP, OnlineTrainer
 from reelrank.types import FeedRequest
 
 from .conftest import event, make_settings, video
@@ -73,6 +73,62 @@ def test_only_engagements_extend_a_sequence_and_repeats_do_not() -> None:
     # finish a, like a (the same video: no step), share d, finish a again (moves to the end)
     assert list(learner.history["u"]) == ["d", "a"]
     assert [s for s, _ in learner.pending] == [["a", "d"], ["d", "a"]]
+
+
+def test_a_backlog_waits_and_is_trained_a_bounded_number_of_batches_per_step(
+    tmp_path: Path,
+) -> None:
+    """A trainer reading a long log from its start (a restart, a first deployment over
+    history) must not spend its steps training the sequence model on every old engagement
+    while the ranker's examples wait: each step trains at most SEQUENCE_BATCHES_PER_STEP
+    sequence batches, the rest wait and are trained by the steps after (idle ones too),
+    and draining trains them all. A live stream, a few batches a step, trains at once."""
+    learner = SequenceLearner(SequenceConfig(batch=8, rehearse=0), min_count=1)
+    walks = _walks(40, seed=2)  # 40 users x 12 finishes: 440 sequences of two or more
+    learner.renew(3)
+    for n, (user, vid) in enumerate(walks):
+        learner.observe(
+            Event(event_id=f"e{n}", type="finish", user_id=user, video_id=vid, ts=n + 1)
+        )
+    assert learner.sequences == 3 * 8 and len(learner.pending) == 440 - 3 * 8
+    assert {u: len(s) for u, s in learner.history.items()} == {f"u2-{u}": 12 for u in range(40)}
+    learner.renew(2)
+    assert learner.train_pending() == 2 * 8 and learner.sequences == 5 * 8
+    assert learner.flush() == 440 - 5 * 8 and learner.sequences == 440 and learner.skipped == 0
+    # Without a bound, the same stream trains batch by batch as it arrives.
+    live = SequenceLearner(SequenceConfig(batch=8, rehearse=0), min_count=1)
+    for n, (user, vid) in enumerate(walks):
+        live.observe(Event(event_id=f"e{n}", type="finish", user_id=user, video_id=vid, ts=n + 1))
+    assert live.sequences == 440 and not live.pending
+
+    # Through the trainer: a backlog of engagements with no impressions (history sent
+    # before any page was served), read READ_LIMIT events a step.
+    eng = Engine(make_settings(tmp_path)).open()
+    try:
+        eng.upsert_videos([video(f"{k}-{j}") for k in range(CHAINS) for j in range(LENGTH)])
+        history = [
+            event("finish", user, vid, ts=1_000_000.0 + n)
+            for n, (user, vid) in enumerate(_walks(600, seed=3))
+        ]
+        for i in range(0, len(history), 1000):
+            eng.ingest(history[i : i + 1000])
+        trainer = OnlineTrainer(eng.settings, eng.store, eng.params)
+        seq = trainer.sequence
+        per_step = SEQUENCE_BATCHES_PER_STEP * seq.config.batch  # new sequences a step
+        trainer.step()
+        assert trainer.event_offset == READ_LIMIT  # 5,000 events, about 4,600 sequences
+        assert seq.batches == SEQUENCE_BATCHES_PER_STEP
+        trainer.step()  # the other 2,200 events
+        trainer.step()  # nothing new to read: the backlog still moves
+        assert trainer.event_offset == len(history) == 7200
+        assert seq.batches == 3 * SEQUENCE_BATCHES_PER_STEP
+        waiting = seq.status()["sequences_pending"]
+        assert waiting == 600 * 11 - 3 * per_step  # 11 sequences a user, none dropped
+        trainer.drain()
+        assert seq.batches == 600 * 11 // seq.config.batch + 1  # the last one partial
+        assert not seq.pending and seq.status()["sequences_dropped_behind"] == 0
+    finally:
+        eng.close()
 
 
 def test_serving_recalls_the_next_part_from_the_users_latest_finishes(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from ..schema import Event
 from .embedding import EmbeddingTable
 
 MAX_USERS = 1_000_000  # sequences kept in memory; the least recently active go first
+MAX_BACKLOG = 200_000  # sequences waiting to be trained; beyond, the oldest are dropped
 
 
 class SequenceLearner:
@@ -45,10 +46,12 @@ class SequenceLearner:
             SEQ_SLOT, config.dim, capacity, min_count, expire_s, init_std=0.1, seed=config.seed
         )
         self.history: OrderedDict[str, deque[str]] = OrderedDict()
-        self.pending: list[tuple[list[str], float]] = []
+        self.pending: deque[tuple[list[str], float]] = deque()  # sequences to train
         self.rng = np.random.default_rng(config.seed)
         self.sequences = 0  # sequences trained
         self.batches = 0
+        self.skipped = 0  # sequences dropped untrained, over MAX_BACKLOG behind
+        self.budget: int | None = None  # batches it may still train; None: no bound
         self.loss = 0.0  # moving average of the batch loss
 
     def observe(self, event: Event) -> int:
@@ -70,15 +73,39 @@ class SequenceLearner:
         if len(seq) < 2:
             return 0
         self.pending.append((list(seq), event.ts))
-        if len(self.pending) < self.config.batch:
-            return 0
-        return self.flush()
+        if len(self.pending) > MAX_BACKLOG:  # far behind: the oldest go untrained
+            self.pending.popleft()
+            self.skipped += 1
+        return self.train_pending()
+
+    def renew(self, batches: int | None) -> None:
+        """Allow `batches` more training batches (None: no bound). The trainer renews this
+        at every step, so a live stream (a few batches a step) trains as it arrives, while
+        a backlog (a long log read from its start, thousands of engagements a step) waits
+        in `pending` and is trained `batches` at a time, step after step, the idle ones
+        too: the sequence model's training never holds the ranker's behind it."""
+        self.budget = batches
+
+    def train_pending(self) -> int:
+        """Train full batches of what is pending, oldest first, while the budget allows;
+        returns the sequences trained."""
+        trained = 0
+        size = self.config.batch
+        while len(self.pending) >= size and (self.budget is None or self.budget > 0):
+            if self.budget is not None:
+                self.budget -= 1
+            trained += self._train_batch([self.pending.popleft() for _ in range(size)])
+        return trained
 
     def flush(self) -> int:
-        """Train what is pending."""
-        if not self.pending:
-            return 0
-        batch, self.pending = self.pending, []
+        """Train everything pending, in batches, whatever the budget."""
+        trained = 0
+        while self.pending:
+            take = min(self.config.batch, len(self.pending))
+            trained += self._train_batch([self.pending.popleft() for _ in range(take)])
+        return trained
+
+    def _train_batch(self, batch: list[tuple[list[str], float]]) -> int:
         seqs = [s for s, _ in batch]
         if self.config.rehearse and len(self.history) > 1:
             # Rehearsal: a single pass over a stream under-trains attention; users' current
@@ -141,6 +168,8 @@ class SequenceLearner:
     def status(self) -> dict[str, Any]:
         return {
             "sequences_trained": self.sequences,
+            "sequences_pending": len(self.pending),
+            "sequences_dropped_behind": self.skipped,
             "users": len(self.history),
             "items": len(self.table),
             "loss": round(self.loss, 4) if self.batches else None,
@@ -155,6 +184,8 @@ class SequenceLearner:
             "history": json.dumps({u: list(s) for u, s in self.history.items()}),
             "sequences": self.sequences,
             "batches": self.batches,
+            "skipped": self.skipped,
+            "pending": json.dumps([[seq, ts] for seq, ts in self.pending]),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -169,3 +200,5 @@ class SequenceLearner:
         )
         self.sequences = int(state["sequences"])
         self.batches = int(state["batches"])
+        self.skipped = int(state.get("skipped", 0))
+        self.pending = deque((list(q), float(t)) for q, t in json.loads(state.get("pending", "[]")))

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 READ_LIMIT = 5000
 IDLE_CLOSE_S = 2.0  # with no new log records for this long, close windows by wall clock
 EXPIRE_EVERY = 200  # batches between expiry sweeps
+SEQUENCE_BATCHES_PER_STEP = 8  # the sequence model's training batches per step at most
 
 
 def two_tower_config(settings: Settings) -> TwoTowerConfig:
@@ -143,6 +144,7 @@ class OnlineTrainer(Checkpoints):
 
         with self.lock:
             trained = 0
+            self.sequence.renew(SEQUENCE_BATCHES_PER_STEP)
             events = self.store.events.read(self.event_offset, READ_LIMIT)
             # Impressions are read at least as far as the events (in event time), so an
             # event finds its impression already open; windows close by event time only.
@@ -162,6 +164,7 @@ class OnlineTrainer(Checkpoints):
                 self._take(self.joiner.add_event(event))
                 self.sequence.observe(event)  # the user's sequence, learned as it grows
                 self.event_offset = offset
+            self.sequence.train_pending()  # a backlog's next batches, on idle steps too
             if events:
                 self.last_input = time.monotonic()
             elif self.idle_close and time.monotonic() - self.last_input > IDLE_CLOSE_S:
