@@ -215,12 +215,14 @@ class ReelrankSystem:
             ts=x.ts,
             features=records[0],
         )
+        later = zip(ids[1:], records[1:], strict=True)  # the page past its first video
         self.log.events.append_impressions(
-            [first]
-            + [
-                first.model_copy(update={"position": i, "video_id": vid, "features": record})
-                for i, (vid, record) in enumerate(zip(ids, records, strict=True))
-                if i
+            [
+                first,
+                *(
+                    first.model_copy(update={"position": i, "video_id": vid, "features": record})
+                    for i, (vid, record) in enumerate(later, start=1)
+                ),
             ]
         )
         events = [Event.model_validate(e) for e in self._events(x, positive, request_id)]
