@@ -9,7 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reelrank.rank.tables import ServingTable
-from reelrank.train.embedding import DEFAULT_ROW, EmbeddingTable
+from reelrank.train.embedding import (
+    DEFAULT_ROW,
+    EmbeddingTable,
+    pack_sequences,
+    unpack_sequences,
+)
 
 DIM = 4
 
@@ -332,6 +337,15 @@ def test_state_round_trip_keeps_rows_ids_and_pending_counts() -> None:
     admit(r, *[f"z{i}" for i in range(10)] * 3)
     assert len(r.ids) == before
     assert not r.touched and not r.evicted  # a restored table starts with no pending delta
+
+
+@given(st.lists(st.lists(st.text(max_size=4), max_size=6), max_size=8))
+def test_packed_sequences_come_back_exactly(seqs: list[list[str]]) -> None:
+    """Any ids (empty, repeated, with the newline the packed form joins on) and any
+    sequences (empty ones too) come back as they went in."""
+    packed = pack_sequences(seqs)
+    assert packed["codes"].dtype == torch.int32 and len(packed["lengths"]) == len(seqs)
+    assert unpack_sequences(packed) == seqs
 
 
 def test_a_restored_table_initialises_new_rows_like_the_original() -> None:

@@ -3,6 +3,7 @@ trained online from the event log, served as a recall channel and a ranker featu
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from reelrank.engine import Engine
 from reelrank.rank.sequence import SequenceConfig
 from reelrank.recall import SequenceRecall
 from reelrank.schema import Event
+from reelrank.train.embedding import unpack_sequences
 from reelrank.train.sequence import SequenceLearner
 from reelrank.train.trainer import READ_LIMIT, SEQUENCE_BATCHES_PER_STEP, OnlineTrainer
 from reelrank.types import FeedRequest
@@ -129,6 +131,45 @@ def test_a_backlog_waits_and_is_trained_a_bounded_number_of_batches_per_step(
         assert not seq.pending and seq.status()["sequences_dropped_behind"] == 0
     finally:
         eng.close()
+
+
+def test_a_checkpoint_keeps_each_users_sequence_and_the_backlog_in_order(
+    tmp_path: Path,
+) -> None:
+    """The learner's state goes through torch.save and back (weights_only, as the trainer
+    loads it): the users' sequences in recency order and the untrained backlog with its
+    times; a state written in the earlier JSON form still loads."""
+    learner = SequenceLearner(SequenceConfig(batch=8, rehearse=0), min_count=1)
+    learner.renew(2)
+    for n, (user, vid) in enumerate(_walks(30, seed=4)):
+        learner.observe(
+            Event(event_id=f"e{n}", type="finish", user_id=user, video_id=vid, ts=n + 0.5)
+        )
+    assert learner.pending and learner.sequences == 2 * 8
+    path = tmp_path / "seq.pt"
+    torch.save(learner.state(), path)
+    restored = SequenceLearner(SequenceConfig(batch=8, rehearse=0), min_count=1)
+    restored.load_state(torch.load(path, weights_only=True))
+    assert list(restored.history) == list(learner.history)  # least recently active first
+    assert {u: list(s) for u, s in restored.history.items()} == {
+        u: list(s) for u, s in learner.history.items()
+    }
+    assert list(restored.pending) == list(learner.pending)
+    assert restored.sequences == learner.sequences and restored.table.ids == learner.table.ids
+    assert restored.flush() == learner.flush() == 30 * 11 - 2 * 8
+
+    older = {k: v for k, v in learner.state().items() if "packed" not in k}
+    older.pop("history_users"), older.pop("pending_ts")
+    older["history"] = json.dumps({u: list(s) for u, s in learner.history.items()})
+    older["pending"] = json.dumps([[["v1-0", "v1-1"], 7.0]])
+    table = older["table"] = dict(older["table"])
+    (table["ids"],) = unpack_sequences(table.pop("ids_packed"))
+    (table["pending_ids"],) = unpack_sequences(table.pop("pending_packed"))
+    old = SequenceLearner(SequenceConfig(batch=8, rehearse=0), min_count=1)
+    old.load_state(older)
+    assert list(old.history) == list(learner.history)
+    assert list(old.pending) == [(["v1-0", "v1-1"], 7.0)]
+    assert old.table.ids == learner.table.ids
 
 
 def test_serving_recalls_the_next_part_from_the_users_latest_finishes(tmp_path: Path) -> None:
