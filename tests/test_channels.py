@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reelrank.engine import Engine
 from reelrank.rank.heuristic import HeuristicScorer
@@ -116,17 +117,36 @@ def test_coengagement_survives_a_restart_from_snapshot(tmp_path: Path) -> None:
     eng.ingest([event("like", "a", "v1"), event("like", "a", "v2")])
     eng.snapshot()
     eng.ingest([event("like", "b", "v1"), event("like", "b", "v3")])
-    expected = eng.state.coengagement.to_json()
+    expected = eng.state.coengagement.to_arrays()
     expected_pairs = {a: dict(n) for a, n in eng.state.coengagement.pairs.items()}
     eng.close()
     again = Engine(make_settings(tmp_path, store=url)).open()
     try:
         assert again.state.coengagement.pairs == expected_pairs
-        assert orjson.loads(orjson.dumps(again.state.coengagement.to_json())) == orjson.loads(
-            orjson.dumps(expected)
-        )
+        got = again.state.coengagement.to_arrays()
+        assert got.keys() == expected.keys()
+        for name, values in expected.items():
+            np.testing.assert_array_equal(got[name], values)
     finally:
         again.close()
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.floats(0.0, 7200.0)), max_size=40)
+)
+def test_the_coengagement_arrays_restore_the_graph_exactly(
+    steps: list[tuple[int, int, float]],
+) -> None:
+    """Any graph, the empty one too: neighbours in their order, weights and counts."""
+    graph = CoEngagement(max_neighbours=3)
+    for before, row, gap in steps:
+        graph.add([(before, 0.0)], row, gap)
+    restored = CoEngagement(max_neighbours=3)
+    restored.load_arrays(graph.to_arrays())
+    assert {a: list(n.items()) for a, n in restored.pairs.items()} == {
+        a: list(n.items()) for a, n in graph.pairs.items()
+    }
+    assert restored.engagements == graph.engagements
 
 
 def test_channel_figures_count_slots_and_engagements(tmp_path: Path) -> None:

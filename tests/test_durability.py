@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from pathlib import Path
 
 import httpx
+import numpy as np
+import orjson
 import pytest
 
 from reelrank.engine import Engine
+from reelrank.state.snapshots import SNAPSHOT
 from reelrank.storage import open_store
 
 from .conftest import INGEST, KEYS, event, make_settings, video
@@ -173,19 +177,79 @@ def test_the_coengagement_graph_is_serialised_incrementally_and_restores_whole(
     eng.ingest([event("like", f"u{k % 3}", f"v{k % 6}", ts=1.7e9 + k) for k in range(18)])
     eng.snapshot()
     graph = eng.state.coengagement
-    before = dict(graph._blobs)
+    before = dict(graph._parts)
     row = eng.state.table.row_of
     eng.ingest(
         [event("like", "late", "v7", ts=1.7e9 + 100), event("like", "late", "v8", ts=1.7e9 + 101)]
     )
     eng.snapshot()
-    changed = {a for a in graph._blobs if graph._blobs[a] is not before.get(a)}
+    changed = {a for a in graph._parts if graph._parts[a] is not before.get(a)}
     assert changed == {row("v7"), row("v8")}
     live = {a: dict(n) for a, n in graph.pairs.items()}
     eng._stop.set()
     eng.store.close()
     resumed = Engine(make_settings(tmp_path, store=url)).open()
     try:
-        assert resumed.state.coengagement.pairs == live
+        restored = resumed.state.coengagement
+        assert restored.pairs == live
+        assert {a: list(n) for a, n in restored.pairs.items()} == {
+            a: list(n) for a, n in live.items()
+        }  # neighbours in their order: ties among them rank the same after a restart
+        assert restored.engagements == graph.engagements
+        assert not restored._dirty  # nothing to convert again before the next change
     finally:
         resumed.close()
+
+
+def test_a_snapshot_in_the_earlier_json_form_still_restores(tmp_path: Path) -> None:
+    """Snapshots written before users' bytes and the co-engagement graph were kept as
+    arrays (both inside the JSON meta) restore the same state."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    eng = Engine(make_settings(tmp_path, store=url)).open()
+    eng.upsert_videos([video(i, hashtags=[f"t{i % 3}"]) for i in range(12)])
+    eng.ingest([event("like", f"u{k % 4}", f"v{k % 6}", ts=1.7e9 + k) for k in range(24)])
+    eng.snapshot()
+    live_users = {u: s.to_json() for u, s in eng.state.users.items()}
+    live_pairs = {a: dict(n) for a, n in eng.state.coengagement.pairs.items()}
+    blob = eng.store.state.load_snapshot(SNAPSHOT)
+    eng._stop.set()
+    eng.store.close()
+    assert blob is not None
+    with np.load(io.BytesIO(blob)) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = orjson.loads(arrays.pop("meta").tobytes())
+    data, ends = arrays.pop("user_json").tobytes(), np.cumsum(arrays.pop("user_json_lengths"))
+    starts = [0, *ends[:-1].tolist()]
+    meta["users"] = {
+        u: orjson.loads(data[a:b])
+        for u, a, b in zip(meta.pop("user_ids"), starts, ends.tolist(), strict=True)
+    }
+    src, dst, weight = (arrays.pop(f"coengagement_{k}") for k in ("src", "dst", "weight"))
+    pairs: dict[str, dict[str, float]] = {}
+    for a, b, w in zip(src.tolist(), dst.tolist(), weight.tolist(), strict=True):
+        pairs.setdefault(str(a), {})[str(b)] = w
+    engaged = zip(
+        arrays.pop("coengagement_videos"), arrays.pop("coengagement_engagements"), strict=True
+    )
+    meta["coengagement"] = {"pairs": pairs, "engagements": {str(a): int(n) for a, n in engaged}}
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8), **arrays)
+    store = open_store(url)
+    store.state.save_snapshot(SNAPSHOT, buf.getvalue())
+    store.close()
+
+    resumed = Engine(make_settings(tmp_path, store=url)).open()
+    try:
+        assert resumed.state.offset == 24
+        assert resumed.state.dirty_users == set()  # restored, not folded from the log
+        assert {u: s.to_json() for u, s in resumed.state.users.items()} == live_users
+        assert resumed.state.coengagement.pairs == live_pairs
+        resumed.snapshot()  # and writes the current form from there
+    finally:
+        resumed.close()
+    again = Engine(make_settings(tmp_path, store=url)).open()
+    try:
+        assert {u: s.to_json() for u, s in again.state.users.items()} == live_users
+        assert again.state.coengagement.pairs == live_pairs
+    finally:
+        again.close()

@@ -177,14 +177,19 @@ class Engine:
     def open(self) -> Engine:
         """Load state from the store and start the background jobs of this process's
         roles (the trainer among them, where `trainer` says)."""
-        self.state.load()
-        self.content.fill()
-        self.lifecycle.load()
-        self.experiment_admin.load()
-        # Long-lived catalog and profile objects need no scanning by the cyclic collector;
-        # freezing them keeps full collections from stalling requests.
-        gc.collect()
-        gc.freeze()
+        # Loading makes millions of long-lived objects without cycles: the collector stays
+        # off until they are frozen (never scanned), not rescanning them as they are made.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self.state.load()
+            self.content.fill()
+            self.lifecycle.load()
+            self.experiment_admin.load()
+        finally:
+            gc.freeze()
+            if collecting:
+                gc.enable()
         self.model.bootstrap()
         if self.event_clock is not None:
             return self  # the driver calls tick()
@@ -266,20 +271,21 @@ class Engine:
             log.info("trainer process started (pid %s)", self.trainer.pid)
 
     def close(self) -> None:
-        """Stop the jobs and the trainer, flush impressions, fold the log's tail, write a
-        final snapshot, close the store."""
+        """Stop the jobs and the trainer (a process is told first, to checkpoint meanwhile),
+        flush impressions, fold the log's tail, write a final snapshot, close the store."""
         self._stop.set()
+        process = self.trainer if hasattr(self.trainer, "terminate") else None
+        if process is not None:
+            process.terminate()  # SIGTERM: the trainer checkpoints, then exits
         for t in self._threads:
             t.join(timeout=30)
-        if self.trainer is not None and hasattr(self.trainer, "terminate"):
-            self.trainer.terminate()  # SIGTERM: the trainer checkpoints, then exits
-            self.trainer.join(timeout=60)
-            if self.trainer.is_alive():
-                self.trainer.kill()
         self.pipeline.close()
         self.flush_impressions()
         self.state.catch_up()
         self.snapshot()
+        if process is not None:
+            process.join(timeout=60)
+            process.kill()  # when still alive (a no-op for a process that exited)
         self.params.close()
         self.store.close()
 

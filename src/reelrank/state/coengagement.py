@@ -14,7 +14,6 @@ from itertools import repeat
 from typing import Any
 
 import numpy as np
-import orjson
 
 
 @dataclass(frozen=True)
@@ -38,9 +37,9 @@ class CoEngagement:
         self.max_neighbours = max_neighbours
         self.pairs: dict[int, dict[int, float]] = {}
         self.engagements: dict[int, int] = {}
-        # Incremental snapshots: each video's neighbours as `to_json` last serialised them,
-        # and the videos whose neighbours changed since.
-        self._blobs: dict[int, orjson.Fragment] = {}
+        # Incremental snapshots: each video's neighbours and weights as `to_arrays` last
+        # converted them, and the videos whose neighbours changed since.
+        self._parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._dirty: set[int] = set()
 
     def add(self, history: list[tuple[int, float]], row: int, ts: float) -> None:
@@ -82,29 +81,66 @@ class CoEngagement:
     def changes(self) -> GraphChanges:
         """Under the writers' lock: copies of the neighbours that changed since the last
         call, every video's key and the engagement counts; cheap (dict copies), so the
-        serialising can happen after the lock is released (`to_json`)."""
+        conversion can happen after the lock is released (`to_arrays`)."""
         pairs = self.pairs
         changed = {a: dict(pairs[a]) for a in self._dirty if a in pairs}
         self._dirty.clear()
         return GraphChanges(changed, list(pairs), dict(self.engagements))
 
-    def to_json(self, changes: GraphChanges | None = None) -> dict[str, Any]:
-        """The graph for a snapshot (orjson serialises it), from `changes` taken under
-        the lock (taken here without one). Only the videos whose neighbours changed are
-        serialised again; the others reuse the bytes the last call made. One caller at
-        a time (the snapshot)."""
+    def to_arrays(self, changes: GraphChanges | None = None) -> dict[str, np.ndarray]:
+        """The graph for a snapshot, from `changes` taken under the lock (taken here
+        without one): every video with neighbours (`coengagement_src`, repeated once per
+        neighbour) with its neighbours and raw weights in their order, and the engagement
+        counts. Only the videos whose neighbours changed are converted again; the others
+        reuse the arrays the last call (or the restore) made. One caller at a time."""
         if changes is None:
             changes = self.changes()
-        blobs = self._blobs
+        parts = self._parts
         for a, nbrs in changes.changed.items():
-            blobs[a] = orjson.Fragment(orjson.dumps({str(b): w for b, w in nbrs.items()}))
+            n = len(nbrs)
+            parts[a] = (
+                np.fromiter(nbrs.keys(), np.int64, n),
+                np.fromiter(nbrs.values(), np.float64, n),
+            )
+        videos = changes.videos
+        keys = [parts[a][0] for a in videos]
+        counts = np.fromiter(map(len, keys), np.int64, len(keys))
+        engaged = changes.engagements
         return {
-            "pairs": {str(a): blobs[a] for a in changes.videos},
-            "engagements": {str(a): n for a, n in changes.engagements.items()},
+            "coengagement_src": np.repeat(np.asarray(videos, np.int64), counts),
+            "coengagement_dst": np.concatenate([np.zeros(0, np.int64), *keys]),
+            "coengagement_weight": np.concatenate([np.zeros(0), *(parts[a][1] for a in videos)]),
+            "coengagement_videos": np.fromiter(engaged.keys(), np.int64, len(engaged)),
+            "coengagement_engagements": np.fromiter(engaged.values(), np.int64, len(engaged)),
         }
 
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> bool:
+        """Restore the graph `to_arrays` saved; False when the arrays hold none (a
+        snapshot from before the arrays: `load_json`)."""
+        if "coengagement_src" not in arrays:
+            return False
+        src, dst, weight = (arrays[f"coengagement_{k}"] for k in ("src", "dst", "weight"))
+        starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])[: len(src)]
+        ends = np.r_[starts[1:], len(src)][: len(starts)]
+        keys, values = dst.tolist(), weight.tolist()
+        self.pairs = {}
+        self._parts = {}
+        for a, lo, hi in zip(src[starts].tolist(), starts.tolist(), ends.tolist(), strict=True):
+            self.pairs[a] = dict(zip(keys[lo:hi], values[lo:hi], strict=True))
+            self._parts[a] = (dst[lo:hi], weight[lo:hi])
+        self.engagements = dict(
+            zip(
+                arrays["coengagement_videos"].tolist(),
+                arrays["coengagement_engagements"].tolist(),
+                strict=True,
+            )
+        )
+        self._dirty = set()
+        return True
+
     def load_json(self, raw: dict[str, Any]) -> None:
+        """Restore the graph from a snapshot written before `to_arrays`."""
         self.pairs = {int(a): {int(b): w for b, w in n.items()} for a, n in raw["pairs"].items()}
         self.engagements = {int(a): n for a, n in raw["engagements"].items()}
-        self._blobs = {}
+        self._parts = {}
         self._dirty = set(self.pairs)

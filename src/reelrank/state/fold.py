@@ -13,8 +13,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import orjson
-
 from ..config import Settings
 from ..index.vectors import VectorIndex
 from ..schema import Event, EventType, Impression, ReviewStatus, User, Video
@@ -114,7 +112,7 @@ class StateFold:
         # Incremental snapshots (`snapshots.py`): each user's state as the last snapshot
         # serialised it, and the users reached through `user()` (every writer's way in)
         # since then.
-        self.user_blobs: dict[str, orjson.Fragment] = {}
+        self.user_blobs: dict[str, bytes] = {}
         self.dirty_users: set[str] = set()
 
     def grow(self, size: int) -> None:

@@ -46,13 +46,15 @@ class Snapshots:
             for uid in f.dirty_users:
                 found = users.get(uid)
                 if found is not None:
-                    blobs[uid] = orjson.Fragment(orjson.dumps(found.to_json()))
+                    blobs[uid] = orjson.dumps(found.to_json())
             f.dirty_users.clear()
+            user_ids = list(users)
+            user_bytes = [blobs[uid] for uid in user_ids]
             meta = {
                 "offset": offset,
                 "impression_offset": impression_offset,
                 "size": f.table.size,
-                "users": {uid: blobs[uid] for uid in users},
+                "user_ids": user_ids,
                 "related_users": list(f.related.user_ids),
                 "reporters": {str(r): sorted(u) for r, u in f.reporters.items()},
                 "saved_at": time.time(),
@@ -61,8 +63,12 @@ class Snapshots:
             arrays.update(f.pools.to_arrays(f.table.size))
             arrays.update(f.popularity.to_arrays(f.table.size))
             arrays.update(f.related.to_arrays())
-            graph = f.coengagement.changes()  # copies; serialised after the lock
-        meta["coengagement"] = f.coengagement.to_json(graph)
+            graph = f.coengagement.changes()  # copies; converted after the lock
+        arrays.update(f.coengagement.to_arrays(graph))
+        # Each user's JSON end to end, with the lengths: a restore keeps each user's
+        # bytes as they are, and a snapshot parses or writes no JSON of everyone.
+        arrays["user_json"] = np.frombuffer(b"".join(user_bytes), dtype=np.uint8)
+        arrays["user_json_lengths"] = np.fromiter(map(len, user_bytes), np.int64, len(user_bytes))
         buf = io.BytesIO()
         arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
         np.savez(buf, **arrays)  # type: ignore[arg-type]
@@ -83,17 +89,29 @@ class Snapshots:
         f.popularity.load_arrays(arrays)
         f.reporters = {int(r): set(u) for r, u in meta.get("reporters", {}).items()}
         s = f.settings
-        blobs: dict[str, orjson.Fragment] = {}
-        for uid, raw in meta["users"].items():
-            f.users[uid] = UserState.from_json(
-                raw, s.affinity_half_life_h * 3600.0, s.seen_max, s.session_len
-            )
-            # The bytes this snapshot holds for the user, so the first snapshot after a
-            # start serialises only the users written since (not everyone, under the lock).
-            blobs[uid] = orjson.Fragment(orjson.dumps(raw))
+        half_life, seen_max, session_len = (
+            s.affinity_half_life_h * 3600.0,
+            s.seen_max,
+            s.session_len,
+        )
+        blobs: dict[str, bytes] = {}
+        if "user_json" in arrays:
+            data = arrays["user_json"].tobytes()
+            ends = np.cumsum(arrays["user_json_lengths"]).tolist()
+            for uid, start, end in zip(meta["user_ids"], [0, *ends][:-1], ends, strict=True):
+                # The bytes this snapshot holds for the user, kept as they are: the first
+                # snapshot after a start serialises only the users written since.
+                blob = blobs[uid] = data[start:end]
+                f.users[uid] = UserState.from_json(
+                    orjson.loads(blob), half_life, seen_max, session_len
+                )
+        else:  # a snapshot from before the users' bytes were kept apart
+            for uid, raw in meta["users"].items():
+                f.users[uid] = UserState.from_json(raw, half_life, seen_max, session_len)
+                blobs[uid] = orjson.dumps(raw)
         f.user_blobs = blobs
         f.dirty_users = set()
-        if "coengagement" in meta:
+        if not f.coengagement.load_arrays(arrays) and "coengagement" in meta:
             f.coengagement.load_json(meta["coengagement"])
         f.related.load(arrays, meta.get("related_users", []))
         return int(meta["offset"]), int(meta["impression_offset"])
