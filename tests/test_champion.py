@@ -14,6 +14,7 @@ from reelrank.engine import Engine
 from reelrank.rank.model import HEADS
 from reelrank.rank.value import fuse_scores, realised_value
 from reelrank.train.champion import ChampionChallenger
+from reelrank.train.joiner import Example
 from reelrank.train.trainer import OnlineTrainer
 
 from .conftest import make_settings, video
@@ -89,6 +90,25 @@ def test_the_window_keeps_only_recent_pairs() -> None:
     c.add(rids, -y, y, labels, d, 1.0)  # then the other way round, for longer than the window
     s = c.status()
     assert s["pairs"] == 400 and s["champion"] == "heuristic" and s["learned"] == 0.0
+
+
+def test_a_heuristic_score_carried_through_json_as_null_is_left_out_like_nan() -> None:
+    """Replayed pages log NaN for the impressions the heuristic's comparison leaves out;
+    JSON (orjson: the impression log, the trainer's checkpoint) carries NaN as null, and
+    the judge must read both the same, not fail on the null."""
+
+    def pairs(missing: float | None, n: int = 3) -> int:
+        c = ChampionChallenger(WEIGHTS, window=100, min_pairs=1)
+        y = _labels([1, 0, 0][:n])
+        scores = [0.9, 0.1, missing][:n]
+        examples = [
+            Example({"heuristic": h, "duration_ms": 1000.0}, y[i], 1.0, "r1", f"v{i}")
+            for i, h in enumerate(scores)
+        ]
+        c.judge(examples, np.full((n, len(HEADS)), 0.5, np.float32), y, np.ones(n), 1.0)
+        return c.pairs
+
+    assert pairs(None) == pairs(float("nan")) == pairs(None, n=2) == 1
 
 
 def test_value_weighs_watch_time_so_a_long_video_watched_well_beats_a_short_one_finished() -> None:

@@ -6,16 +6,16 @@ Impressions and events are built by hand, so every label can be checked exactly.
 from __future__ import annotations
 
 import itertools
-import json
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reelrank.rank.model import HEADS
-from reelrank.schema import Event, Impression
+from reelrank.schema import Event, EventType, Impression
 from reelrank.train.joiner import Example, SampleJoiner
 
 T0 = 1_700_000_000.0
@@ -502,11 +502,13 @@ def test_state_round_trip_resumes_with_the_same_examples(split: int) -> None:
     first = SampleJoiner(window_s=30.0, correction_window_s=3600.0)
     for s in steps[:split]:
         _feed(first, s)
-    saved = json.loads(json.dumps(first.state()))  # as the trainer stores it
+    saved = orjson.loads(orjson.dumps(first.state()))  # as the trainer stores it
     resumed = SampleJoiner(window_s=30.0, correction_window_s=3600.0)
     resumed.load_state(saved)
     assert set(resumed.open) == set(first.open)
     assert list(resumed.closed) == list(first.closed)
+    assert resumed.orphans == first.orphans  # events waiting for their impression
+    assert all(type(e.type) is EventType for evs in resumed.orphans.values() for e in evs)
     assert resumed.watermark == first.watermark
     got = [summary(_feed(resumed, s)) for s in steps[split:]]
     assert got == expected[split:]
@@ -520,7 +522,7 @@ def test_state_round_trip_keeps_pending_labels() -> None:
     j.add_event(ev("like", "v1", T0 + 2))
     j.add_event(ev("not_interested", "v1", T0 + 3))
     r = SampleJoiner()
-    r.load_state(json.loads(json.dumps(j.state())))
+    r.load_state(orjson.loads(orjson.dumps(j.state())))
     assert r.open[("r1", "v1")].labels() == j.open[("r1", "v1")].labels()
     (out,) = r.advance(T0 + 30.0)
     assert labels(out) == pytest.approx(
@@ -552,7 +554,7 @@ def test_state_round_trip_joins_request_id_less_events_the_same_way() -> None:
         out = []
         for i, s in enumerate(steps):
             if i == split:
-                saved = json.loads(json.dumps(j.state()))
+                saved = orjson.loads(orjson.dumps(j.state()))
                 j = SampleJoiner(window_s=30.0)
                 j.load_state(saved)
             out.append(summary(_feed(j, s)))

@@ -118,8 +118,9 @@ class ChampionChallenger:
         fallback_ms = served_mean_s * 1000.0
         mean_ms = [examples[i].features.get("mean_duration_ms", fallback_ms) for i in fresh]
         mean_s = np.array(mean_ms, np.float64) / 1000.0
+        # No heuristic score: NaN, or null once JSON has carried it (orjson writes NaN so)
         heuristic = np.array(
-            [float(examples[i].features.get("heuristic", np.nan)) for i in fresh], np.float64
+            [_or_nan(examples[i].features.get("heuristic")) for i in fresh], np.float64
         )
         self.add(
             [examples[i].request_id for i in fresh],
@@ -244,3 +245,7 @@ class ChampionChallenger:
             for r in RANKERS:
                 self.served[r][:] = np.asarray(raw[f"served_{r}"], dtype=np.float64)
             self.current = str(raw.get("current", "heuristic"))
+
+
+def _or_nan(value: Any) -> float:
+    return np.nan if value is None else float(value)

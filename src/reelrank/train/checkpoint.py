@@ -10,8 +10,10 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
 import torch
 
 from ..rank.model import MultiTaskRanker, RankerConfig
@@ -22,6 +24,7 @@ from .sequence import SequenceLearner
 from .two_tower import TwoTowerLearner
 
 log = logging.getLogger(__name__)
+NUMPY = orjson.OPT_SERIALIZE_NUMPY  # numpy scalars in features, as json.dumps took them
 
 
 class Checkpoints:
@@ -72,7 +75,9 @@ class Checkpoints:
                 "tables": {s: t.state() for s, t in self.tables.items()},
                 "two_tower": self.tt.state(),
                 "sequence": self.sequence.state(),
-                "joiner": json.dumps(self.joiner.state()),
+                # orjson: the joiner's open impressions are hundreds of MB at a million
+                # videos, tens of seconds through the standard library's json
+                "joiner": orjson.dumps(self.joiner.state(), option=NUMPY).decode(),
                 "event_offset": self.event_offset,
                 "impression_offset": self.impression_offset,
                 "examples_trained": self.examples_trained,
@@ -85,7 +90,7 @@ class Checkpoints:
                     for k, v in self.champion.state().items()
                 },
                 "duration_sum_s": self.duration_sum_s,
-                "buffer": json.dumps([e.to_json() for e in self.buffer]),
+                "buffer": orjson.dumps([e.to_json() for e in self.buffer], option=NUMPY).decode(),
             }
             path = self.checkpoint_path
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +127,7 @@ class Checkpoints:
                 self.tt.load_state(state["two_tower"])
             if "sequence" in state:  # nor the sequence model
                 self.sequence.load_state(state["sequence"])
-            self.joiner.load_state(json.loads(state["joiner"]))
+            self.joiner.load_state(_loads(state["joiner"]))
             self.event_offset = int(state["event_offset"])
             self.impression_offset = int(state["impression_offset"])
             self.examples_trained = int(state["examples_trained"])
@@ -133,7 +138,7 @@ class Checkpoints:
             if "champion" in state:
                 self.champion.load_state(state["champion"])
                 self.duration_sum_s = float(state["duration_sum_s"])
-            self.buffer = [Example.from_json(raw) for raw in json.loads(state.get("buffer", "[]"))]
+            self.buffer = [Example.from_json(r) for r in _loads(state.get("buffer", "[]"))]
             self.buffer_since = time.monotonic()
         log.info(
             "trainer resumed at event offset %d, impression offset %d (%d examples trained)",
@@ -142,3 +147,12 @@ class Checkpoints:
             self.examples_trained,
         )
         return True
+
+
+def _loads(text: str) -> Any:
+    """JSON a checkpoint holds; one written by the standard library's json may spell a
+    NaN as NaN, which orjson refuses."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)

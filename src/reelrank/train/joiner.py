@@ -287,7 +287,7 @@ class SampleJoiner:
     def state(self) -> dict[str, Any]:
         def pend(p: Pending) -> dict[str, Any]:
             return {
-                "imp": p.imp.model_dump(),
+                "imp": dict(p.imp.__dict__),  # its fields (features shared: never mutated)
                 "duration_ms": p.duration_ms,
                 "viewed": p.viewed,
                 "watch_ms": p.watch_ms,
@@ -300,7 +300,8 @@ class SampleJoiner:
         return {
             "open": [pend(p) for p in self.open.values()],
             "closed": [[t, pend(p)] for t, p in self.closed.values()],
-            "orphans": [e.model_dump(mode="json") for evs in self.orphans.values() for e in evs],
+            # fields as they are (the type an enum, which JSON writes as its value)
+            "orphans": [dict(e.__dict__) for evs in self.orphans.values() for e in evs],
             "latest": [[u, v, r, w] for (u, v), (r, w) in self.latest.items()],
             "watermark": self.watermark,
             "stats": dict(self.stats.__dict__),
@@ -308,8 +309,9 @@ class SampleJoiner:
 
     def load_state(self, raw: dict[str, Any]) -> None:
         def pend(r: dict[str, Any]) -> Pending:
-            p = Pending(Impression(**r["imp"]), r["duration_ms"], r["viewed"], r["watch_ms"],
-                        r["like_ts"], r["unlike_ts"], set(r["actions"]))  # fmt: skip
+            # Checked when it was logged, saved by `state`: constructed, not validated again
+            p = Pending(Impression.model_construct(**r["imp"]), r["duration_ms"], r["viewed"],
+                        r["watch_ms"], r["like_ts"], r["unlike_ts"], set(r["actions"]))  # fmt: skip
             p.emitted = tuple(r["emitted"]) if r["emitted"] is not None else None
             return p
 
@@ -330,7 +332,7 @@ class SampleJoiner:
             self.by_user.setdefault(p.imp.user_id, []).append(key)
             heapq.heappush(self.deadlines, (p.imp.ts + self.window_s, key))
         for e in raw["orphans"]:
-            ev = Event.model_validate(e)
+            ev = Event.model_construct(**{**e, "type": EventType(e["type"])})  # checked once
             self.orphans.setdefault((ev.request_id or "", ev.video_id), []).append(ev)
         self.latest = {(u, v): (r, w) for u, v, r, w in raw["latest"]}
         self.watermark = raw["watermark"]
