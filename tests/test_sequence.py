@@ -4,6 +4,7 @@ trained online from the event log, served as a recall channel and a ranker featu
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -120,6 +121,10 @@ def test_a_backlog_waits_and_is_trained_a_bounded_number_of_batches_per_step(
         trainer.step()
         assert trainer.event_offset == READ_LIMIT  # 5,000 events, about 4,600 sequences
         assert seq.batches == SEQUENCE_BATCHES_PER_STEP
+        told = threading.Event()
+        told.set()
+        trainer.step(told)  # told to stop: the backlog waits for the restart
+        assert seq.batches == SEQUENCE_BATCHES_PER_STEP and trainer.event_offset == READ_LIMIT
         trainer.step()  # the other 2,200 events
         trainer.step()  # nothing new to read: the backlog still moves
         assert trainer.event_offset == len(history) == 7200

@@ -164,6 +164,8 @@ class OnlineTrainer(Checkpoints):
                 self._take(self.joiner.add_event(event))
                 self.sequence.observe(event)  # the user's sequence, learned as it grows
                 self.event_offset = offset
+            if stopping():  # what is left (windows to close, batches) waits for the restart
+                return trained
             self.sequence.train_pending()  # a backlog's next batches, on idle steps too
             if events:
                 self.last_input = time.monotonic()
