@@ -61,7 +61,7 @@ class Fitted:
         cols = np.unique(cols[cols >= 0])
         if len(cols) == 0:
             return np.zeros(len(self.rows), dtype=np.float32)
-        s = self.weights[cols].sum(axis=0)
+        s = np.take(self.weights, cols, axis=0).sum(axis=0)  # take: faster than [cols]
         top = float(s.max())
         return s / top if top > 0 else np.zeros_like(s)
 

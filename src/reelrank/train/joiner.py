@@ -28,6 +28,7 @@ NEGATIVE = {
     EventType.HIDE_CREATOR,
     EventType.HIDE_SOUND,
 }
+NEGATIVE_ACTIONS = frozenset(t.value for t in NEGATIVE)  # as `Pending.actions` holds them
 LONG_VIEW_RATIO = 0.5
 FINISH_RATIO = 0.95
 
@@ -59,7 +60,7 @@ class Pending:
             "comment": "comment" in a,
             "follow": "follow" in a,
             "skip": "skip" in a and not finish,
-            "negative": bool(a & {t.value for t in NEGATIVE}),
+            "negative": not a.isdisjoint(NEGATIVE_ACTIONS),
             "watch_ratio": ratio,
         }
         return tuple(float(values[h]) for h in HEADS)
