@@ -140,6 +140,35 @@ def test_a_clocked_trainer_closes_join_windows_by_event_time_alone(tmp_path: Pat
         eng.close()
 
 
+def test_a_clocked_trainer_releases_its_own_logs_rows_once_read(tmp_path: Path) -> None:
+    """A replay's trainer reads a log of its own: what it has read is dropped (a long
+    replay held every page's features: 5 GB over the MovieLens log); a trainer reading the
+    engine's own store leaves it whole (the engine's log follower reads it too)."""
+    from reelrank.storage import open_store
+
+    t0 = 1_000_000.0
+    eng = Engine(make_settings(tmp_path), clock=EventClock(t0)).open()
+    try:
+        eng.upsert_videos([video(i) for i in range(20)])
+        eng.feed("u1", n=5)
+        eng.tick()
+        own = open_store("memory://")
+        clocked = ClockedTrainer(eng, own)
+        pages = eng.store.events.read_impressions(0, 100)
+        own.events.append_impressions([m for _, m in pages])
+        clocked.tick(t0)
+        t = clocked.trainer
+        assert t.impression_offset == 5 and len(t.joiner.open) == 5
+        assert own.events.last_impression_offset() == 5
+        assert own.events.read_impressions(0, 100) == []  # released once read
+        shared = ClockedTrainer(eng)  # the engine's own store: nothing released
+        shared.tick(t0)
+        assert shared.trainer.impression_offset == 5
+        assert len(eng.store.events.read_impressions(0, 100)) == 5
+    finally:
+        eng.close()
+
+
 def _dataset(users: int = 12, per_user: int = 40, seed: int = 5) -> Dataset:
     """Users who each favour one of four genres, in sessions spread over days."""
     rng = np.random.default_rng(seed)

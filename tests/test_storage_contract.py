@@ -562,3 +562,23 @@ def test_memory_stores_are_independent() -> None:
     assert b.catalog.get_video("v1") is None
     assert b.events.last_offset() == 0
     assert b.catalog.upsert_videos([_video(2)]) == [(0, True)]
+
+
+def test_the_memory_log_releases_what_its_reader_consumed_and_keeps_counting() -> None:
+    """A replay's trainer log drops what the trainer has read (`release`): reads and
+    offsets go on as before, released rows are not read again, and a released event's id
+    is still refused as a duplicate."""
+    log = open_store("memory://").events
+    assert log.append([_event(f"e{i}") for i in range(5)], 0.0) == [1, 2, 3, 4, 5]
+    log.append_impressions([_impression("r1", p, f"v{p}") for p in range(4)])
+    release = log.release  # type: ignore[attr-defined]
+    release(3, 2)
+    assert log.last_offset() == 5 and log.last_impression_offset() == 4
+    assert [(o, e.event_id) for o, e in log.read(3, 10)] == [(4, "e3"), (5, "e4")]
+    assert [o for o, _ in log.read(0, 10)] == [4, 5]  # below the release: gone, not re-read
+    assert [(o, m.video_id) for o, m in log.read_impressions(2, 10)] == [(3, "v2"), (4, "v3")]
+    assert log.append([_event("e1"), _event("e9")], 0.0) == [None, 6]
+    assert [(o, e.event_id) for o, e in log.read(5, 10)] == [(6, "e9")]
+    release(100, 100)  # past the end: everything read so far, offsets unchanged
+    assert log.read(0, 10) == [] and log.last_offset() == 6
+    assert log.read_impressions(0, 10) == [] and log.last_impression_offset() == 4

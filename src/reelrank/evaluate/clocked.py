@@ -38,6 +38,9 @@ class ClockedTrainer:
         self.day: int | None = None
         self.published = {"sparse": 0, "dense": 0}  # examples trained at the last of each
         self.syncs = 0
+        # A log of its own (a replay's) is read by this trainer alone: what it has read is
+        # released, so a long replay does not hold every page's features in memory.
+        self._release = getattr(log.events, "release", None) if log is not None else None
 
     def tick(self, now: float) -> None:
         """Train what the logs hold; publish what changed once its interval has passed
@@ -45,6 +48,8 @@ class ClockedTrainer:
         s = self.engine.settings
         t = self.trainer
         t.step()
+        if self._release is not None:
+            self._release(t.event_offset, t.impression_offset)
         trained = t.examples_trained
         published = False
         if self.daily:

@@ -167,6 +167,9 @@ class MemoryEventLog:
         self._events: list[Event] = []
         self._ids: set[str] = set()
         self._impressions: list[Impression] = []
+        # Offsets released by `release` (their rows dropped); offsets keep counting.
+        self._events_base = 0
+        self._impressions_base = 0
 
     def append(self, events: list[Event], received_at: float) -> list[int | None]:
         out: list[int | None] = []
@@ -177,7 +180,7 @@ class MemoryEventLog:
                     continue
                 self._ids.add(e.event_id)
                 self._events.append(e)
-                out.append(len(self._events))
+                out.append(self._events_base + len(self._events))
                 if e.type in (EventType.FOLLOW, EventType.UNFOLLOW):
                     with self._catalog._lock:
                         creator = self._catalog.creator_of(e.video_id)
@@ -188,11 +191,13 @@ class MemoryEventLog:
 
     def read(self, after: int, limit: int) -> list[tuple[int, Event]]:
         with self._lock:
-            chunk = self._events[after : after + limit]
+            after = max(after, self._events_base)  # released rows are gone
+            start = after - self._events_base
+            chunk = self._events[start : start + limit]
         return [(after + i + 1, e) for i, e in enumerate(chunk)]
 
     def last_offset(self) -> int:
-        return len(self._events)
+        return self._events_base + len(self._events)
 
     def append_impressions(self, impressions: list[Impression]) -> None:
         with self._lock:
@@ -200,11 +205,26 @@ class MemoryEventLog:
 
     def read_impressions(self, after: int, limit: int) -> list[tuple[int, Impression]]:
         with self._lock:
-            chunk = self._impressions[after : after + limit]
+            after = max(after, self._impressions_base)
+            start = after - self._impressions_base
+            chunk = self._impressions[start : start + limit]
         return [(after + i + 1, m) for i, m in enumerate(chunk)]
 
     def last_impression_offset(self) -> int:
-        return len(self._impressions)
+        return self._impressions_base + len(self._impressions)
+
+    def release(self, events_upto: int, impressions_upto: int) -> None:
+        """Drop the events and impressions at or below these offsets, which their only
+        reader has consumed (a replay's trainer log: without this it holds every page's
+        features, gigabytes over a long log). Offsets keep counting; event ids stay
+        known, so a duplicate is still refused."""
+        with self._lock:
+            n = min(max(events_upto - self._events_base, 0), len(self._events))
+            del self._events[:n]
+            self._events_base += n
+            n = min(max(impressions_upto - self._impressions_base, 0), len(self._impressions))
+            del self._impressions[:n]
+            self._impressions_base += n
 
 
 class MemoryState:
