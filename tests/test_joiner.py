@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from reelrank.rank.model import HEADS
 from reelrank.schema import Event, EventType, Impression
+from reelrank.train.checkpoint import NUMPY
 from reelrank.train.joiner import Example, SampleJoiner
 
 T0 = 1_700_000_000.0
@@ -502,7 +503,7 @@ def test_state_round_trip_resumes_with_the_same_examples(split: int) -> None:
     first = SampleJoiner(window_s=30.0, correction_window_s=3600.0)
     for s in steps[:split]:
         _feed(first, s)
-    saved = orjson.loads(orjson.dumps(first.state()))  # as the trainer stores it
+    saved = orjson.loads(orjson.dumps(first.state(), option=NUMPY))  # as a checkpoint holds it
     resumed = SampleJoiner(window_s=30.0, correction_window_s=3600.0)
     resumed.load_state(saved)
     assert set(resumed.open) == set(first.open)
@@ -522,7 +523,7 @@ def test_state_round_trip_keeps_pending_labels() -> None:
     j.add_event(ev("like", "v1", T0 + 2))
     j.add_event(ev("not_interested", "v1", T0 + 3))
     r = SampleJoiner()
-    r.load_state(orjson.loads(orjson.dumps(j.state())))
+    r.load_state(orjson.loads(orjson.dumps(j.state(), option=NUMPY)))
     assert r.open[("r1", "v1")].labels() == j.open[("r1", "v1")].labels()
     (out,) = r.advance(T0 + 30.0)
     assert labels(out) == pytest.approx(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from .base import (
     StateStore,
     VectorStore,
 )
+
+T = TypeVar("T")
 
 
 class MemoryCatalog:
@@ -160,16 +162,36 @@ class MemoryCatalog:
         return found[:limit]
 
 
+class _Rows(Generic[T]):
+    """An append-only list read by offset (the first row is offset 1); rows at or below
+    `released` are dropped, and offsets keep counting past them. Callers hold the log's
+    lock."""
+
+    def __init__(self) -> None:
+        self.rows: list[T] = []
+        self.released = 0
+
+    def last(self) -> int:
+        return self.released + len(self.rows)
+
+    def read(self, after: int, limit: int) -> list[tuple[int, T]]:
+        after = max(after, self.released)  # released rows are gone
+        start = after - self.released
+        return [(after + i + 1, r) for i, r in enumerate(self.rows[start : start + limit])]
+
+    def release(self, upto: int) -> None:
+        n = min(max(upto - self.released, 0), len(self.rows))
+        del self.rows[:n]
+        self.released += n
+
+
 class MemoryEventLog:
     def __init__(self, catalog: MemoryCatalog) -> None:
         self._catalog = catalog  # holds the follow graph that follow events change
         self._lock = threading.Lock()
-        self._events: list[Event] = []
+        self._events: _Rows[Event] = _Rows()
         self._ids: set[str] = set()
-        self._impressions: list[Impression] = []
-        # Offsets released by `release` (their rows dropped); offsets keep counting.
-        self._events_base = 0
-        self._impressions_base = 0
+        self._impressions: _Rows[Impression] = _Rows()
 
     def append(self, events: list[Event], received_at: float) -> list[int | None]:
         out: list[int | None] = []
@@ -179,8 +201,8 @@ class MemoryEventLog:
                     out.append(None)
                     continue
                 self._ids.add(e.event_id)
-                self._events.append(e)
-                out.append(self._events_base + len(self._events))
+                self._events.rows.append(e)
+                out.append(self._events.last())
                 if e.type in (EventType.FOLLOW, EventType.UNFOLLOW):
                     with self._catalog._lock:
                         creator = self._catalog.creator_of(e.video_id)
@@ -191,27 +213,21 @@ class MemoryEventLog:
 
     def read(self, after: int, limit: int) -> list[tuple[int, Event]]:
         with self._lock:
-            after = max(after, self._events_base)  # released rows are gone
-            start = after - self._events_base
-            chunk = self._events[start : start + limit]
-        return [(after + i + 1, e) for i, e in enumerate(chunk)]
+            return self._events.read(after, limit)
 
     def last_offset(self) -> int:
-        return self._events_base + len(self._events)
+        return self._events.last()
 
     def append_impressions(self, impressions: list[Impression]) -> None:
         with self._lock:
-            self._impressions.extend(impressions)
+            self._impressions.rows.extend(impressions)
 
     def read_impressions(self, after: int, limit: int) -> list[tuple[int, Impression]]:
         with self._lock:
-            after = max(after, self._impressions_base)
-            start = after - self._impressions_base
-            chunk = self._impressions[start : start + limit]
-        return [(after + i + 1, m) for i, m in enumerate(chunk)]
+            return self._impressions.read(after, limit)
 
     def last_impression_offset(self) -> int:
-        return self._impressions_base + len(self._impressions)
+        return self._impressions.last()
 
     def release(self, events_upto: int, impressions_upto: int) -> None:
         """Drop the events and impressions at or below these offsets, which their only
@@ -219,12 +235,8 @@ class MemoryEventLog:
         features, gigabytes over a long log). Offsets keep counting; event ids stay
         known, so a duplicate is still refused."""
         with self._lock:
-            n = min(max(events_upto - self._events_base, 0), len(self._events))
-            del self._events[:n]
-            self._events_base += n
-            n = min(max(impressions_upto - self._impressions_base, 0), len(self._impressions))
-            del self._impressions[:n]
-            self._impressions_base += n
+            self._events.release(events_upto)
+            self._impressions.release(impressions_upto)
 
 
 class MemoryState:
