@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reelrank.engine import Engine
-from reelrank.recall.pool import least
+from reelrank.recall.pool import LeastServed, least
 from reelrank.schema import EventType
 from reelrank.serve import create_app
 from reelrank.state.counters import VideoCounters, smoothed_rate
@@ -296,3 +296,51 @@ def test_least_is_the_stable_sorts_first_k(values: list[float], k: int) -> None:
     arr = np.array(values)
     k = min(k, len(arr))
     assert least(arr, k).tolist() == np.argsort(arr, kind="stable")[:k].tolist()
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.lists(st.sampled_from(["serve", "serve", "serve", "enter", "hide", "show"]), max_size=60),
+)
+def test_the_least_served_shortlist_answers_as_ranking_every_testing_row(
+    seed: int, steps: list[str]
+) -> None:
+    """Between changes of the pools the channel reads a shortlist of the least-served
+    testing rows; whatever is served, entered or hidden meanwhile, its pick equals ranking
+    every approved testing row by need (then row), and is kept across requests."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    pb = book()
+    pb.sizes = [50, 100]  # pools that take many serves to fill (filling one is a change)
+    pb.ensure(n)
+    for row in range(n):
+        if rng.random() < 0.8:
+            pb.enter(row, 0.0)
+            pb.served[row] = rng.integers(0, 3)
+    approved = rng.random(n) < 0.9
+    shortlist = LeastServed(match=5, shortlist=12)
+    rows = np.arange(n)
+    kept = 0
+    for step in ["look", *steps]:
+        # serves go to the rows just picked, as the feed's would, and now and then others
+        row = int(rng.choice(rows)) if len(rows) and rng.random() < 0.8 else int(rng.integers(n))
+        if step == "serve":
+            pb.on_served(row, 1.0, (f"r{rng.integers(1 << 30)}", f"v{row}"))
+        elif step == "enter" and pb.tier[row] < 0:
+            pb.enter(row, 1.0)
+        elif step == "hide":
+            approved[row] = False
+        elif step == "show":
+            approved[row] = True
+        testing = pb.testing(n)
+        testing = testing[approved[testing]]
+        need = pb.served[testing] / np.array(pb.sizes, np.float64)[pb.tier[testing]]
+        if len(testing) > 5:
+            pick = least(need, 5)
+            testing, need = testing[pick], need[pick]
+        before = shortlist._kept
+        rows, got = shortlist.get(pb, n, approved)
+        kept += shortlist._kept is before
+        assert rows.tolist() == testing.tolist()
+        assert got.tolist() == need.tolist()
+    assert kept >= len(steps) // 3  # most requests read the shortlist, not every row

@@ -63,6 +63,8 @@ def test_the_fit_is_the_closed_form_on_distinct_pairs() -> None:
     cols = fitted.columns(np.arange(12))
     assert np.allclose(fitted.weights, b[np.ix_(fitted.rows, fitted.rows)], atol=1e-5)
     assert sorted(cols.tolist()) == list(range(12))
+    # requests gather rows of it: row-major, not LAPACK's column-major (a copy per request)
+    assert fitted.weights.flags.c_contiguous
 
 
 def test_it_covers_only_the_most_engaged_videos() -> None:

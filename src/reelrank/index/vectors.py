@@ -153,6 +153,11 @@ class VectorIndex:
     def approximate(self) -> bool:
         return self._ivf is not None
 
+    @property
+    def building(self) -> bool:
+        """An approximate index is being trained (searches meanwhile use the last one)."""
+        return self._building
+
     def _maybe_build(self) -> None:
         if self._building or self.count < self.ann_min:
             return

@@ -2,7 +2,7 @@
 
 from ..index.vectors import VectorIndex
 from ..state.pools import PoolBook
-from .base import RecallSource, top_by
+from .base import HotLists, RecallSource, top_by
 from .content import ContentRecall
 from .explore import ExploreRecall
 from .following import FollowingRecall
@@ -48,17 +48,19 @@ def default_sources(
     """The embedded default channel list, in merge priority order. The pool, two-tower,
     sequence and content channels read the traffic pools and the video indexes they are
     given (without one, that channel recalls nothing). Without `background` the cached
-    lists are recomputed by the request that finds them stale, never on a thread."""
+    lists are recomputed by the request that finds them stale, never on a thread. The
+    session and interest channels share their hottest-per-hashtag lists."""
+    hot = HotLists(trending_refresh_s)
     return [
         FollowingRecall(),
         PoolRecall(pools),
-        SessionRecall(trending_refresh_s),
+        SessionRecall(trending_refresh_s, hot),
         ItemToItemRecall(),
         RelatedRecall(),
         SequenceRecall(sequence),
         TwoTowerRecall(retrieval),
         ContentRecall(content),
-        InterestRecall(trending_refresh_s),
+        InterestRecall(trending_refresh_s, hot),
         TrendingRecall(trending_refresh_s, background),
         PopularRecall(trending_refresh_s, background),
         FreshRecall(trending_refresh_s, background),

@@ -41,7 +41,8 @@ def top_by(rows: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
 class HotLists:
     """The hottest rows under each key of a Postings index, kept for up to `ttl_s` of the
     requests' clock (and recomputed at once when the key's postings change), so a request
-    takes a short list instead of ranking every video under a popular hashtag."""
+    takes a short list instead of ranking every video under a popular hashtag. Channels
+    that rank the same postings by the same hotness may share one."""
 
     def __init__(self, ttl_s: float, length: int = 500, max_keys: int = 100_000) -> None:
         self.ttl_s = ttl_s

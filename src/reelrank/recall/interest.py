@@ -13,8 +13,8 @@ TOP_TAGS, TOP_SOUNDS, TOP_CREATORS = 6, 3, 3
 class InterestRecall:
     name = "interest"
 
-    def __init__(self, refresh_s: float = 2.0) -> None:
-        self._hot = HotLists(refresh_s)
+    def __init__(self, refresh_s: float = 2.0, hot: HotLists | None = None) -> None:
+        self._hot = hot if hot is not None else HotLists(refresh_s)  # may be shared
 
     def recall(self, query: Query, quota: int) -> Recalled:
         table = query.table

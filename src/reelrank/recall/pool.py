@@ -5,6 +5,7 @@ page's exploration slots."""
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,6 +15,7 @@ from ..types import Query, Recalled
 
 MATCH_POOL = 1000  # pool videos considered per request, the least served first
 MIN_MATCH = 1.0  # about one finished video with its hashtag, or an onboarding interest
+SHORTLIST = 4 * MATCH_POOL  # least-served testing rows kept between changes of the pools
 
 
 def least(values: np.ndarray, k: int) -> np.ndarray:
@@ -27,11 +29,85 @@ def least(values: np.ndarray, k: int) -> np.ndarray:
     return pick[np.argsort(values[pick], kind="stable")]
 
 
+@dataclass(frozen=True)
+class _Shortlist:
+    key: tuple[int, int]  # (pools.version, catalog size) it was built for
+    rows: np.ndarray  # ascending
+    bound: tuple[float, int] | None  # (need, row) of its last row; None: every testing row
+
+
+def _need(pools: PoolBook, rows: np.ndarray) -> np.ndarray:
+    """Impressions served over the tier's pool size: 0 for a pool just started."""
+    return pools.served[rows] / np.asarray(pools.sizes, np.float64)[pools.tier[rows]]
+
+
+class LeastServed:
+    """The `match` (MATCH_POOL) approved testing rows least served (by need, then row),
+    in time independent of how many rows are testing.
+
+    At a million videos most of them can be testing, and ranking every one by need is
+    most of a request's recall time. The set of testing rows only changes with
+    `pools.version`, and between two changes a row's need only grows (serving adds to
+    it; a new tier bumps the version). So the `shortlist` (SHORTLIST) least-needing rows,
+    kept from the last change, hold the answer for as long as their `match`-th is still
+    at or below the shortlist's last (need, row) when it was built: every row left out
+    was above that and can only have moved up. When that fails (the shortlist's rows were
+    served past it, or reviews removed too many of them) the request ranks every row, as
+    without the shortlist, and keeps a new one. The answer is exactly the full ranking's."""
+
+    def __init__(self, match: int = MATCH_POOL, shortlist: int = SHORTLIST) -> None:
+        self.match = match
+        self.shortlist = shortlist
+        self._kept: _Shortlist | None = None
+
+    def get(
+        self, pools: PoolBook, size: int, approved: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, need): the `match` rows least needing impressions, least first, when
+        there are more approved testing rows than that, else all of them in row order."""
+        key = (pools.version, size)
+        kept = self._kept
+        if kept is not None and kept.key == key:
+            rows = kept.rows[approved[kept.rows]]
+            need = _need(pools, rows)
+            if kept.bound is None:
+                return self._least(rows, need)
+            if len(rows) > self.match:
+                pick = least(need, self.match)
+                rows, need = rows[pick], need[pick]
+                if (float(need[-1]), int(rows[-1])) <= kept.bound:
+                    return rows, need
+        return self._rebuild(pools, size, approved, key)
+
+    def _rebuild(
+        self, pools: PoolBook, size: int, approved: np.ndarray, key: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        testing = pools.testing(size)
+        need = _need(pools, testing)
+        if len(testing) <= self.shortlist:
+            self._kept = _Shortlist(key, testing, None)
+        else:
+            pick = least(need, self.shortlist)
+            last = int(pick[-1])
+            self._kept = _Shortlist(
+                key, np.sort(testing[pick]), (float(need[last]), int(testing[last]))
+            )
+        keep = approved[testing]
+        return self._least(testing[keep], need[keep])
+
+    def _least(self, rows: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(rows) > self.match:
+            pick = least(need, self.match)
+            return rows[pick], need[pick]
+        return rows, need
+
+
 class PoolRecall:
     name = "pool"
 
     def __init__(self, pools: PoolBook | None = None) -> None:
         self.pools = pools  # traffic pools and operator boosts; None: recalls nothing
+        self._least = LeastServed()
 
     def recall(self, query: Query, quota: int) -> Recalled:
         pools = self.pools
@@ -40,18 +116,13 @@ class PoolRecall:
         size = query.size
         boosted = pools.boosted(size)
         boosted = boosted[query.table.approved[boosted]]
-        testing = pools.testing(size)
-        testing = testing[query.table.approved[testing]]
+        testing, need = self._least.get(pools, size, query.table.approved)
         parts = []
         if len(boosted):
             parts.append(Recalled.of(boosted[:quota], "promoted: boosted by the editors"))
         room = quota - len(parts[0].rows) if parts else quota
         if len(testing) and room > 0:
             rng = np.random.default_rng(zlib.crc32(query.request.request_id.encode()))
-            need = pools.served[testing] / np.array(pools.sizes, np.float64)[pools.tier[testing]]
-            if len(testing) > MATCH_POOL:
-                pick = least(need, MATCH_POOL)
-                testing, need = testing[pick], need[pick]
             match = np.zeros(len(testing))
             if query.tag_affinity:
                 match += np.clip(tag_sum(query, testing, query.tag_affinity), 0.0, None)

@@ -11,8 +11,8 @@ LAST = 5
 class SessionRecall:
     name = "session"
 
-    def __init__(self, refresh_s: float = 2.0) -> None:
-        self._hot = HotLists(refresh_s)
+    def __init__(self, refresh_s: float = 2.0, hot: HotLists | None = None) -> None:
+        self._hot = hot if hot is not None else HotLists(refresh_s)  # may be shared
 
     def recall(self, query: Query, quota: int) -> Recalled:
         if query.user is None or not query.user.session:

@@ -104,7 +104,7 @@ class PolicySelector:
         sim = None
         if self.lam > 0:
             vecs = self.content.vectors_of(rows) if self.content is not None else None
-            sim = self._similarity(creator, tags, vecs)
+            sim = Similarity(creator, tags, vecs)
         explorable = self._explores[cands.source[order]]
         owed = self._pools[cands.source[order]]
         available = self._under_caps(query, creator, tags)
@@ -157,7 +157,7 @@ class PolicySelector:
             explored.append(want)
             if penalised:
                 assert sim is not None
-                recent[(len(picked) - 1) % len(recent)] = sim[choice]
+                recent[(len(picked) - 1) % len(recent)] = sim.row(choice)
                 value = s - self.lam * recent[: min(len(picked), len(recent))].max(axis=0)
             available[choice] = False
             if not capped:
@@ -172,25 +172,6 @@ class PolicySelector:
                 if page_tags[t] + self._today(query, "tag", t) >= self.tag_cap:
                     available &= ~(tags == t).any(axis=1)
         return Selection(order[np.array(picked, dtype=np.int64)], explored)
-
-    def _similarity(
-        self, creator: np.ndarray, tags: np.ndarray, vecs: np.ndarray | None
-    ) -> np.ndarray:
-        """(m, m) pairwise similarity of the pool: 1 for the same creator, else the larger
-        of the Jaccard overlap of hashtags and the rescaled content cosine."""
-        used = tags >= 0
-        ids, inverse = np.unique(tags[used], return_inverse=True)
-        onehot = np.zeros((len(tags), len(ids)), dtype=np.float32)
-        onehot[np.nonzero(used)[0], inverse] = 1.0
-        inter = onehot @ onehot.T
-        count = onehot.sum(axis=1)
-        union = count[:, None] + count[None, :] - inter
-        sim = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        if vecs is not None:
-            cos = vecs @ vecs.T
-            floor = CONTENT_SIM_FLOOR
-            sim = np.maximum(sim, np.clip((cos - floor) / (1 - floor), 0.0, 1.0))
-        return np.where(creator[:, None] == creator[None, :], 1.0, sim)
 
     def _today(self, query: Query, kind: str, key: int) -> int:
         user = query.user
@@ -216,3 +197,29 @@ class PolicySelector:
         if tired_t:
             ok &= ~np.isin(tags, [t for t in tired_t if t >= 0]).any(axis=1)
         return ok
+
+
+class Similarity:
+    """Similarity of a pick to every candidate in the pool: 1 for the same creator, else
+    the larger of the Jaccard overlap of hashtags and the rescaled content cosine. Rows
+    are computed for the page's picks only (tens), not for every pair of the pool."""
+
+    def __init__(self, creator: np.ndarray, tags: np.ndarray, vecs: np.ndarray | None) -> None:
+        used = tags >= 0
+        ids, inverse = np.unique(tags[used], return_inverse=True)
+        onehot = np.zeros((len(tags), len(ids)), dtype=np.float32)
+        onehot[np.nonzero(used)[0], inverse] = 1.0
+        self.onehot = onehot
+        self.count = onehot.sum(axis=1)
+        self.creator = creator
+        self.vecs = vecs
+
+    def row(self, i: int) -> np.ndarray:
+        inter = self.onehot @ self.onehot[i]
+        union = self.count[i] + self.count - inter
+        sim = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        if self.vecs is not None:
+            cos = self.vecs @ self.vecs[i]
+            floor = CONTENT_SIM_FLOOR
+            sim = np.maximum(sim, np.clip((cos - floor) / (1 - floor), 0.0, 1.0))
+        return np.where(self.creator == self.creator[i], 1.0, sim)

@@ -213,7 +213,10 @@ def fit(
     del gram  # in place from here: one dense matrix of max_videos^2 at a time, not three
     b /= -np.diag(b).copy()[None, :]
     np.fill_diagonal(b, 0.0)
-    return Fitted(top.astype(np.int64), col_of, b.astype(np.float32), engagements, 0.0)
+    # Row-major: a request gathers the rows of its seeds, which in LAPACK's column-major
+    # result are strided (np.take copies the whole matrix first: ~40 ms at 3,000 videos).
+    weights = np.ascontiguousarray(b, dtype=np.float32)
+    return Fitted(top.astype(np.int64), col_of, weights, engagements, 0.0)
 
 
 def _inverse_spd(a: np.ndarray) -> np.ndarray:

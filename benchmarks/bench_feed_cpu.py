@@ -1,0 +1,267 @@
+"""The feed pipeline's own cost at catalog scale, in process: no HTTP, no other load.
+
+Builds (once, kept in `--data-dir`) an embedded SQLite store with bench_scale's generated
+world: `--videos` videos, `--users` users and `--events-per-user` past events for each
+of `--engaged-users` users, loaded through the engine's own calls, hashed content
+embedder, no trainer. Then, for each source tree measured (this checkout's `src`, and
+any `--baseline PATH` given: another checkout's `src`, measured in the same run over the
+same data), a child process opens a fresh copy of the store, waits until the content
+index is full and its approximate index trained (a start's first minutes are measured by
+bench_scale, not here), warms up with 50 feeds and serves `--rounds` rounds of `--requests`
+feeds (n=`--n`) for random engaged users, the same users in every tree, recorded as
+served pages are (impressions, seen marks, pool serves).
+
+Per tree: wall time per feed (p50, p99, mean; medians over rounds), the request
+thread's CPU per feed, the engine's own pipeline histogram mean, and the mean recall
+time per channel. Prints a table and writes `benchmarks/results/bench_feed_cpu.json`.
+Run, e.g.:
+
+    python benchmarks/bench_feed_cpu.py                          # 1,000,000 videos
+    python benchmarks/bench_feed_cpu.py --baseline /tmp/old/src  # and an older commit
+
+The first build at a million videos takes about 10 minutes; later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILT = "built.json"
+
+
+def _settings(data_dir: str) -> Any:
+    from reelrank.config import load_settings
+
+    return load_settings(
+        env={}, data_dir=data_dir, trainer="off", content_embedder="hashed", log_level="warning"
+    )
+
+
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    """The store for these parameters, built once (`built.json` records what it holds)."""
+    from benchmarks.bench_scale import _history_batch, _user_json, _video_json, make_world
+
+    from reelrank.engine import Engine
+
+    want = {k: getattr(args, k) for k in ("videos", "users", "engaged_users", "events_per_user")}
+    marker = Path(args.data_dir) / BUILT
+    if marker.exists():
+        got = json.loads(marker.read_text())
+        if got["params"] == want:
+            return got
+        sys.exit(f"{args.data_dir} holds another build ({got['params']}); pick another --data-dir")
+    if Path(args.data_dir).exists() and any(Path(args.data_dir).iterdir()):
+        sys.exit(f"{args.data_dir} is not empty and holds no build; pick another --data-dir")
+    w = make_world(args.videos, args.users, args.engaged_users, args.seed)
+    started = time.perf_counter()
+    eng = Engine(_settings(args.data_dir)).open()
+    for i in range(0, args.videos, 5000):
+        eng.upsert_videos([_video_json(w, j) for j in range(i, min(i + 5000, args.videos))])
+    for i in range(0, args.users, 5000):
+        eng.upsert_users([_user_json(w, j) for j in range(i, min(i + 5000, args.users))])
+    for i in range(0, len(w.engaged), 500):
+        eng.ingest(_history_batch(w, w.engaged[i : i + 500], args.events_per_user, i))
+    eng.close()
+    got = {"params": want, "seconds": round(time.perf_counter() - started, 1)}
+    marker.write_text(json.dumps(got))
+    print(f"built {want} in {got['seconds']} s", flush=True)
+    return got
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """In the child: open a copy of the store with this tree's code and serve feeds."""
+    from benchmarks.bench_scale import make_world
+
+    from reelrank.engine import Engine
+
+    w = make_world(args.videos, args.users, args.engaged_users, args.seed)
+    copy = tempfile.mkdtemp(prefix="bench-feed-cpu-")
+    try:
+        data = Path(copy) / "data"
+        shutil.copytree(args.data_dir, data)
+        started = time.perf_counter()
+        eng = Engine(_settings(str(data))).open()
+        opened = time.perf_counter() - started
+        want = int(eng.state.table.approved[: eng.state.table.size].sum())
+        c = eng.content
+        while not (c.filled.is_set() and not c.waiting and len(eng.state.content) >= want):
+            if time.perf_counter() - started > args.timeout:
+                break
+            time.sleep(0.05)
+        indexed = time.perf_counter() - started
+        index = eng.state.content  # its approximate index trains in the background
+        while getattr(index, "building", getattr(index, "_building", False)):
+            if time.perf_counter() - started > args.timeout:
+                break
+            time.sleep(0.1)
+        ann = time.perf_counter() - started
+        rng = np.random.default_rng(args.seed)
+        users = [f"u{u}" for u in rng.choice(w.engaged, 50 + args.rounds * args.requests)]
+        for u in users[:50]:
+            eng.feed(u, n=args.n)
+        rounds = []
+        at = 50
+        for _ in range(args.rounds):
+            before = _histograms(eng)
+            wall, cpu, items = [], [], []
+            for u in users[at : at + args.requests]:
+                c0, t0 = time.thread_time(), time.perf_counter()
+                page = eng.feed(u, n=args.n)
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.thread_time() - c0)
+                items.append(len(page.items))
+            at += args.requests
+            after = _histograms(eng)
+            n = len(wall)
+            rounds.append(
+                {
+                    "p50_ms": round(1000 * float(np.percentile(wall, 50)), 3),
+                    "p99_ms": round(1000 * float(np.percentile(wall, 99)), 3),
+                    "mean_ms": round(1000 * statistics.fmean(wall), 3),
+                    "thread_cpu_mean_ms": round(1000 * statistics.fmean(cpu), 3),
+                    "pipeline_mean_ms": round(1000 * (after["feed"] - before["feed"]) / n, 3),
+                    "recall_ms_by_channel": {
+                        k: round(1000 * (v - before["recall"].get(k, 0.0)) / n, 3)
+                        for k, v in sorted(after["recall"].items())
+                    },
+                    "empty_pages": sum(1 for x in items if x == 0),
+                    "items_per_page": round(statistics.fmean(items), 2),
+                }
+            )
+        eng.close()
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    keys = ["p50_ms", "p99_ms", "mean_ms", "thread_cpu_mean_ms", "pipeline_mean_ms"]
+    return {
+        "open_s": round(opened, 2),
+        "content_indexed_s": round(indexed, 2),
+        "content_ann_ready_s": round(ann, 2),
+        "content_approximate": bool(getattr(index, "approximate", False)),
+        "rounds": rounds,
+        "median": {k: statistics.median(r[k] for r in rounds) for k in keys},
+        "recall_ms_by_channel": {
+            k: statistics.median(r["recall_ms_by_channel"].get(k, 0.0) for r in rounds)
+            for k in rounds[-1]["recall_ms_by_channel"]
+        },
+    }
+
+
+def _histograms(eng: Any) -> dict[str, Any]:
+    """Sums of the pipeline and per-channel recall time histograms, in seconds."""
+    feed, recall = 0.0, {}
+    for metric in eng.metrics.registry.collect():
+        for s in metric.samples:
+            if s.name == "reelrank_feed_latency_seconds_sum":
+                feed += s.value
+            elif s.name == "reelrank_recall_seconds_sum":
+                recall[s.labels["source"]] = s.value
+    return {"feed": feed, "recall": recall}
+
+
+def _git(src: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return out.stdout.strip() + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--videos", type=int, default=1_000_000)
+    p.add_argument("--users", type=int, default=100_000)
+    p.add_argument("--engaged-users", type=int, default=20_000)
+    p.add_argument("--events-per-user", type=int, default=10)
+    p.add_argument("--requests", type=int, default=500, help="feeds per round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; medians reported")
+    p.add_argument("--n", type=int, default=20, help="feed page size")
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--timeout", type=float, default=600.0, help="content index wait, s")
+    p.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "bench-feed-cpu"))
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        help="another checkout's src directory, measured in the same run (repeatable)",
+    )
+    p.add_argument("--measure", help=argparse.SUPPRESS)  # the child's result file
+    p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "bench_feed_cpu.json"))
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    if args.measure:
+        Path(args.measure).write_text(json.dumps(measure(args)))
+        return {}
+    sys.path.insert(0, str(ROOT / "src"))
+    load_before = os.getloadavg()
+    built = build(args)
+    trees = [ROOT / "src", *(Path(b).resolve() for b in args.baseline)]
+    results = []
+    for src in trees:
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+            out = fh.name
+        child = [sys.executable, __file__, "--measure", out]
+        for k in ("videos", "users", "engaged_users", "events_per_user", "requests", "rounds"):
+            child += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
+        child += ["--n", str(args.n), "--seed", str(args.seed), "--data-dir", args.data_dir]
+        child += ["--timeout", str(args.timeout)]
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        subprocess.run(child, env=env, check=True)
+        got = json.loads(Path(out).read_text())
+        os.unlink(out)
+        got = {"src": str(src), "commit": _git(src), **got}
+        results.append(got)
+        md = got["median"]
+        print(
+            f"{got['commit']:>16}: p50 {md['p50_ms']} ms, p99 {md['p99_ms']} ms, "
+            f"request thread CPU {md['thread_cpu_mean_ms']} ms, pipeline {md['pipeline_mean_ms']}"
+            f" ms per feed (open {got['open_s']} s, content ANN {got['content_ann_ready_s']} s)",
+            flush=True,
+        )
+        top = sorted(got["recall_ms_by_channel"].items(), key=lambda kv: -kv[1])[:5]
+        print("    recall ms: " + ", ".join(f"{k} {v}" for k, v in top), flush=True)
+    out = {
+        "benchmark": "bench_feed_cpu",
+        "python": platform.python_version(),
+        "args": {k: v for k, v in vars(args).items() if k != "measure"},
+        "build": built,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "trees": results,
+    }
+    if len(results) > 1:
+        base = results[1]["median"]["thread_cpu_mean_ms"]
+        out["cpu_ratio_to_first_baseline"] = round(
+            results[0]["median"]["thread_cpu_mean_ms"] / base, 3
+        )
+        print(f"request thread CPU: {out['cpu_ratio_to_first_baseline']}x the first baseline's")
+    Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
