@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from reelrank.content.embed import HashedEmbedder, make_embedder, minilm_available
 from reelrank.engine import Engine
 from reelrank.errors import ConfigError
+from reelrank.index.vectors import VectorIndex
 from reelrank.recall import ContentRecall
 from reelrank.types import FeedRequest
 
@@ -291,3 +292,42 @@ def test_a_restart_reads_minilm_vectors_back_and_embeds_only_changed_videos(
         assert float(after[edited_row] @ before[edited_row]) < 0.9  # embedded afresh
     finally:
         eng.close()
+
+
+def test_a_restart_builds_the_approximate_content_index_from_the_cells_it_kept(
+    tmp_path: Path,
+) -> None:
+    """The approximate index's trained cells are kept in the store: the restarted
+    engine builds its index over them instead of training again, and searches alike."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    s = make_settings(tmp_path, store=url, ann_min_vectors=200)
+    catalog = [vid(f"c{i}", caption=f"clip {i} about {TOPIC[i % 6]}") for i in range(400)]
+    eng = Engine(s).open()
+    eng.upsert_videos(catalog)
+    index = eng.state.content
+    _built(index)
+    assert index.trainings == 1
+    q = index.vector(0)
+    assert q is not None
+    want = index.search(q, 20)[0].tolist()
+    eng.close()
+    again = Engine(s).open()
+    try:
+        _embedded(again, len(catalog))
+        _built(again.state.content)
+        assert again.state.content.trainings == 0  # built over the kept cells
+        assert again.state.content.search(q, 20)[0].tolist() == want
+    finally:
+        again.close()
+
+
+TOPIC = ["bread", "goal", "kitten", "beach", "lipstick", "chord"]
+
+
+def _built(index: VectorIndex) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if index.approximate and not index.building:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the approximate index was not built")

@@ -537,3 +537,42 @@ def test_negative_keys_are_refused_and_vectors_are_copies() -> None:
     held = idx.vector(3)
     idx.upsert(np.array([3]), np.array([[0, 1.0, 0, 0]]))
     assert held is not None and held[0] == pytest.approx(1.0)  # the caller's copy stands
+
+
+def test_an_index_seeded_with_kept_cells_builds_without_training_and_answers_the_same() -> None:
+    """A restart's index reuses the cells its predecessor trained (handed over by
+    `on_trained`): no k-means, the same answers; cells of another dimension, or outgrown
+    (4x the vectors they were trained on), are trained afresh."""
+    n, dim = 5_000, 16
+    x = clustered(n, dim, 1)
+    first = VectorIndex(dim, ann_min=NEVER, background=False)
+    kept: list[tuple[np.ndarray, int]] = []
+    first.on_trained = lambda cells, at: kept.append((cells, at))
+    first.upsert(np.arange(n), x)
+    first.build_now()
+    assert first.trainings == 1 and len(kept) == 1
+    cells, trained_at = kept[0]
+    assert trained_at == n and cells.shape[1] == dim
+
+    second = VectorIndex(dim, ann_min=NEVER, background=False)
+    second.seed(cells, trained_at)
+    second.upsert(np.arange(n), x)
+    second.build_now()
+    assert second.approximate and second.trainings == 0
+    for q in clustered(30, dim, 2):
+        a, a_scores = first.search(q, 20)
+        b, b_scores = second.search(q, 20)
+        assert a.tolist() == b.tolist()
+        np.testing.assert_array_equal(a_scores, b_scores)
+
+    other = VectorIndex(dim + 1, ann_min=NEVER, background=False)
+    other.seed(cells, trained_at)  # another dimension: ignored
+    other.upsert(np.arange(n), clustered(n, dim + 1, 1))
+    other.build_now()
+    assert other.trainings == 1
+
+    grown = VectorIndex(dim, ann_min=NEVER, background=False)
+    grown.seed(cells, trained_at // 4)  # the index now holds 4x what they were trained on
+    grown.upsert(np.arange(n), x)
+    grown.build_now()
+    assert grown.trainings == 1

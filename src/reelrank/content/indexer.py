@@ -58,6 +58,10 @@ class ContentIndexer:
         # Where a slow embedder's vectors are kept (None: not kept).
         self.vectors = vectors if embedder.slow else None
         self.space = f"content/{embedder.name}/{embedder.dim}"
+        # The approximate index's cells are kept for any embedder (a few MB), so that a
+        # restart does not train them again.
+        self._cells = vectors
+        index.on_trained = self._keep_cells
         self.restored = 0  # videos whose stored vector the last fill read back
         self.embedded = 0  # videos embedded since start
         self._lock = threading.Lock()  # guards the index against concurrent writers
@@ -109,6 +113,7 @@ class ContentIndexer:
             for r, v in enumerate(table.records[: table.size])
             if v is not None and table.approved[r]
         ]
+        self._seed_cells()
         small = len(approved) <= SYNC_FILL_MAX
         if small and self.vectors is not None:
             approved = self._restore(approved)  # about a second at SYNC_FILL_MAX
@@ -121,6 +126,41 @@ class ContentIndexer:
                 name="reelrank-content-fill",
                 daemon=True,
             ).start()
+
+    def _keep_cells(self, centroids: np.ndarray, trained_at: int) -> None:
+        """Store the approximate index's trained cells (ids 0..n-1, each marked with the
+        cell count and the vectors they were trained on: rows of an earlier, larger
+        training that are not overwritten do not match the mark and are ignored)."""
+        if self._cells is None:
+            return
+        mark = f"{len(centroids)}:{trained_at}"
+        try:
+            self._cells.put_vectors(
+                f"{self.space}/cells",
+                [str(i) for i in range(len(centroids))],
+                [mark] * len(centroids),
+                centroids,
+            )
+        except Exception:  # derived data: a restart trains them again
+            log.exception("keeping the content index's cells failed")
+
+    def _seed_cells(self) -> None:
+        """Give the index the cells kept by an earlier training, if any are stored."""
+        if self._cells is None:
+            return
+        ids, marks, matrix = self._cells.load_vectors(f"{self.space}/cells")
+        at = {i: j for j, i in enumerate(ids)}
+        if "0" not in at:
+            return
+        mark = marks[at["0"]]
+        try:
+            n, trained_at = (int(x) for x in mark.split(":"))
+        except ValueError:
+            return
+        rows = [at.get(str(i), -1) for i in range(n)]
+        if min(rows) < 0 or any(marks[j] != mark for j in rows):
+            return
+        self.index.seed(matrix[rows], trained_at)
 
     def _restore(self, approved: list[tuple[int, Video]]) -> list[tuple[int, Video]]:
         """Index the stored vectors of `approved` whose text is unchanged; return the
