@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reelrank.engine import Engine
-from reelrank.rerank.policy import PolicySelector
+from reelrank.rerank.policy import CONTENT_SIM_FLOOR, PolicySelector, Similarity
 from reelrank.types import Candidates, FeedRequest
 
 from .conftest import make_settings, video
@@ -239,3 +239,38 @@ def test_the_engine_wires_its_indexes_into_the_stages_that_read_them(tmp_path: P
         assert eng.pipeline.ranker.sequence is eng.sequence
     finally:
         eng.close()
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.sets(st.integers(0, 6), max_size=4)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(0, 2**32 - 1),
+)
+def test_a_similarity_row_is_the_pairwise_definition(
+    videos: list[tuple[int, set[int]]], seed: int
+) -> None:
+    """A pick's similarity to each candidate: 1 for the same creator, else the larger of
+    the hashtags' Jaccard overlap and the rescaled content cosine (computed row by row,
+    for the picks only)."""
+    n = len(videos)
+    creator = np.array([c for c, _ in videos])
+    tags = np.full((n, 4), -1, np.int64)
+    for i, (_, ts) in enumerate(videos):
+        tags[i, : len(ts)] = sorted(ts)
+    rng = np.random.default_rng(seed)
+    vecs = rng.normal(size=(n, 8)).astype(np.float32)
+    vecs[n // 2] = vecs[0]  # a near-duplicate pair
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    sim = Similarity(creator, tags, vecs)
+    for i in range(n):
+        row = sim.row(i)
+        for j in range(n):
+            a, b = videos[i][1], videos[j][1]
+            jaccard = len(a & b) / len(a | b) if a | b else 0.0
+            cos = float(vecs[i] @ vecs[j])
+            content = min(max((cos - CONTENT_SIM_FLOOR) / (1 - CONTENT_SIM_FLOOR), 0.0), 1.0)
+            want = 1.0 if creator[i] == creator[j] else max(jaccard, content)
+            assert abs(float(row[j]) - want) < 1e-5, (i, j)
