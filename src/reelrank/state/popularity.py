@@ -27,6 +27,7 @@ HORIZONS: tuple[tuple[str, float], ...] = (
     ("all", math.inf),
 )
 _REBASE_AFTER = 256.0  # half-lives of the shortest horizon before values are rescaled
+TOUCHED_KEEP = 1 << 16  # rows written, kept for readers that follow the changes
 
 
 class Popularity:
@@ -38,6 +39,14 @@ class Popularity:
         self.t0: float | None = None
         self.values = np.zeros((capacity, len(HORIZONS)), dtype=np.float64)
         self.totals = np.zeros(len(HORIZONS), dtype=np.float64)
+        # The rows written, in order, from offset `base` on (one tuple, swapped whole when
+        # trimmed, so a reader on another thread reads a consistent pair), and an epoch
+        # that moves whenever every value changes at once (a rebase, a restore): readers
+        # that keep lists ordered by stored value follow these instead of ranking every
+        # video again (stored values keep their order between writes: time multiplies
+        # a whole column alike).
+        self._touched: tuple[int, list[int]] = (0, [])
+        self.epoch = 0
 
     def ensure(self, rows: int) -> None:
         """Grow to hold at least `rows` videos."""
@@ -53,6 +62,7 @@ class Popularity:
             self.values *= factor
             self.totals *= factor
             self.t0 = ts
+            self.epoch += 1
             x = np.zeros_like(x)
         return 2.0 ** np.maximum(x, -1000.0)
 
@@ -64,6 +74,20 @@ class Popularity:
         scaled = w * self._scale(ts)
         self.values[row] += scaled
         self.totals += scaled
+        base, rows = self._touched
+        rows.append(row)
+        if len(rows) > TOUCHED_KEEP:
+            half = len(rows) // 2
+            self._touched = (base + half, rows[half:])
+
+    def touched_since(self, offset: int) -> tuple[np.ndarray | None, int]:
+        """The distinct rows written since `offset` (None when they are no longer kept:
+        the reader must read everything again) and the offset to ask from next time."""
+        base, rows = self._touched
+        end = base + len(rows)
+        if offset < base:
+            return None, end
+        return np.unique(np.asarray(rows[offset - base : end - base], dtype=np.int64)), end
 
     def factors(self, now: float) -> np.ndarray:
         """(horizons,) multipliers that read stored values as of `now`."""
@@ -102,3 +126,4 @@ class Popularity:
         self.totals[:] = arrays["popularity_totals"]
         t0 = float(arrays["popularity_t0"][0])
         self.t0 = None if math.isnan(t0) else t0
+        self.epoch += 1
