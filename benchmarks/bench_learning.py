@@ -7,11 +7,12 @@ Five measurements, each in its own function, all in one run (`--only` picks some
    simulated traffic: every viewer of a generated world fetches a page of 8 and reacts
    (sim.world.react); the engine logs the served impressions with their features
    (`flush_impressions()`). The events in the log are counted, then a fresh
-   OnlineTrainer (`torch.set_num_threads(1)`, a memory parameter channel) is timed
-   consuming both logs from offset 0: `step()` until both offsets reach the end, then the
-   final flush (every open join window closed, the last partial batch trained). Reported:
-   events read from the log per second (target >= 10,000/s), log records (events +
-   impressions) per second and trained examples per second, with the joiner's counters.
+   OnlineTrainer (one torch and one BLAS thread, as the trainer process runs; a memory
+   parameter channel) is timed consuming both logs from offset 0: `step()` until both
+   offsets reach the end, then the final flush (every open join window closed, the last
+   partial batch trained). Reported: events read from the log per second (target >=
+   10,000/s), log records (events + impressions) per second and trained examples per
+   second, with the joiner's counters.
    The fill's event-time span is reported: the default fill spans more than
    `join_window_s`, like any real backlog, and the joiner's counters show what the
    replay of such a backlog does (`dropped_unviewed_share`, `unjoined_event_share`).
@@ -113,6 +114,7 @@ from typing import Any
 import numpy as np
 import orjson
 import torch
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 # Read before reelrank.index.vectors is imported: its faiss.omp_set_num_threads(1) also sets
@@ -378,7 +380,8 @@ def bench_train_throughput(args: argparse.Namespace, fill: dict[str, Any]) -> di
         try:
             trainer = OnlineTrainer(settings, store, open_params("memory://"))
             t0 = time.perf_counter()
-            steps = _drain(trainer, n_events, n_imps)
+            with threadpool_limits(1):  # one core's worth, as the trainer process runs
+                steps = _drain(trainer, n_events, n_imps)
             dt = time.perf_counter() - t0
         finally:
             store.close()

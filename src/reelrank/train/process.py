@@ -19,7 +19,12 @@ from .trainer import OnlineTrainer
 
 def run_trainer_process(settings: Settings) -> None:
     """Entry point of the trainer process that `serve` starts (or `reelrank train`)."""
+    from threadpoolctl import threadpool_limits
+
+    # One core's worth, as serving's threads are: intra-op threads (torch's, and the BLAS
+    # behind numpy's products, such as the champion's) would spin against the API process.
     torch.set_num_threads(1)
+    threadpool_limits(1)
     if settings.trainer_nice:
         os.nice(settings.trainer_nice)  # training yields the CPU to serving
     logging.basicConfig(
