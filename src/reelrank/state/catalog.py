@@ -46,6 +46,18 @@ class Postings:
         self._rows.setdefault(key, []).append(row)
         self._arrays.pop(key, None)
 
+    def extend(self, keys: list[int], rows: list[int]) -> None:
+        """`add` for each (key, row) pair, in order."""
+        lists = self._rows
+        for key, row in zip(keys, rows, strict=True):
+            found = lists.get(key)
+            if found is None:
+                lists[key] = [row]
+            else:
+                found.append(row)
+        for key in set(keys) & self._arrays.keys():
+            del self._arrays[key]
+
     def remove(self, key: int, row: int) -> None:
         rows = self._rows.get(key)
         if rows and row in rows:
@@ -140,6 +152,71 @@ class VideoTable:
             for t in tags:
                 self.by_tag.add(t, row)
             self.size = max(self.size, row + 1)
+
+    def load(self, placed: list[tuple[int, Video]]) -> None:
+        """Place many videos at once (a catalog read at start): the same table as
+        upserting them one by one, in order, with the columns written as arrays instead
+        of a row at a time. Rows already placed, or placed twice, go one by one."""
+        if not placed:
+            return
+        with self.lock:
+            rows = [r for r, _ in placed]
+            if self.rows or len(set(rows)) != len(rows):
+                for row, video in placed:
+                    self.upsert(row, video)
+                return
+            top = max(rows) + 1
+            if top > self.capacity:
+                capacity = self.capacity
+                while capacity < top:
+                    capacity *= 2
+                self._alloc(capacity)
+            if len(self.records) < top:
+                self.records.extend([None] * (top - len(self.records)))
+            creators, sounds, regions, languages = (
+                self.creators.add,
+                self.sounds.add,
+                self.regions.add,
+                self.languages.add,
+            )
+            approved_status, suspended = ReviewStatus.APPROVED, self.suspended
+            creator, sound, region, language, ok = [], [], [], [], []
+            created, duration = [], []
+            tag_rows: list[int] = []  # (row, slot, tag) of every tag used as a feature
+            tag_slots: list[int] = []
+            tag_ints: list[int] = []
+            records, ids = self.records, self.rows
+            for row, video in placed:
+                c = creators(video.creator_id)
+                creator.append(c)
+                sound.append(sounds(video.sound_id) if video.sound_id else -1)
+                region.append(regions(video.region) if video.region else -1)
+                language.append(languages(video.language) if video.language else -1)
+                created.append(video.created_at)
+                duration.append(float(video.duration_ms))
+                ok.append(video.status is approved_status and c not in suspended)
+                tags = list(dict.fromkeys(self.tags.add(t) for t in video.hashtags))[:MAX_TAGS]
+                tag_rows += [row] * len(tags)
+                tag_slots += range(len(tags))
+                tag_ints += tags
+                records[row] = video
+                ids[video.id] = row
+            at = np.array(rows, np.int64)
+            self.creator[at] = creator
+            self.sound[at] = sound
+            self.region[at] = region
+            self.language[at] = language
+            self.created_at[at] = created
+            self.duration_ms[at] = duration
+            self.approved[at] = ok
+            self.tag_ids[at] = -1
+            self.tag_ids[tag_rows, tag_slots] = tag_ints
+            self.duration_sum_ms += float(np.sum(duration))
+            self.by_creator.extend(creator, rows)
+            with_sound = [i for i, x in enumerate(sound) if x >= 0]
+            self.by_sound.extend([sound[i] for i in with_sound], [rows[i] for i in with_sound])
+            self.by_tag.extend(tag_ints, tag_rows)
+            self.size = max(self.size, top)
 
     def suspend(self, creator_id: str, suspended: bool) -> list[int]:
         """Stop (or resume) distributing a creator's videos; the rows whose eligibility

@@ -54,8 +54,7 @@ class OnlineState(StateFold):
             for key, body in catalog.iter_controls("creator"):
                 if body.get("suspended"):
                     self.table.suspend(key, True)
-            for row, video in catalog.iter_videos():
-                self.table.upsert(row, video)
+            self.table.load(list(catalog.iter_videos()))
             self.grow(self.table.size)
             for user in catalog.iter_users():
                 self.profiles[user.id] = user
