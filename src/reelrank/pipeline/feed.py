@@ -354,10 +354,16 @@ class FeedPipeline:
         tags = table.tag_names(row)
         user = query.user
         said = False
-        if user is not None and user.recent_likes and tags:
-            liked_tags = table.tag_ids[np.fromiter(user.recent_likes, np.int64)]
-            counts = [(int((liked_tags == table.tags.get(t)).any(axis=1).sum()), t) for t in tags]
-            n, tag = max(counts, key=lambda c: c[0])
+        liked = query.cache.get("liked_tags")
+        if liked is None:  # once per page: how many of the user's liked videos carry each tag
+            liked = {}  # (a video holds a tag once, so counting tags counts videos)
+            if user is not None and user.recent_likes:
+                tag_ids = table.tag_ids[np.fromiter(user.recent_likes, np.int64)]
+                ids, counts = np.unique(tag_ids[tag_ids >= 0], return_counts=True)
+                liked = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+            query.cache["liked_tags"] = liked
+        if liked and tags:
+            n, tag = max(((liked.get(table.tags.get(t), 0), t) for t in tags), key=lambda c: c[0])
             if n >= 1:
                 out.append(f"you liked {n} video{'s' if n > 1 else ''} with #{tag}")
                 said = True
