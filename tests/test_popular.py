@@ -105,7 +105,7 @@ def test_the_kept_lists_answer_as_ranking_every_video_again(seed: int, steps: li
             assert (order.tolist(), horizon.tolist()) == want
     looks = steps.count("look") + 1
     assert lists.full + lists.incremental == looks
-    if looks >= 10 and "jump" not in steps:
+    if looks >= 10 and steps.count("jump") <= looks // 4:  # a rebase ranks everything
         assert lists.incremental > lists.full
 
 
