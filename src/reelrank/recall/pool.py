@@ -69,14 +69,11 @@ class LeastServed:
         kept = self._kept
         if kept is not None and kept.key == key:
             rows = kept.rows[approved[kept.rows]]
-            need = _need(pools, rows)
+            picked, need = self._least(rows, _need(pools, rows))
             if kept.bound is None:
-                return self._least(rows, need)
-            if len(rows) > self.match:
-                pick = least(need, self.match)
-                rows, need = rows[pick], need[pick]
-                if (float(need[-1]), int(rows[-1])) <= kept.bound:
-                    return rows, need
+                return picked, need
+            if len(rows) > self.match and (float(need[-1]), int(picked[-1])) <= kept.bound:
+                return picked, need
         return self._rebuild(pools, size, approved, key)
 
     def _rebuild(

@@ -209,8 +209,7 @@ class VideoTable:
             self.created_at[at] = created
             self.duration_ms[at] = duration
             self.approved[at] = ok
-            self.tag_ids[at] = -1
-            self.tag_ids[tag_rows, tag_slots] = tag_ints
+            self.tag_ids[tag_rows, tag_slots] = tag_ints  # the rest holds -1 in a new table
             self.duration_sum_ms += float(np.sum(duration))
             self.by_creator.extend(creator, rows)
             with_sound = [i for i, x in enumerate(sound) if x >= 0]
