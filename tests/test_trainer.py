@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from reelrank.engine import Engine
-from reelrank.rank.features import DENSE, SINGLE_SLOTS, extract
+from reelrank.rank.features import DENSE, JUDGE_ONLY, SINGLE_SLOTS, extract
 from reelrank.rank.learned import ModelServer
 from reelrank.rank.model import HEADS, MultiTaskRanker, NumpyRanker, RankerConfig
 from reelrank.sim.world import World, make_world, react
@@ -139,6 +139,51 @@ def test_step_trains_on_the_joined_logs_and_tracks_their_offsets(eng: Engine) ->
     before = trainer.examples_trained
     assert trainer.step() == 0  # no new records: nothing more
     assert trainer.examples_trained == before
+
+
+def test_impressions_marked_judge_only_are_judged_but_never_learned_from(
+    eng: Engine, tmp_path: Path
+) -> None:
+    """A batch whose last impressions are marked judge-only trains the model exactly as the
+    batch without them would, while the champion/challenger comparison counts their pairs."""
+    Sim(eng).round()
+    _, examples = probe(eng, "u3", n=48)
+    rng = np.random.default_rng(0)
+    for i, e in enumerate(examples):
+        e.features["heuristic"] = float(rng.normal())
+        if i % 6 == 0:  # a chosen video per page of six
+            e.labels[:] = 0.0
+            e.labels[[HEADS.index("finish"), HEADS.index("long_view")]] = 1.0
+            e.labels[HEADS.index("watch_ratio")] = 1.0
+        else:
+            e.labels[HEADS.index("skip")] = 1.0
+        e.request_id = f"page-{i // 6}"
+    learned, judged = examples[:36], examples[36:]
+    for e in judged:
+        e.features[JUDGE_ONLY] = True
+
+    both = OnlineTrainer(eng.settings, eng.store, eng.params)
+    alone = OnlineTrainer(eng.settings, eng.store, eng.params)
+    assert both._train(learned + judged) == len(learned)
+    assert alone._train(learned) == len(learned)
+    assert both.examples_trained == alone.examples_trained == len(learned)
+    assert both.champion.pairs > alone.champion.pairs > 0
+    for name, value in alone.model.state_dict().items():
+        torch.testing.assert_close(both.model.state_dict()[name], value, rtol=0, atol=0)
+    for slot in SINGLE_SLOTS:
+        keys = [e.features["slots"].get(slot) for e in learned]
+        rows_a = alone.tables[slot].lookup(keys)
+        rows_b = both.tables[slot].lookup(keys)
+        torch.testing.assert_close(
+            both.tables[slot].weight[rows_b], alone.tables[slot].weight[rows_a], rtol=0, atol=0
+        )
+    # A batch of judged impressions only: compared, nothing learned.
+    fresh = OnlineTrainer(eng.settings, eng.store, eng.params)
+    untouched = {k: v.clone() for k, v in fresh.model.state_dict().items()}
+    assert fresh._train(judged) == 0
+    assert fresh.batches == 0 and fresh.champion.pairs > 0
+    for name, value in untouched.items():
+        torch.testing.assert_close(fresh.model.state_dict()[name], value, rtol=0, atol=0)
 
 
 # -- checkpoints ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 from ..engine import Engine
 from ..pipeline.feed import FeedTrace
 from ..rank.cascade import sequence_feature
-from ..rank.features import extract
+from ..rank.features import JUDGE_ONLY, extract
 from ..schema import Event, EventType, Impression
 from ..types import Candidates
 from . import metrics
@@ -53,14 +53,15 @@ class ReelrankSystem:
     With a `trainer` (what `reelrank serve` runs by default) the engine also learns
     online. A log of ratings says nothing of what else was on screen, so each tested
     interaction whose item reelrank had among its candidates becomes a logged page in the
-    trainer's own log: the chosen item; the best other candidate of each ranker (the
-    heuristic's and, once trained, the learned one's: what each most needs to tell from
-    the chosen one, and the pairs the champion/challenger comparison judges them on);
-    and `negatives` drawn at random from the other candidates (uniform draws teach the
-    ranker how likely each candidate is to be the chosen one); each impression with the
-    features the ranker saw, then the chosen item's events (play, watch, finish, like) and
-    a play and skip for the others. The trainer joins and trains on these as on a live
-    log, publishes on the event clock, and the learned ranker serves while it orders these
+    trainer's own log: the chosen item; `negatives` drawn at random from the other
+    candidates (uniform draws teach the ranker how likely each candidate is to be the
+    chosen one); once the learned ranker exists, the best other candidate of each ranker,
+    the pairs the champion/challenger comparison judges them on, marked as judged only
+    (a ranker's best pick that the user did not choose now is often chosen later: as a
+    trained skip it would be a false negative); each impression with the features the
+    ranker saw, then the chosen item's events (play, watch, finish, like) and a play and
+    skip for the others. The trainer joins and trains on these as on a live log,
+    publishes on the event clock, and the learned ranker serves while it orders these
     pages better than the heuristic (champion/challenger). The engine's own state receives
     only the chosen item's events: the other page items are the trainer's negatives, not
     things the user did, so they are neither marked seen nor counted as skips.
@@ -161,23 +162,29 @@ class ReelrankSystem:
         rows = trace.filtered
         names = engine.pipeline.channel_names
         others = rows != row
-        # The best other candidate of each ranker: what it most needs to tell from the
-        # chosen one. Each ranker's own pick counts against it alone in the comparison,
-        # so it takes one of each; before the model is trained, two of the heuristic's.
-        fair = engine.model.trained()
-        tops = [_best(trace.heuristic, others, 1 if fair else 2)]
-        if fair:
-            taken = [row, *rows[tops[0]].tolist()]
+        # The best other candidate of each ranker, once both rankers exist: the pairs the
+        # champion/challenger comparison judges them on (a top-of-the-list test, fair to
+        # both: each ranker's own pick counts against it alone). They are judged, never
+        # learned from: nobody saw this page, and a ranker's best other pick is often a
+        # video the user chooses a little later, so a skip would be a false negative
+        # aimed at the best candidates (training on them made the learned ranker's pages
+        # for a returning user a fifth as good as the heuristic's).
+        hard = np.zeros(0, np.int64)
+        if engine.model.trained():
+            hard = _best(trace.heuristic, others, 1)
+            taken = [row, *rows[hard].tolist()]
             if self._ranker == "learned":  # the page's own ranking is the learned one's
-                tops.append(_first(rows, trace.ranked, taken, 1))
+                mine = _first(rows, trace.ranked, taken, 1)
             else:
                 cands = Candidates(
                     rows, np.zeros(len(rows), np.int16), np.full(len(rows), "", object)
                 )
                 view = trace.recall_view(rows, names)
                 by_learned = engine.pipeline.ranker.learned_scores(query, cands, view)
-                tops.append(_best(by_learned, ~np.isin(rows, taken), 1))
-        hard = np.concatenate(tops)
+                mine = _best(by_learned, ~np.isin(rows, taken), 1)
+            hard = np.concatenate([hard, mine])
+        # Random draws from the other candidates teach the ranker how likely each one is
+        # to be the chosen one; they train but are left out of the comparison.
         rest = np.flatnonzero(others & ~np.isin(np.arange(len(rows)), hard))
         drawn = self._rng.choice(rest, min(self.negatives, len(rest)), replace=False)
         at = np.concatenate([[int(np.flatnonzero(~others)[0])], hard, drawn]).astype(np.int64)
@@ -189,19 +196,19 @@ class ReelrankSystem:
             trace.recall_view(page, names),
             sequence_feature(query, page, engine.sequence),
         )
-        # Which impressions the champion/challenger comparison sees: the chosen item and
-        # each ranker's best other candidate (a top-of-the-list test, fair to both), once
-        # both rankers exist; the random draws train but are left out of it. Scores as
-        # the heuristic gave them among all the candidates.
+        # Scores as the heuristic gave them among all the candidates; NaN leaves an
+        # impression out of the comparison.
         heuristic = trace.heuristic[at].astype(np.float64)
         heuristic[1 + len(hard) :] = np.nan
-        if not fair:
-            heuristic[1:] = np.nan
+        if not len(hard):
+            heuristic[:] = np.nan
         feats.heuristic = heuristic
         rows = page
         version = engine.model.version()
         ids = [table.video(r).id for r in rows.tolist()]
         records = feats.records(query, np.arange(len(rows)))
+        for record in records[1 : 1 + len(hard)]:
+            record[JUDGE_ONLY] = True
         # Built here from checked values: no validation needed; one record per page is
         # constructed, the others are copies with their own fields (several times cheaper).
         first = Impression.model_construct(

@@ -67,6 +67,11 @@ DENSE = (
     *(f"channel_{name}" for name in CHANNELS),
 )
 
+# An impression record's flag: logged only for the champion/challenger comparison to judge
+# the rankers on, never learned from (the replay's own picks of each ranker: see
+# `evaluate/replay.py`).
+JUDGE_ONLY = "judge_only"
+
 
 @dataclass
 class CandidateFeatures:

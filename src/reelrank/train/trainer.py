@@ -22,14 +22,14 @@ import torch
 from torch.nn import functional as F
 
 from ..config import Settings
-from ..rank.features import CONTEXT_SLOTS, DENSE, SINGLE_SLOTS, TAG_SLOT, tag_keys
+from ..rank.features import CONTEXT_SLOTS, DENSE, JUDGE_ONLY, SINGLE_SLOTS, TAG_SLOT
 from ..rank.model import HEADS, MultiTaskRanker, RankerConfig
 from ..rank.sequence import SEQ_SLOT, SequenceConfig
 from ..rank.two_tower import TwoTowerConfig
-from ..state.catalog import MAX_TAGS
 from ..storage import Store
 from ..storage.codec import encode, encode_sparse
 from ..storage.params import ParamChannel
+from .batch import tensors
 from .champion import ChampionChallenger
 from .checkpoint import Checkpoints
 from .embedding import EmbeddingTable
@@ -220,21 +220,6 @@ class OnlineTrainer(Checkpoints):
         self.checkpoint(train_buffer=False)  # stopping: the backlog is saved, not trained
 
     # -- training ------------------------------------------------------------------------
-    def tensors(self, examples: list[Example], admit: bool) -> tuple[Any, ...]:
-        """Rows and tensors of a batch: single (B, S), tag rows (B, T), mask, dense, labels."""
-        b = len(examples)
-        ts = max(e.ts for e in examples)
-        single_rows = np.zeros((b, len(SINGLE_SLOTS)), dtype=np.int64)
-        for j, slot in enumerate(SINGLE_SLOTS):
-            keys = [e.features["slots"].get(slot) for e in examples]
-            single_rows[:, j] = self.tables[slot].lookup(keys, admit=admit, ts=ts)
-        flat = [k for e in examples for k in tag_keys(e.features.get("hashtags", []))]
-        tag_rows = self.tables[TAG_SLOT].lookup(flat, admit=admit, ts=ts).reshape(b, MAX_TAGS)
-        mask = torch.tensor([k is not None for k in flat], dtype=torch.float32).view(b, MAX_TAGS)
-        dense = torch.from_numpy(np.array([e.features["dense"] for e in examples], np.float32))
-        labels = torch.from_numpy(np.stack([e.labels for e in examples]))
-        return single_rows, tag_rows, mask, dense, labels, ts
-
     def _usable(self, examples: list[Example]) -> list[Example]:
         ok = [
             e
@@ -246,9 +231,18 @@ class OnlineTrainer(Checkpoints):
 
     def _train(self, examples: list[Example]) -> int:
         examples = self._usable(examples)
-        if not examples:
+        # Impressions logged only to be judged on (a replayed page's rankers' own picks,
+        # which nobody saw: `evaluate/replay.py`) are compared, never learned from: they
+        # neither admit ids nor move a weight.
+        judged = [e for e in examples if e.features.get(JUDGE_ONLY)]
+        examples = [e for e in examples if not e.features.get(JUDGE_ONLY)]
+        n = len(examples)
+        if not n:
+            if judged:
+                self._compare(judged, self.predict(judged), np.stack([e.labels for e in judged]))
             return 0
-        single_rows, tag_rows, mask, dense, labels, ts = self.tensors(examples, admit=True)
+        batch = tensors(self.tables, examples + judged, admit=n)
+        single_rows, tag_rows, mask, dense, labels, ts = batch
         single = torch.stack(
             [self.tables[s].weight[single_rows[:, j]] for j, s in enumerate(SINGLE_SLOTS)], dim=1
         ).requires_grad_(True)
@@ -256,8 +250,10 @@ class OnlineTrainer(Checkpoints):
         self.model.train()
         logits = self.model(single, tags, mask, dense)
         probs = torch.sigmoid(logits).detach().numpy()
-        self.metrics.add(probs, labels.numpy())  # test first
-        self._compare(examples, probs, labels.numpy())
+        self._compare(examples + judged, probs, labels.numpy())  # test first
+        logits, labels, probs, mask = logits[:n], labels[:n], probs[:n], mask[:n]
+        single_rows, tag_rows = single_rows[:n], tag_rows[:n]
+        self.metrics.add(probs, labels.numpy())
         loss = (
             F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)
             * self.head_w
@@ -267,11 +263,12 @@ class OnlineTrainer(Checkpoints):
         self.optimizer.step()
         lr = self.config.sparse_lr
         assert single.grad is not None and tags.grad is not None
+        single_grad, tags_grad = single.grad[:n], tags.grad[:n]
         for j, slot in enumerate(SINGLE_SLOTS):
-            self.tables[slot].apply_gradients(single_rows[:, j], single.grad[:, j], lr, ts)
+            self.tables[slot].apply_gradients(single_rows[:, j], single_grad[:, j], lr, ts)
         used = mask.view(-1) > 0
         self.tables[TAG_SLOT].apply_gradients(
-            tag_rows.reshape(-1)[used.numpy()], tags.grad.reshape(-1, self.config.dim)[used], lr, ts
+            tag_rows.reshape(-1)[used.numpy()], tags_grad.reshape(-1, self.config.dim)[used], lr, ts
         )
         self.tt.train(examples)  # the retrieval model learns from the same stream
         self.batches += 1
@@ -299,7 +296,7 @@ class OnlineTrainer(Checkpoints):
 
     def predict(self, examples: list[Example]) -> np.ndarray:
         """P(action) per head for examples, without learning: (n, len(HEADS))."""
-        single_rows, tag_rows, mask, dense, _, _ = self.tensors(examples, admit=False)
+        single_rows, tag_rows, mask, dense, _, _ = tensors(self.tables, examples)
         single = torch.stack(
             [self.tables[s].weight[single_rows[:, j]] for j, s in enumerate(SINGLE_SLOTS)], dim=1
         )
