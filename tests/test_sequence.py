@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from reelrank.engine import Engine
+from reelrank.rank.cascade import sequence_feature
+from reelrank.rank.features import DENSE
 from reelrank.rank.sequence import SequenceConfig
 from reelrank.recall import SequenceRecall
 from reelrank.schema import Event
@@ -217,5 +219,20 @@ def test_serving_recalls_the_next_part_from_the_users_latest_finishes(tmp_path: 
         # and the ranker sees the model's scores as a feature
         scores = eng.model.sequence_scores(query, got.rows)
         assert scores is not None and scores[0] == scores.max()
+        # also in what a page the heuristic served logs for training (as when it scored)
+        feed = eng.feed("new", n=6)
+        assert feed.ranker == "heuristic"
+        eng.flush_impressions()
+        logged = [
+            imp for _, imp in eng.store.events.read_impressions(0, 10**6)
+            if imp.request_id == feed.request_id
+        ]  # fmt: skip
+        assert len(logged) == len(feed.items)
+        query = eng.hydrate(FeedRequest("new", 6, "r2", time.time()))
+        rows = np.array([eng.state.table.row_of(imp.video_id) for imp in logged])
+        want = sequence_feature(query, rows, eng.sequence)
+        assert want is not None and np.abs(want).max() > 0
+        got_feature = [imp.features["dense"][DENSE.index("sequence_score")] for imp in logged]
+        np.testing.assert_allclose(got_feature, want / 2.0, atol=1e-4)
     finally:
         eng.close()

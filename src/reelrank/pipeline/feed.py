@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics import Metrics
-from ..rank.cascade import RankCascade
+from ..rank.cascade import RankCascade, sequence_feature
 from ..rank.features import RecallView, extract
 from ..rank.signals import candidate_signals
 from ..recall.base import RecallSource
@@ -268,8 +268,12 @@ class FeedPipeline:
                 feats, at = ranked.features, picked
             else:
                 shown = cands.take(picked)
-                feats = extract(
-                    query, shown.rows, self.scorer.smoothing, self.ranker.recall_view(shown)
+                feats = extract(  # every feature the learned ranker would have seen
+                    query,
+                    shown.rows,
+                    self.scorer.smoothing,
+                    self.ranker.recall_view(shown),
+                    sequence_feature(query, shown.rows, self.ranker.sequence),
                 )
                 feats.heuristic = scores[picked]
                 at = np.arange(len(picked))
