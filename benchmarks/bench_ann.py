@@ -6,7 +6,7 @@ the oracle), single-query latency p50/p99 (one query at a time, one thread), ups
 new vectors into the built index, whether removals are supported, and the resident memory
 the index added to the process. Candidates (`--libs`, default all):
 
-- ivf: the product's own `reelrank.index.vectors.VectorIndex` (faiss IVF-Flat with a
+- ivf: the product's own `reelrank.index.vectors.VectorIndex` (faiss IVF, fp16 lists, with a
   hashtable direct map, trained by `build_now()`), measured at each `--nprobe` value. Its
   writes are measured through the product's API: upserts of new keys in batches of 1 and
   of 100, re-upserts of existing keys (batches of 1 and of 100) and removals (batches of 1

@@ -49,8 +49,11 @@ def top_key(idx: VectorIndex, q: np.ndarray, exact: bool = False) -> int | None:
 
 def assert_matches_model(idx: VectorIndex, model: dict[int, np.ndarray], q: np.ndarray, k: int,
                          exact: bool) -> None:  # fmt: skip
-    """search(q, k) returns exactly the top-k live keys of the model, best first."""
+    """search(q, k) returns exactly the top-k live keys of the model, best first. An
+    approximate search picks its keys by the half-precision codes of its lists: a left-out
+    key may beat a returned one by their error (2^-11 of each unit component) at most."""
     keys, scores = idx.search(q, k, exact=exact)
+    slack = 1e-4 if exact or not idx.approximate else 1e-4 + 2e-3 * float(np.linalg.norm(q))
     assert keys.dtype == np.int64
     assert len(keys) == len(scores) == min(k, len(model))
     assert len(set(keys.tolist())) == len(keys), "a key returned twice"
@@ -69,10 +72,10 @@ def assert_matches_model(idx: VectorIndex, model: dict[int, np.ndarray], q: np.n
     left_out = np.setdiff1d(live, keys)
     if len(left_out):
         best_left = max(true[np.searchsorted(live, key)] for key in left_out)
-        assert best_left <= got_true.min() + 1e-4
+        assert best_left <= got_true.min() + slack
     # and with no near-ties among the top k + 1, the order is exactly the brute-force one
     top = np.sort(true)[::-1][: k + 1]
-    if len(top) < 2 or np.min(-np.diff(top)) > 1e-4:
+    if len(top) < 2 or np.min(-np.diff(top)) > slack:
         assert keys.tolist() == want.tolist()
 
 
@@ -397,13 +400,13 @@ class GatedFaiss:
     def __getattr__(self, name: str) -> Any:
         return getattr(faiss, name)
 
-    def IndexIVFFlat(self, *args: Any) -> Any:  # the name faiss uses
+    def IndexIVFScalarQuantizer(self, *args: Any) -> Any:  # the name faiss uses
         if threading.current_thread().name == "reelrank-ann-build":
             self.entered.set()
             assert self.go.wait(30)
             if self.fail:
                 raise RuntimeError("training failed")
-        return faiss.IndexIVFFlat(*args)
+        return faiss.IndexIVFScalarQuantizer(*args)
 
 
 def join_builds() -> None:

@@ -1,18 +1,16 @@
 """Vectors keyed by video row, searched by inner product: exact, or approximate with faiss.
 
-The index always keeps the exact matrix (the test oracle, and the source for training the
-approximate index). Once `ann_min` vectors are live, a background thread trains a faiss
-IVF-Flat index (inverted lists over k-means cells; `nprobe` cells are scanned per query)
-and swaps it in; until then, and whenever `exact=True` is asked, search is a matrix
-product. IVF-Flat was chosen over HNSW by `benchmarks/bench_ann.py`: at a million
-32-dimensional vectors (4,000 cells) nprobe 128 gives recall@100 0.973 against exact
-search at p99 under 1 ms, with 50,000+ upserts/s and removal; HNSW (hnswlib, M=32,
-efSearch=400) gave 0.776 at 2,000 upserts/s and took five minutes to build.
-
-Upserts and removals go to both structures under the write side of a readers-writer lock
-and are visible to the next query; searches share the read side, so they run side by side
-and only ever wait for one small write batch.
-"""
+The index always keeps the exact matrix (the test oracle, the source for training the
+approximate index, and the scores it returns). Once `ann_min` vectors are live, a
+background thread trains a faiss IVF index (inverted lists over k-means cells; `nprobe`
+cells are scanned per query) and swaps it in; until then, and whenever `exact=True` is
+asked, search is a matrix product. IVF was chosen over HNSW by `benchmarks/bench_ann.py`:
+at a million 32-dimensional vectors (4,000 cells) nprobe 128 gives recall@100 0.973
+against exact search at p99 under 1 ms, with 50,000+ upserts/s and removal; HNSW (hnswlib,
+M=32, efSearch=400) gave 0.776 at 2,000 upserts/s and took five minutes to build. The
+lists hold each vector in half precision (faiss's fp16 scalar quantiser): a scan reads
+half the memory of float32 lists, with the same recall (`bench_ann.py`), and the keys
+found are scored again exactly from the matrix."""
 
 from __future__ import annotations
 
@@ -71,6 +69,19 @@ class RWLock:
             with self._cond:
                 self._writing = False
                 self._cond.notify_all()
+
+
+def _fetch(k: int) -> int:
+    """Keys an approximate search asks its lists for to return k: a few more, so that the
+    exact scores, not the half-precision codes, decide which k are returned."""
+    return k + k // 8 + 8
+
+
+def _ivf(quantizer: Any, dim: int, nlist: int) -> Any:
+    """An inverted-file index over `quantizer`'s cells, vectors stored in half precision."""
+    return faiss.IndexIVFScalarQuantizer(
+        quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    )
 
 
 class VectorIndex:
@@ -219,12 +230,13 @@ class VectorIndex:
             centroids, trained_at = seed
             nlist = len(centroids)
             quantizer.add(centroids)  # a quantizer holding nlist centroids: trained
-            ivf: Any = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            ivf: Any = _ivf(quantizer, self.dim, nlist)
+            ivf.train(vecs[:nlist])  # the cells are given: this trains nothing but the codes
             assert ivf.is_trained
         else:
             nlist = max(16, int(4 * math.sqrt(len(keys))))
             nlist = min(nlist, max(1, len(keys) // 39))
-            ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            ivf = _ivf(quantizer, self.dim, nlist)
             rng = np.random.default_rng(0)
             sample = vecs[rng.permutation(len(vecs))[: nlist * 64]]
             ivf.train(sample)
@@ -261,10 +273,11 @@ class VectorIndex:
         with self._lock.read():
             ivf = None if exact else self._ivf
             if ivf is not None:
-                scores, keys = ivf.search(q, k)
-                keys, scores = keys[0], scores[0]
-                ok = keys >= 0
-                return keys[ok].astype(np.int64), scores[ok]
+                _, keys = ivf.search(q, _fetch(k))
+                keys = keys[0][keys[0] >= 0]
+                scores = self.vectors[keys] @ q[0]  # exact scores of the keys found
+                order = np.lexsort((keys, -scores))[:k]  # ties by key
+                return keys[order].astype(np.int64), scores[order]
             n = self.end
             scores = self.vectors[:n] @ q[0]
             if self.count < n:  # rows removed or never filled score nothing
@@ -296,10 +309,17 @@ class VectorIndex:
             ivf = self._ivf
             if ivf is not None:
                 params = faiss.SearchParametersIVF(nprobe=nprobe or self.nprobe)  # type: ignore[call-arg]
-                got_s, got_k = ivf.search(q, k, params=params)
+                _, got_k = ivf.search(q, _fetch(k), params=params)
                 ok = got_k >= 0
+                # exact scores of the keys found, each row best first again (ties by key)
+                got_s = np.einsum("mkd,md->mk", self.vectors[np.where(ok, got_k, 0)], q)
+                got_s[~ok] = -np.inf
                 if min_score is not None:
-                    ok &= got_s >= min_score
+                    got_s[got_s < min_score] = -np.inf
+                order = np.lexsort((got_k, -got_s), axis=1)[:, :k]
+                got_k = np.take_along_axis(got_k, order, axis=1)
+                got_s = np.take_along_axis(got_s, order, axis=1)
+                ok = np.isfinite(got_s)
                 keys[ok], scores[ok] = got_k[ok], got_s[ok]
                 return keys, scores
             n = self.end
