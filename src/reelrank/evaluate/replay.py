@@ -24,7 +24,7 @@ import numpy as np
 from ..engine import Engine
 from ..pipeline.feed import FeedTrace
 from ..rank.cascade import sequence_feature
-from ..rank.features import JUDGE_ONLY, extract, gap
+from ..rank.features import JUDGE_ONLY, extract
 from ..schema import Event, EventType, Impression
 from ..types import Candidates
 from . import metrics
@@ -162,10 +162,13 @@ class ReelrankSystem:
         rows = trace.filtered
         names = engine.pipeline.channel_names
         others = rows != row
-        # The best other candidate of each ranker, once both exist: the pairs the champion/
-        # challenger comparison judges them on (a top-of-the-list test, fair to both: each
-        # ranker's own pick counts against it alone). Judged, never learned from (see the
-        # class docstring): a trained skip would be a false negative on the best candidates.
+        # The best other candidate of each ranker, once both rankers exist: the pairs the
+        # champion/challenger comparison judges them on (a top-of-the-list test, fair to
+        # both: each ranker's own pick counts against it alone). They are judged, never
+        # learned from: nobody saw this page, and a ranker's best other pick is often a
+        # video the user chooses a little later, so a skip would be a false negative
+        # aimed at the best candidates (training on them made the learned ranker's pages
+        # for a returning user a fifth as good as the heuristic's).
         hard = np.zeros(0, np.int64)
         if engine.model.trained():
             hard = _best(trace.heuristic, others, 1)
@@ -177,9 +180,7 @@ class ReelrankSystem:
                     rows, np.zeros(len(rows), np.int16), np.full(len(rows), "", object)
                 )
                 view = trace.recall_view(rows, names)
-                by_learned = engine.pipeline.ranker.learned_scores(
-                    query, cands, view, trace.heuristic
-                )
+                by_learned = engine.pipeline.ranker.learned_scores(query, cands, view)
                 mine = _best(by_learned, ~np.isin(rows, taken), 1)
             hard = np.concatenate([hard, mine])
         # Random draws from the other candidates teach the ranker how likely each one is
@@ -194,7 +195,6 @@ class ReelrankSystem:
             engine.pipeline.scorer.smoothing,
             trace.recall_view(page, names),
             sequence_feature(query, page, engine.sequence),
-            gap(trace.heuristic)[at],
         )
         # Scores as the heuristic gave them among all the candidates; NaN leaves an
         # impression out of the comparison.

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..metrics import Metrics
 from ..rank.cascade import RankCascade, sequence_feature
-from ..rank.features import RecallView, extract, gap
+from ..rank.features import RecallView, extract
 from ..rank.signals import candidate_signals
 from ..recall.base import RecallSource
 from ..rerank.filters import Filter, run_filter
@@ -274,7 +274,6 @@ class FeedPipeline:
                     self.scorer.smoothing,
                     self.ranker.recall_view(shown),
                     sequence_feature(query, shown.rows, self.ranker.sequence),
-                    gap(scores)[picked],
                 )
                 feats.heuristic = scores[picked]
                 at = np.arange(len(picked))

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..metrics import Metrics
 from ..types import Candidates, Query
-from .features import CandidateFeatures, RecallView, extract, gap
+from .features import CandidateFeatures, RecallView, extract
 from .heuristic import HeuristicScorer
 from .learned import ModelServer
 from .value import fuse_scores
@@ -130,12 +130,9 @@ class RankCascade:
         digest = zlib.crc32(query.request.request_id.encode()) / 2**32
         return digest < share
 
-    def learned_scores(
-        self, query: Query, cands: Candidates, view: RecallView, heuristic: np.ndarray
-    ) -> np.ndarray:
-        """The learned fusion of every candidate (no pre-rank), given the heuristic's
-        scores of them, for offline comparison with the heuristic; the model must be
-        trained."""
+    def learned_scores(self, query: Query, cands: Candidates, view: RecallView) -> np.ndarray:
+        """The learned fusion of every candidate (no pre-rank), for offline comparison
+        with the heuristic; the model must be trained."""
         assert self.server is not None
         feats = extract(
             query,
@@ -143,7 +140,6 @@ class RankCascade:
             self.heuristic.smoothing,
             view,
             sequence_feature(query, cands.rows, self.sequence),
-            gap(heuristic),
         )
         table = query.table
         return fuse_scores(
@@ -179,7 +175,6 @@ class RankCascade:
                     self.heuristic.smoothing,
                     self.recall_view(kept),
                     sequence_feature(query, kept.rows, self.sequence),
-                    gap(heuristic)[at],
                 )
                 feats.heuristic = heuristic[at]
                 probs = server.predict(feats)

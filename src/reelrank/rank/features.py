@@ -6,9 +6,8 @@ ids, mean-pooled. Dense features are scaled to roughly [-3, 3]. Besides the vide
 and the user's affinities they carry what each app weighs differently, for the ranker to
 learn from the app's own log: popularity at five horizons (relative to the catalog's
 mean, so that the scale carries from one app to another), co-engagement with the user's
-latest videos, the related-videos model's score, the sequence model's score, which
-recall channels found the video and how high (a learned fusion of the channels), and the
-heuristic scorer's score less its best among the request's candidates.
+latest videos, the related-videos model's score, the sequence model's score, and which
+recall channels found the video and how high (a learned fusion of the channels).
 """
 
 from __future__ import annotations
@@ -66,7 +65,6 @@ DENSE = (
     "sequence_score",
     "recall_position",
     *(f"channel_{name}" for name in CHANNELS),
-    "heuristic_gap",
 )
 
 # An impression record's flag: logged only for the champion/challenger comparison to judge
@@ -178,14 +176,11 @@ def extract(
     smoothing: float,
     recall: RecallView | None = None,
     sequence: np.ndarray | None = None,
-    heuristic_gap: np.ndarray | None = None,
 ) -> CandidateFeatures:
     """Dense features for candidate rows, vectorised. rows: (n,) -> dense (n, D).
     `recall` says which channels returned each row (None: none did); `sequence` is the
     sequence model's score of each row less its best score in the catalog (None: no
-    model yet); `heuristic_gap` is the heuristic scorer's score of each row less its best
-    score among the request's candidates (`heuristic_gap`), so that the learned ranker
-    starts from what the heuristic knows and learns where to differ."""
+    model yet)."""
     counters = query.counters
     table = query.table
     # The request's signals (the heuristic scorer computed them for every candidate).
@@ -229,18 +224,10 @@ def extract(
     recall = recall if recall is not None else RecallView.none(n)
     cols.append(recall.position)
     cols += list(recall.flags.T)
-    cols.append(np.zeros(n) if heuristic_gap is None else np.asarray(heuristic_gap) / 2.0)
     dense = np.clip(np.stack(cols, axis=1), -5.0, 5.0).astype(np.float32)
     return CandidateFeatures(
         rows=rows, context=context_of(query), dense=dense, history=history_of(query)
     )
-
-
-def gap(scores: np.ndarray) -> np.ndarray:
-    """Each score less the best of them: the heuristic's scores of a request's candidates
-    as the `heuristic_gap` feature takes them (0 for the best, negative below)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    return scores - scores.max() if len(scores) else scores
 
 
 def tag_keys(hashtags: list[str]) -> list[str | None]:
