@@ -168,7 +168,7 @@ class ReelrankSystem:
         # learned from: nobody saw this page, and a ranker's best other pick is often a
         # video the user chooses a little later, so a skip would be a false negative
         # aimed at the best candidates (training on them made the learned ranker's pages
-        # for a returning user a fifth as good as the heuristic's).
+        # for a returning user a fifth to a half as good as the heuristic's).
         hard = np.zeros(0, np.int64)
         if engine.model.trained():
             hard = _best(trace.heuristic, others, 1)
