@@ -141,9 +141,7 @@ def test_step_trains_on_the_joined_logs_and_tracks_their_offsets(eng: Engine) ->
     assert trainer.examples_trained == before
 
 
-def test_impressions_marked_judge_only_are_judged_but_never_learned_from(
-    eng: Engine, tmp_path: Path
-) -> None:
+def test_impressions_marked_judge_only_are_judged_but_never_learned_from(eng: Engine) -> None:
     """A batch whose last impressions are marked judge-only trains the model exactly as the
     batch without them would, while the champion/challenger comparison counts their pairs."""
     Sim(eng).round()
