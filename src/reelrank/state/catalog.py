@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 
+from ..arrays import doubled
 from ..schema import ReviewStatus, Video
 
 MAX_TAGS = 8  # hashtags per video used as features; the record keeps all of them
@@ -167,10 +168,7 @@ class VideoTable:
                 return
             top = max(rows) + 1
             if top > self.capacity:
-                capacity = self.capacity
-                while capacity < top:
-                    capacity *= 2
-                self._alloc(capacity)
+                self._alloc(doubled(self.capacity, top))
             if len(self.records) < top:
                 self.records.extend([None] * (top - len(self.records)))
             creators, sounds, regions, languages = (
