@@ -10,8 +10,11 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reelrank.engine import Engine
+from reelrank.state.columnar import SPARSE_MIN, pack, unpack
 from reelrank.state.snapshots import SNAPSHOT
 from reelrank.storage import open_store
 
@@ -166,6 +169,39 @@ def test_a_snapshot_after_a_snapshot_serialises_only_the_users_written_since(
         again.close()
 
 
+def test_restored_users_are_parsed_when_first_used_and_then_hold(tmp_path: Path) -> None:
+    """A start keeps each restored user's snapshot bytes and parses a user on first use:
+    a feed for the user, an event, or a listing of everyone. What each then holds is what
+    the live engine held; a user an event reaches after a reader parsed them keeps the
+    event (one parsed state per user, not one per reader)."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    eng = Engine(make_settings(tmp_path, store=url)).open()
+    eng.upsert_videos([video(i, hashtags=[f"t{i % 4}"]) for i in range(16)])
+    eng.ingest([event("like", f"u{k % 5}", f"v{k % 16}", ts=1.7e9 + k) for k in range(40)])
+    live = {u: s.to_json() for u, s in eng.state.users.items()}
+    eng.close()
+    resumed = Engine(make_settings(tmp_path, store=url)).open()
+    try:
+        users = resumed.state.users
+        assert len(users) == 5 and "u3" in users and set(users) == set(live)
+        assert all(type(dict.get(users, u)) is bytes for u in live)  # none parsed yet
+        assert users.get("u1").to_json() == live["u1"]
+        assert type(dict.get(users, "u1")) is not bytes
+        resumed.feed("u3", n=5)
+        assert type(dict.get(users, "u3")) is not bytes
+        first = users.get("u2")
+        assert users["u2"] is first and users.get("u2") is first
+        resumed.ingest([event("like", "u2", "v15", ts=1.7e9 + 99)])
+        assert users.get("u2") is first and first.engagements == live["u2"]["engagements"] + 1
+        assert type(dict.get(users, "u4")) is bytes
+        assert users.get("missing") is None and users.get("missing", 7) == 7
+        listed = {u: s.to_json() for u, s in users.items()}
+        assert listed["u4"] == live["u4"] and listed["u0"] == live["u0"]
+        assert not any(type(v) is bytes for v in dict.values(users))
+    finally:
+        resumed.close()
+
+
 def test_the_coengagement_graph_is_serialised_incrementally_and_restores_whole(
     tmp_path: Path,
 ) -> None:
@@ -215,8 +251,7 @@ def test_a_snapshot_in_the_earlier_json_form_still_restores(tmp_path: Path) -> N
     eng._stop.set()
     eng.store.close()
     assert blob is not None
-    with np.load(io.BytesIO(blob)) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = unpack(blob)
     meta = orjson.loads(arrays.pop("meta").tobytes())
     data, ends = arrays.pop("user_json").tobytes(), np.cumsum(arrays.pop("user_json_lengths"))
     starts = [0, *ends[:-1].tolist()]
@@ -253,3 +288,39 @@ def test_a_snapshot_in_the_earlier_json_form_still_restores(tmp_path: Path) -> N
         assert again.state.coengagement.pairs == live_pairs
     finally:
         again.close()
+
+
+_DTYPES = st.sampled_from(["int8", "int16", "int32", "int64", "float32", "float64", "uint8"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shapes=st.lists(
+        st.tuples(_DTYPES, st.lists(st.integers(0, 5), min_size=0, max_size=3)), max_size=5
+    ),
+    pieces=st.lists(st.binary(max_size=40), max_size=6),
+    seed=st.integers(0, 2**16),
+)
+def test_the_columnar_snapshot_format_round_trips(
+    shapes: list[tuple[str, list[int]]], pieces: list[bytes], seed: int
+) -> None:
+    """Whatever arrays (any dtype, shape, empty or 0-d) and pieces go in come out equal,
+    with their dtypes and shapes, from the parts joined."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        f"a{i}": (rng.standard_normal(shape) * 100).astype(dtype)
+        for i, (dtype, shape) in enumerate(shapes)
+    }
+    arrays["strided"] = np.arange(12, dtype=np.int64).reshape(3, 4)[:, ::2]  # not contiguous
+    # Long arrays with few non-zero rows are stored as those rows: any share of them.
+    long = SPARSE_MIN + int(rng.integers(0, 50))
+    for name, shape in (("sparse2d", (long, 3)), ("sparse1d", (long,))):
+        a = np.zeros(shape, dtype=np.float64)
+        a[rng.random(long) < rng.random()] = rng.standard_normal(shape[1:] or None)
+        arrays[name] = a
+    out = unpack(b"".join(pack(arrays, {"chunked": pieces})))
+    assert set(out) == {*arrays, "chunked"}
+    for name, a in arrays.items():
+        assert out[name].dtype == a.dtype and out[name].shape == a.shape
+        assert np.array_equal(out[name], a)
+    assert out["chunked"].tobytes() == b"".join(pieces)

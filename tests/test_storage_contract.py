@@ -555,6 +555,41 @@ def test_sqlite_data_survives_close_and_reopen(tmp_path: Path) -> None:
         s.close()
 
 
+def test_sqlite_snapshots_are_files_beside_the_database(tmp_path: Path) -> None:
+    """A snapshot is a file next to the database, written in parts; one that an older
+    version kept in the database's `snapshots` table is still read, and is dropped from
+    the table once a file replaces it; a temporary file left by a crash mid-write is not
+    read."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'db' / 'a.db'}"
+    s = open_store(url)
+    s.close()
+    con = sqlite3.connect(tmp_path / "db" / "a.db")
+    with con:
+        con.execute("INSERT INTO snapshots (name, blob) VALUES ('online_state', x'0102')")
+    con.close()
+    s = open_store(url)
+    try:
+        assert s.state.load_snapshot("online_state") == b"\x01\x02"  # the older place
+        s.state.save_snapshot("online_state", [b"ab", memoryview(b"cd"), b""])
+        assert (tmp_path / "db" / "a.db.online_state.snapshot").read_bytes() == b"abcd"
+        (tmp_path / "db" / "a.db.online_state.snapshot.tmp").write_bytes(b"torn")
+        assert s.state.load_snapshot("online_state") == b"abcd"
+        with pytest.raises(ValueError, match="snapshot name"):
+            s.state.save_snapshot("../escape", b"x")
+    finally:
+        s.close()
+    con = sqlite3.connect(tmp_path / "db" / "a.db")
+    assert con.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0] == 0
+    con.close()
+    s = open_store(url)
+    try:
+        assert s.state.load_snapshot("online_state") == b"abcd"
+    finally:
+        s.close()
+
+
 def test_memory_stores_are_independent() -> None:
     a, b = open_store("memory://"), open_store("memory://")
     a.catalog.upsert_videos([_video(1)])

@@ -22,7 +22,7 @@ from .coengagement import CoEngagement
 from .counters import VideoCounters
 from .pools import PoolBook, max_age_seconds
 from .popularity import Popularity
-from .profiles import UserState
+from .profiles import UserState, UserStates
 from .related import RelatedItems
 
 # How much an action moves the user's affinity for the video's hashtags, sound and creator.
@@ -105,7 +105,9 @@ class StateFold:
         self.report_crossings: list[int] = []  # rows whose reports call for review
         self.mutes: dict[str, UserMutes] = {}  # user id -> muted keywords and hashtags
         self.resets: dict[str, tuple[float, int]] = {}  # user id -> (reset_at, generation)
-        self.users: dict[str, UserState] = {}
+        self.users = UserStates(
+            settings.affinity_half_life_h * 3600.0, settings.seen_max, settings.session_len
+        )
         self.profiles: dict[str, User] = {}
         self.follows: dict[str, set[str]] = {}
         self.applied = 0

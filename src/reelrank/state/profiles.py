@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 AFFINITY_CAP = 200  # keys kept per kind; the weakest go first
 RECENT_LIKES = 50  # liked video rows kept as profile signals (cleared by a reset)
@@ -188,3 +191,55 @@ class UserState:
         user.reset_at = raw.get("reset_at", 0.0)
         user.generation = raw.get("generation", 0)
         return user
+
+
+class UserStates(dict[str, Any]):
+    """Users' online state by id. A user restored from a snapshot is held as the bytes the
+    snapshot wrote and parsed on first use (`get`, `[]`, `values`, `items`, `pop`): a
+    start with a million users' state pays for the users who come back, not for all of
+    them up front. Keys, `in` and `len` cover every user, parsed or not."""
+
+    def __init__(self, half_life_s: float, seen_max: int, session_len: int) -> None:
+        super().__init__()
+        self._args = (half_life_s, seen_max, session_len)
+        self._parsing = threading.Lock()  # a reader and a writer parse a user once
+
+    def restore(self, user_id: str, raw: bytes) -> None:
+        """Hold the user's snapshot bytes until the user is first used."""
+        dict.__setitem__(self, user_id, raw)
+
+    def _parse(self, user_id: str, raw: bytes) -> UserState:
+        user = UserState.from_json(orjson.loads(raw), *self._args)
+        with self._parsing:
+            found = dict.get(self, user_id)
+            if found is raw:
+                dict.__setitem__(self, user_id, user)
+                return user
+        return self[user_id]  # parsed (or replaced) meanwhile: that one holds
+
+    def get(self, user_id: str, default: Any = None) -> Any:
+        found = dict.get(self, user_id, default)
+        return self._parse(user_id, found) if type(found) is bytes else found
+
+    def __getitem__(self, user_id: str) -> UserState:
+        found = dict.__getitem__(self, user_id)
+        return self._parse(user_id, found) if type(found) is bytes else found
+
+    def _parse_all(self) -> None:
+        for user_id, found in list(dict.items(self)):
+            if type(found) is bytes:
+                self._parse(user_id, found)
+
+    def values(self) -> Any:
+        self._parse_all()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._parse_all()
+        return dict.items(self)
+
+    def pop(self, user_id: str, *default: Any) -> Any:
+        found = dict.pop(self, user_id, *default)
+        return (
+            UserState.from_json(orjson.loads(found), *self._args) if type(found) is bytes else found
+        )

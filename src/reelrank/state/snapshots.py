@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 
 from ..storage import StateStore
+from .columnar import MAGIC, pack, unpack
 from .fold import StateFold
 from .profiles import UserState
 
@@ -67,12 +68,9 @@ class Snapshots:
         arrays.update(f.coengagement.to_arrays(graph))
         # Each user's JSON end to end, with the lengths: a restore keeps each user's
         # bytes as they are, and a snapshot parses or writes no JSON of everyone.
-        arrays["user_json"] = np.frombuffer(b"".join(user_bytes), dtype=np.uint8)
         arrays["user_json_lengths"] = np.fromiter(map(len, user_bytes), np.int64, len(user_bytes))
-        buf = io.BytesIO()
         arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
-        np.savez(buf, **arrays)  # type: ignore[arg-type]
-        self.store.save_snapshot(SNAPSHOT, buf.getvalue())
+        self.store.save_snapshot(SNAPSHOT, pack(arrays, {"user_json": user_bytes}))
 
     def restore(self) -> tuple[int, int] | None:
         """Load the last snapshot into the fold (under its lock); the event and impression
@@ -81,9 +79,16 @@ class Snapshots:
         if blob is None:
             return None
         f = self.fold
-        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-            meta: dict[str, Any] = orjson.loads(z["meta"].tobytes())
-            arrays = {k: z[k] for k in z.files if k != "meta"}
+        if blob.startswith(MAGIC):
+            arrays = unpack(blob)  # views: the graph keeps slices of its arrays, so copies
+            for k in ("coengagement_dst", "coengagement_weight"):
+                if k in arrays:
+                    arrays[k] = arrays[k].copy()
+        else:  # the zipped numpy archive earlier versions wrote
+            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        del blob
+        meta: dict[str, Any] = orjson.loads(arrays.pop("meta").tobytes())
         f.counters.load_arrays(arrays)
         f.pools.load_arrays(arrays)
         f.popularity.load_arrays(arrays)
@@ -96,15 +101,14 @@ class Snapshots:
         )
         blobs: dict[str, bytes] = {}
         if "user_json" in arrays:
-            data = arrays["user_json"].tobytes()
+            data = arrays.pop("user_json").data
             ends = np.cumsum(arrays["user_json_lengths"]).tolist()
             for uid, start, end in zip(meta["user_ids"], [0, *ends][:-1], ends, strict=True):
                 # The bytes this snapshot holds for the user, kept as they are: the first
                 # snapshot after a start serialises only the users written since.
-                blob = blobs[uid] = data[start:end]
-                f.users[uid] = UserState.from_json(
-                    orjson.loads(blob), half_life, seen_max, session_len
-                )
+                raw = blobs[uid] = data[start:end].tobytes()
+                f.users.restore(uid, raw)  # parsed when the user is first used
+            del data
         else:  # a snapshot from before the users' bytes were kept apart
             for uid, raw in meta["users"].items():
                 f.users[uid] = UserState.from_json(raw, half_life, seen_max, session_len)

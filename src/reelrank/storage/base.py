@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -126,8 +126,9 @@ class EventLog(Protocol):
 class StateStore(Protocol):
     """Snapshots of online state and consumer offsets."""
 
-    def save_snapshot(self, name: str, blob: bytes) -> None:
-        """Atomically replace the named snapshot."""
+    def save_snapshot(self, name: str, blob: bytes | Sequence[bytes | memoryview]) -> None:
+        """Atomically replace the named snapshot with `blob`, or with its parts joined end
+        to end (a large snapshot is written part by part, never joined in memory)."""
 
     def load_snapshot(self, name: str) -> bytes | None:
         """The named snapshot, or None."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -244,8 +244,8 @@ class MemoryState:
         self._snapshots: dict[str, bytes] = {}
         self._offsets: dict[str, int] = {}
 
-    def save_snapshot(self, name: str, blob: bytes) -> None:
-        self._snapshots[name] = bytes(blob)
+    def save_snapshot(self, name: str, blob: bytes | Sequence[bytes | memoryview]) -> None:
+        self._snapshots[name] = bytes(blob) if isinstance(blob, bytes) else b"".join(blob)
 
     def load_snapshot(self, name: str) -> bytes | None:
         return self._snapshots.get(name)

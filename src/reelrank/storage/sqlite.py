@@ -15,7 +15,8 @@ __all__ = ["SQLiteCatalog", "SQLiteEventLog", "SQLiteState", "SQLiteStore", "SQL
 
 
 class SQLiteStore:
-    """`sqlite:///path/to/file.db`: catalog, logs and snapshots in one WAL database."""
+    """`sqlite:///path/to/file.db`: catalog and logs in one WAL database, the state
+    snapshots in files beside it."""
 
     def __init__(self, url: str, synchronous: str = "FULL") -> None:
         path = url[len("sqlite:///") :]
@@ -28,7 +29,7 @@ class SQLiteStore:
         self.url = url
         self.catalog: CatalogStore = SQLiteCatalog(self._db)
         self.events: EventLog = SQLiteEventLog(self._db)
-        self.state: StateStore = SQLiteState(self._db)
+        self.state: StateStore = SQLiteState(self._db, Path(path))
         self.vectors: VectorStore = SQLiteVectors(self._db)
 
     def close(self) -> None:

@@ -3,7 +3,10 @@ consumer offsets, and stored vectors."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -173,18 +176,47 @@ class SQLiteEventLog:
 
 
 class SQLiteState:
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    """Snapshots live in files beside the database (`<db stem>.<name>.snapshot`), written
+    to a temporary file, synced and renamed over the last one: a snapshot of a million
+    videos is hundreds of MB, which SQLite would write twice (log, then database) while
+    holding the write lock every ingest waits for. Snapshots that older stores kept in
+    the `snapshots` table are still read, and dropped once a file replaces them."""
 
-    def save_snapshot(self, name: str, blob: bytes) -> None:
-        with self._db.write() as conn:
-            conn.execute(
-                "INSERT INTO snapshots (name, blob) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET blob = excluded.blob",
-                (name, blob),
-            )
+    def __init__(self, db: Database, path: Path) -> None:
+        self._db = db
+        self._dir = path.parent
+        self._stem = path.name
+
+    def _file(self, name: str) -> Path:
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"snapshot name {name!r}: letters, digits and _ only")
+        return self._dir / f"{self._stem}.{name}.snapshot"
+
+    def save_snapshot(self, name: str, blob: bytes | Sequence[bytes | memoryview]) -> None:
+        path = self._file(name)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.writelines([blob] if isinstance(blob, bytes) else blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fd = os.open(self._dir, os.O_RDONLY)  # the rename itself survives a power cut
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self._db.lock:
+            legacy = self._db.conn.execute(
+                "SELECT 1 FROM snapshots WHERE name = ?", (name,)
+            ).fetchone()
+        if legacy:
+            with self._db.write() as conn:
+                conn.execute("DELETE FROM snapshots WHERE name = ?", (name,))
 
     def load_snapshot(self, name: str) -> bytes | None:
+        path = self._file(name)
+        if path.exists():
+            return path.read_bytes()
         with self._db.lock:
             found = self._db.conn.execute(
                 "SELECT blob FROM snapshots WHERE name = ?", (name,)
