@@ -484,36 +484,68 @@ def _scenario() -> list[tuple[str, Any]]:
     ]
 
 
-def _feed(j: SampleJoiner, step: tuple[str, Any]) -> list[Example]:
+def _feed(
+    j: SampleJoiner, step: tuple[str, Any], log: dict[int, Impression] | None = None
+) -> list[Example]:
+    """One step; with `log`, impressions are logged there first and joined by offset."""
     kind, x = step
     if kind == "imp":
-        return j.add_impression(x)
+        if log is None:
+            return j.add_impression(x)
+        log[len(log) + 1] = x
+        return j.add_impression(x, len(log))
     if kind == "ev":
         return j.add_event(x)
     return j.advance(x)
 
 
+@pytest.mark.parametrize("by_offset", [False, True])
 @pytest.mark.parametrize("split", range(12, 26))
-def test_state_round_trip_resumes_with_the_same_examples(split: int) -> None:
+def test_state_round_trip_resumes_with_the_same_examples(split: int, by_offset: bool) -> None:
+    """Saved anywhere and resumed, the joiner emits what it would have; impressions read
+    from a log (`by_offset`) are saved as their offsets and read back from the log."""
     steps = _scenario()
     straight = SampleJoiner(window_s=30.0, correction_window_s=3600.0)
     expected = [summary(_feed(straight, s)) for s in steps]
     assert sum(len(x) for x in expected) >= 9  # the scenario does emit (sanity)
 
+    log: dict[int, Impression] | None = {} if by_offset else None
     first = SampleJoiner(window_s=30.0, correction_window_s=3600.0)
     for s in steps[:split]:
-        _feed(first, s)
+        _feed(first, s, log)
     saved = orjson.loads(orjson.dumps(first.state(), option=NUMPY))  # as a checkpoint holds it
+    kept = [*saved["open"], *(r for _, r in saved["closed"])]
+    assert kept and all(("imp" in r) != by_offset for r in kept)  # no copy of a logged one
+    asked: list[int] = []
+
+    def read(seqs: list[int]) -> dict[int, Impression]:
+        asked.extend(seqs)
+        return {q: log[q] for q in seqs if log is not None and q in log}
+
     resumed = SampleJoiner(window_s=30.0, correction_window_s=3600.0)
-    resumed.load_state(saved)
+    assert resumed.load_state(saved, read) == 0
+    assert sorted(asked) == (sorted(r["seq"] for r in kept) if by_offset else [])
     assert set(resumed.open) == set(first.open)
     assert list(resumed.closed) == list(first.closed)
     assert resumed.orphans == first.orphans  # events waiting for their impression
     assert all(type(e.type) is EventType for evs in resumed.orphans.values() for e in evs)
     assert resumed.watermark == first.watermark
-    got = [summary(_feed(resumed, s)) for s in steps[split:]]
+    got = [summary(_feed(resumed, s, log)) for s in steps[split:]]
     assert got == expected[split:]
     assert resumed.stats == straight.stats
+
+
+def test_impressions_the_log_no_longer_holds_are_left_out_and_counted() -> None:
+    log: dict[int, Impression] = {}
+    j = SampleJoiner()
+    for i, v in enumerate("abc"):
+        _feed(j, ("imp", imp("r1", v, T0, pos=i)), log)
+    j.add_event(ev("play", "a", T0 + 1, rid="r1"))
+    saved = orjson.loads(orjson.dumps(j.state()))
+    r = SampleJoiner()
+    assert r.load_state(saved, lambda seqs: {q: log[q] for q in seqs if q != 2}) == 1
+    assert set(r.open) == {("r1", "a"), ("r1", "c")}
+    assert r.open[("r1", "a")].viewed and r.open[("r1", "a")].seq == 1
 
 
 def test_state_round_trip_keeps_pending_labels() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 import torch
 
@@ -208,6 +209,12 @@ def test_a_restored_trainer_predicts_the_same_and_continues_without_gaps(
     assert restored.examples_trained == original.examples_trained > 0
     assert restored.version() == original.version()
     assert set(restored.joiner.open) == set(original.joiner.open)
+    # The checkpoint names logged impressions by offset; the restore reads them back.
+    saved = orjson.loads(torch.load(path, weights_only=True)["joiner"])
+    kept = [*saved["open"], *(r for _, r in saved["closed"])]
+    assert kept and all("imp" not in r and r["seq"] > 0 for r in kept)
+    for key, was in original.joiner.open.items():
+        assert restored.joiner.open[key].imp == was.imp
     for user in ("u0", "u7", "stranger"):
         _, examples = probe(eng, user)
         np.testing.assert_allclose(

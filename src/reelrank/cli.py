@@ -164,8 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     print(f"training from {settings.store_url()}, publishing to {settings.params_channel_url()}")
-    run_trainer_process(settings)
-    return 0
+    run_trainer_process(settings)  # exits the process once stopped and checkpointed
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:

@@ -4,11 +4,14 @@ offsets, saved together atomically, so a restart resumes exactly where it left o
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ import orjson
 import torch
 
 from ..rank.model import MultiTaskRanker, RankerConfig
+from ..schema import Impression
+from ..storage import EventLog, Store
 from .champion import ChampionChallenger
 from .embedding import EmbeddingTable
 from .joiner import Example, SampleJoiner
@@ -32,6 +37,7 @@ class Checkpoints:
     checkpoint holds is declared here."""
 
     checkpoint_path: Path | None
+    store: Store
     lock: threading.Lock
     config: RankerConfig
     model: MultiTaskRanker
@@ -55,6 +61,9 @@ class Checkpoints:
     def _flush(self) -> int:
         raise NotImplementedError
 
+    def _impressions(self, seqs: list[int]) -> dict[int, Impression]:
+        return _read_impressions(self.store.events, seqs)
+
     def publish_full(self, bump: bool = True) -> None:
         raise NotImplementedError
 
@@ -64,7 +73,7 @@ class Checkpoints:
         the restore, so stopping never waits for a backlog."""
         if self.checkpoint_path is None:
             return
-        with self.lock:
+        with self.lock, _no_collection():
             if train_buffer:
                 self._flush()
             self.dense_version += 1  # the weights the checkpoint and its snapshot carry
@@ -105,7 +114,7 @@ class Checkpoints:
         """Load the last checkpoint if there is one; True when loaded."""
         if self.checkpoint_path is None or not self.checkpoint_path.exists():
             return False
-        with self.lock:
+        with self.lock, _no_collection():
             state = torch.load(self.checkpoint_path, weights_only=True)
             config = RankerConfig.from_json(json.loads(state["config"]))
             model = MultiTaskRanker(config)
@@ -127,7 +136,9 @@ class Checkpoints:
                 self.tt.load_state(state["two_tower"])
             if "sequence" in state:  # nor the sequence model
                 self.sequence.load_state(state["sequence"])
-            self.joiner.load_state(_loads(state["joiner"]))
+            lost = self.joiner.load_state(_loads(state["joiner"]), self._impressions)
+            if lost:
+                log.warning("%d joined impressions are no longer in the log: left out", lost)
             self.event_offset = int(state["event_offset"])
             self.impression_offset = int(state["impression_offset"])
             self.examples_trained = int(state["examples_trained"])
@@ -147,6 +158,36 @@ class Checkpoints:
             self.examples_trained,
         )
         return True
+
+
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """The cyclic collector off while a checkpoint is built or read: it makes millions of
+    short-lived lists and dicts without cycles, and each collection they set off scans
+    every object of a trainer holding a million videos' open impressions (seconds each,
+    most of a checkpoint's time)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _read_impressions(log_: EventLog, seqs: list[int]) -> dict[int, Impression]:
+    """The impressions at these offsets of the impression log, read in offset order."""
+    want, out = set(seqs), {}
+    at, top = min(want) - 1, max(want)
+    while at < top:
+        batch = log_.read_impressions(at, 5000)
+        if not batch:
+            break
+        for offset, imp in batch:
+            if offset in want:
+                out[offset] = imp
+        at = batch[-1][0]
+    return out
 
 
 def _loads(text: str) -> Any:

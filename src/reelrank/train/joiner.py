@@ -13,7 +13,9 @@ sets and maxima, so a repeated event never changes them.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +47,7 @@ class Pending:
     unlike_ts: float = -1.0  # so replaying either event changes nothing
     actions: set[str] = field(default_factory=set)
     emitted: tuple[float, ...] | None = None  # labels at the last emission
+    seq: int = 0  # the impression's offset in the impression log (0: not from a log)
 
     def labels(self) -> tuple[float, ...]:
         a = self.actions
@@ -136,13 +139,15 @@ class SampleJoiner:
         self.stats = JoinStats()
 
     # -- input ---------------------------------------------------------------------------
-    def add_impression(self, imp: Impression) -> list[Example]:
-        """Open the impression's window; events that arrived before it are applied."""
+    def add_impression(self, imp: Impression, seq: int = 0) -> list[Example]:
+        """Open the impression's window (`seq`: its offset in the impression log, which
+        lets a checkpoint name it instead of copying it); events that arrived before it
+        are applied."""
         key = (imp.request_id, imp.video_id)
         if key in self.open or key in self.closed:
             return []  # a replayed log record: already joined
         features = imp.features or {}
-        pending = Pending(imp, float(features.get("duration_ms", 1.0)))
+        pending = Pending(imp, float(features.get("duration_ms", 1.0)), seq=seq)
         self.open[key] = pending
         self.latest[(imp.user_id, imp.video_id)] = key
         self.by_user.setdefault(imp.user_id, []).append(key)
@@ -286,9 +291,14 @@ class SampleJoiner:
 
     # -- checkpoints ---------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps. An impression read from the log is kept as its offset
+        there (`seq`), not copied with its features: at a million videos the open and
+        closed impressions are hundreds of MB, which every checkpoint wrote again."""
+
         def pend(p: Pending) -> dict[str, Any]:
             return {
-                "imp": dict(p.imp.__dict__),  # its fields (features shared: never mutated)
+                # its offset, or its fields (features shared: never mutated)
+                **({"seq": p.seq} if p.seq else {"imp": dict(p.imp.__dict__)}),
                 "duration_ms": p.duration_ms,
                 "viewed": p.viewed,
                 "watch_ms": p.watch_ms,
@@ -308,11 +318,27 @@ class SampleJoiner:
             "stats": dict(self.stats.__dict__),
         }
 
-    def load_state(self, raw: dict[str, Any]) -> None:
-        def pend(r: dict[str, Any]) -> Pending:
-            # Checked when it was logged, saved by `state`: constructed, not validated again
-            p = Pending(Impression.model_construct(**r["imp"]), r["duration_ms"], r["viewed"],
-                        r["watch_ms"], r["like_ts"], r["unlike_ts"], set(r["actions"]))  # fmt: skip
+    def load_state(
+        self,
+        raw: dict[str, Any],
+        impressions: Callable[[list[int]], dict[int, Impression]] | None = None,
+    ) -> int:
+        """Restore `state()`; `impressions` reads the impressions it names by log offset
+        (each offset's impression, or none when the log no longer holds it). An impression
+        that cannot be read back is left out; how many is returned."""
+        wanted = [r["seq"] for r in itertools.chain(raw["open"], (r for _, r in raw["closed"]))
+                  if "seq" in r]  # fmt: skip
+        found = impressions(wanted) if wanted and impressions is not None else {}
+
+        def pend(r: dict[str, Any]) -> Pending | None:
+            if "seq" in r:
+                imp = found.get(r["seq"])
+                if imp is None:
+                    return None
+            else:  # checked when it was logged, saved by `state`: not validated again
+                imp = Impression.model_construct(**r["imp"])
+            p = Pending(imp, r["duration_ms"], r["viewed"], r["watch_ms"], r["like_ts"],
+                        r["unlike_ts"], set(r["actions"]), seq=r.get("seq", 0))  # fmt: skip
             p.emitted = tuple(r["emitted"]) if r["emitted"] is not None else None
             return p
 
@@ -320,13 +346,20 @@ class SampleJoiner:
             self.window_s, self.require_view, self.correction_window_s, self.max_open,
             self.max_closed,
         )  # fmt: skip
+        lost = 0
         for t, r in raw["closed"]:
             p = pend(r)
+            if p is None:
+                lost += 1
+                continue
             key = (p.imp.request_id, p.imp.video_id)
             self.closed[key] = (t, p)
             self.latest[(p.imp.user_id, p.imp.video_id)] = key
         for r in raw["open"]:
             p = pend(r)
+            if p is None:
+                lost += 1
+                continue
             key = (p.imp.request_id, p.imp.video_id)
             self.open[key] = p
             self.latest[(p.imp.user_id, p.imp.video_id)] = key
@@ -338,3 +371,4 @@ class SampleJoiner:
         self.latest = {(u, v): (r, w) for u, v, r, w in raw["latest"]}
         self.watermark = raw["watermark"]
         self.stats = JoinStats(**raw["stats"])
+        return lost

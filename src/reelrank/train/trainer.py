@@ -153,7 +153,7 @@ class OnlineTrainer(Checkpoints):
             while True:
                 imps = self.store.events.read_impressions(self.impression_offset, READ_LIMIT)
                 for offset, imp in imps:
-                    self._take(self.joiner.add_impression(imp))
+                    self._take(self.joiner.add_impression(imp, offset))
                     self.impression_offset = offset
                 read_imps += len(imps)
                 if len(imps) < READ_LIMIT or imps[-1][1].ts > horizon:
