@@ -12,6 +12,13 @@ the trainer) exits. The first round on a copy is reported on its own: it starts 
 store as built (whatever that tree's first start has to convert or fill), the later ones
 from what the tree itself left at its last stop; medians of those are the figures.
 
+`--store DIR` measures on an existing data directory instead (such as the one
+`bench_scale.py --data-dir` keeps, whose logs hold served impressions and reactions, so
+the trainer has real joins to checkpoint); `--fresh-trainer` drops the trainer's
+checkpoint and published parameters from each copy first, so the first round's trainer
+starts from the logs; `--trainer-only` runs `reelrank train` alone (start -> first feed
+is then not measured): its stop is the trainer's final checkpoint and exit.
+
 Prints a table and writes `benchmarks/results/bench_stop_start.json` with the commit of
 each tree and the load average. Run, e.g.:
 
@@ -63,7 +70,10 @@ def one_round(src: Path, data: Path, port: int, user: str, args: argparse.Namesp
         REELRANK_CONTENT_EMBEDDER="hashed",
         REELRANK_LOG_LEVEL="info",
     )
-    cmd = [sys.executable, "-m", "reelrank.cli", "serve", "--port", str(port)]
+    if args.trainer_only:
+        cmd = [sys.executable, "-m", "reelrank.cli", "train"]
+    else:
+        cmd = [sys.executable, "-m", "reelrank.cli", "serve", "--port", str(port)]
     with open(data / "server.log", "ab") as log:
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -71,7 +81,7 @@ def one_round(src: Path, data: Path, port: int, user: str, args: argparse.Namesp
         )
     out: dict[str, Any] = {}
     try:
-        while "healthz_s" not in out:
+        while not args.trainer_only and "healthz_s" not in out:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited; see {data / 'server.log'}")
             if time.perf_counter() - started > args.timeout:
@@ -81,7 +91,7 @@ def one_round(src: Path, data: Path, port: int, user: str, args: argparse.Namesp
                     out["healthz_s"] = round(time.perf_counter() - started, 2)
             except OSError:
                 time.sleep(0.05)
-        while "first_feed_s" not in out:
+        while not args.trainer_only and "first_feed_s" not in out:
             status, body = _get(port, f"/v1/feed/{user}?n=20")
             if status == 200 and json.loads(body)["items"]:
                 out["first_feed_s"] = round(time.perf_counter() - started, 2)
@@ -124,9 +134,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--output", default=str(ROOT / "benchmarks" / "results" / "bench_stop_start.json")
     )
+    p.add_argument("--store", help="an existing data directory to measure on (no build)")
+    p.add_argument("--fresh-trainer", action="store_true", help="drop trainer checkpoints")
+    p.add_argument("--trainer-only", action="store_true", help="run `reelrank train` alone")
     args = p.parse_args(argv)
     load_before = os.getloadavg()
-    built = build(args)
+    built = {"seconds": None} if args.store else build(args)
+    source = args.store or args.data_dir
     trees = [ROOT / "src", *(Path(b).resolve() for b in args.baseline)]
     work = Path(tempfile.mkdtemp(prefix="bench-stop-start-"))
     results: dict[str, Any] = {}
@@ -134,7 +148,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         copies = {}
         for i, src in enumerate(trees):
             copies[src] = work / f"tree{i}"
-            shutil.copytree(args.data_dir, copies[src])
+            shutil.copytree(source, copies[src])
+            if args.fresh_trainer:
+                shutil.rmtree(copies[src] / "model", ignore_errors=True)
+                for f in copies[src].glob("params.db*"):
+                    f.unlink()
             results[str(src)] = {"commit": _git(src), "rounds": []}
         w = make_world(args.videos, args.users, args.engaged_users, args.seed)
         user = f"u{int(w.engaged[0])}"  # a user with history: the feed needs their state
@@ -145,13 +163,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"round {r + 1} {results[str(src)]['commit']}: {got}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    keys = ["healthz_s", "first_feed_s", "stop_s"]
+    keys = ["stop_s"] if args.trainer_only else ["healthz_s", "first_feed_s", "stop_s"]
     for res in results.values():
         later = res["rounds"][1:] or res["rounds"]
         res["first_round"] = res["rounds"][0]
         res["median"] = {k: statistics.median(x[k] for x in later) for k in keys}
     out = {
         "benchmark": "bench_stop_start",
+        "store": args.store or "bench_feed_cpu build",
+        "fresh_trainer": args.fresh_trainer,
+        "trainer_only": args.trainer_only,
         "params": {
             k: getattr(args, k)
             for k in ("videos", "users", "engaged_users", "events_per_user", "rounds", "hold")
@@ -174,8 +195,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for res in results.values():
         m, f = res["median"], res["first_round"]
         print(
-            f"| {res['commit']} | {m['healthz_s']} | {m['first_feed_s']} | {m['stop_s']} | "
-            f"{f['first_feed_s']} / {f['stop_s']} |"
+            f"| {res['commit']} | {m.get('healthz_s', '-')} | {m.get('first_feed_s', '-')} | "
+            f"{m['stop_s']} | {f.get('first_feed_s', '-')} / {f['stop_s']} |"
         )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(out, indent=2) + "\n")

@@ -175,8 +175,21 @@ class SQLiteEventLog:
             )
 
 
+def _fsync(path: Path, missing_ok: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class SQLiteState:
-    """Snapshots live in files beside the database (`<db stem>.<name>.snapshot`), written
+    """Snapshots live in files beside the database (`<db file>.<name>.snapshot`), written
     to a temporary file, synced and renamed over the last one: a snapshot of a million
     videos is hundreds of MB, which SQLite would write twice (log, then database) while
     holding the write lock every ingest waits for. Snapshots that older stores kept in
@@ -194,17 +207,16 @@ class SQLiteState:
 
     def save_snapshot(self, name: str, blob: bytes | Sequence[bytes | memoryview]) -> None:
         path = self._file(name)
+        # First what the snapshot reflects: commits that skipped their fsync (served
+        # impressions) are on disk before a snapshot naming their offsets is.
+        _fsync(self._dir / f"{self._stem}-wal", missing_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
             fh.writelines([blob] if isinstance(blob, bytes) else blob)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        fd = os.open(self._dir, os.O_RDONLY)  # the rename itself survives a power cut
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(self._dir)  # the rename itself survives a power cut
         with self._db.lock:
             legacy = self._db.conn.execute(
                 "SELECT 1 FROM snapshots WHERE name = ?", (name,)
