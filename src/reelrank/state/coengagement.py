@@ -119,7 +119,10 @@ class CoEngagement:
         snapshot from before the arrays: `load_json`)."""
         if "coengagement_src" not in arrays:
             return False
-        src, dst, weight = (arrays[f"coengagement_{k}"] for k in ("src", "dst", "weight"))
+        src = arrays["coengagement_src"]
+        # Own copies: the graph keeps slices of these, and a snapshot's arrays may be
+        # views into its whole blob (`columnar.unpack`).
+        dst, weight = (np.array(arrays[f"coengagement_{k}"]) for k in ("dst", "weight"))
         starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])[: len(src)]
         ends = np.r_[starts[1:], len(src)][: len(starts)]
         keys, values = dst.tolist(), weight.tolist()

@@ -80,10 +80,7 @@ class Snapshots:
             return None
         f = self.fold
         if blob.startswith(MAGIC):
-            arrays = unpack(blob)  # views: the graph keeps slices of its arrays, so copies
-            for k in ("coengagement_dst", "coengagement_weight"):
-                if k in arrays:
-                    arrays[k] = arrays[k].copy()
+            arrays = unpack(blob)  # views into the blob: each reader copies what it keeps
         else:  # the zipped numpy archive earlier versions wrote
             with np.load(io.BytesIO(blob), allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
