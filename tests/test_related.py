@@ -261,3 +261,12 @@ def test_the_cholesky_inverse_matches_the_general_one_and_refuses_an_indefinite_
         np.testing.assert_array_equal(got, got.T)
     with pytest.raises(np.linalg.LinAlgError):
         _inverse_spd(np.array([[0.0, 1.0], [1.0, 0.0]]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-(2**62), 2**62), max_size=60))
+def test_distinct_values_are_what_np_unique_gives(values: list[int]) -> None:
+    from reelrank.state.related import _distinct
+
+    x = np.asarray(values, dtype=np.int64)
+    assert _distinct(x).tolist() == np.unique(x).tolist()

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import sparse
-from scipy.linalg import lapack
 
 MIN_ENGAGEMENTS = 200  # the first fit waits for this many engagements
 MIN_USERS = 2  # a video engaged with by fewer users in the window is not modelled
@@ -186,8 +186,8 @@ def fit(
     """EASE over the `max_videos` videos with the most distinct users in the window."""
     if len(users) == 0:
         return None
-    pairs = np.unique((users.astype(np.int64) << 32) | rows.astype(np.int64))
-    u = pairs >> 32
+    pairs = _distinct((users.astype(np.int64) << 32) | rows.astype(np.int64))
+    u = pairs >> 32  # ascending, as the pairs are
     r = pairs & 0xFFFFFFFF
     counts = np.bincount(r)
     top = np.argsort(-counts, kind="stable")[:max_videos]
@@ -198,7 +198,7 @@ def fit(
     col_of[top] = np.arange(len(top))
     keep = col_of[r] >= 0
     uu, cc = u[keep], col_of[r[keep]]
-    _, uu = np.unique(uu, return_inverse=True)
+    uu = np.cumsum(np.concatenate([[0], uu[1:] != uu[:-1]]))  # users renumbered 0, 1, ...
     x = sparse.csr_matrix(
         (np.ones(len(cc), dtype=np.float64), (uu, cc)), shape=(int(uu.max()) + 1, len(top))
     )
@@ -219,21 +219,23 @@ def fit(
     return Fitted(top.astype(np.int64), col_of, weights, engagements, 0.0)
 
 
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """The distinct values of `x`, ascending (np.unique's answer, by a sort: np.unique
+    holds the interpreter lock for most of its time, and requests wait on a fit)."""
+    x = np.sort(x)
+    return x[np.concatenate([[True], x[1:] != x[:-1]])] if len(x) else x
+
+
 def _inverse_spd(a: np.ndarray) -> np.ndarray:
     """The inverse of a symmetric positive definite matrix, computed in `a`'s memory:
-    Cholesky (LAPACK potrf + potri) costs half of a general inverse. LinAlgError when
-    the matrix is not positive definite (`a` is then overwritten)."""
-    n = len(a)
-    factor, info = lapack.dpotrf(a.T, lower=False, clean=False, overwrite_a=True)
-    if info == 0:
-        p, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"not positive definite (LAPACK info {info})")
-    # potri fills the upper triangle: mirror it into the lower, a block of columns at a time
-    step = 256
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        p[stop:, start:stop] = p[start:stop, stop:].T
-        block = p[start:stop, start:stop]
-        block[...] = np.triu(block) + np.triu(block, 1).T
-    return np.asarray(p)
+    Cholesky and its inverse (half the work of a general inverse), by torch, which lets
+    other threads run meanwhile (scipy's LAPACK wrappers hold the interpreter lock for the
+    whole factorisation: seconds in which no request is served). LinAlgError when the
+    matrix is not positive definite (`a` is then overwritten)."""
+    t = torch.from_numpy(a)  # the same memory
+    info = torch.zeros((), dtype=torch.int32)
+    torch.linalg.cholesky_ex(t, out=(t, info))
+    if int(info) != 0:
+        raise np.linalg.LinAlgError(f"not positive definite (minor of order {int(info)})")
+    torch.cholesky_inverse(t, out=t)
+    return a
