@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
 
 _M = TypeVar("_M")
+log = logging.getLogger(__name__)
+
+SLOW_JOB_S = 0.05  # a background job run at least this long is logged, with its time
 
 
 class _Children:
@@ -176,6 +182,32 @@ class Metrics:
             registry=r,
         )
         self.users = Gauge("reelrank_users", "Users with state", registry=r)
+        self.job_seconds = Histogram(
+            "reelrank_background_job_seconds",
+            "Time of one run of a periodic background job (snapshot, log follower, refits...)",
+            ["job"],
+            buckets=(0.001, 0.005, 0.02, 0.05, 0.2, 1.0, 5.0, 30.0),
+            registry=r,
+        )
+
+    def timed_job(self, name: str, job: Callable[[], Any]) -> Callable[[], Any]:
+        """`job`, each run timed into `reelrank_background_job_seconds{job=name}` and
+        logged when it took SLOW_JOB_S or more (a run that long may have held up
+        requests: the log says when, for matching against slow responses)."""
+        child = self.job_seconds.labels(name)
+
+        def run() -> Any:
+            started = time.perf_counter()
+            try:
+                return job()
+            finally:
+                took = time.perf_counter() - started
+                child.observe(took)
+                if took >= SLOW_JOB_S:
+                    log.info("background job %s took %.3f s", name, took)
+
+        run.__name__ = getattr(job, "__name__", name)
+        return run
 
 
 def samples_by_name(registry: CollectorRegistry) -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -198,8 +198,9 @@ class Engine:
         for role, name, interval, job in self._jobs():
             if role not in self.roles:
                 continue
+            args = (interval, self.metrics.timed_job(name, job))
             t = threading.Thread(
-                target=self._every, args=(interval, job), name=f"reelrank-{name}", daemon=True
+                target=self._every, args=args, name=f"reelrank-{name}", daemon=True
             )
             t.start()
             self._threads.append(t)
@@ -293,9 +294,7 @@ class Engine:
     def refresh_indexes(self, force: bool = False) -> bool:
         """Rebuild the two-tower and sequence indexes when their models changed (each on
         its own interval); True when either rebuilt."""
-        a = self.retrieval.refresh(force)
-        b = self.sequence.refresh(force)
-        return a or b
+        return self.retrieval.refresh(force) | self.sequence.refresh(force)  # (both run)
 
     def refit_related(self, throttle: bool = True) -> bool:
         """Refit the related-videos model when its window has grown enough (and, with
