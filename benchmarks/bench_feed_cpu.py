@@ -9,7 +9,8 @@ same data), a child process opens a fresh copy of the store, waits until the con
 index is full and its approximate index trained (a start's first minutes are measured by
 bench_scale, not here), warms up with 50 feeds and serves `--rounds` rounds of `--requests`
 feeds (n=`--n`) for random engaged users, the same users in every tree, recorded as
-served pages are (impressions, seen marks, pool serves).
+served pages are (impressions, seen marks, pool serves). Like `reelrank serve`, the child
+runs torch and the BLAS behind numpy on one thread.
 
 Per tree: wall time per feed (p50, p99, mean; medians over rounds), the request
 thread's CPU per feed, the engine's own pipeline histogram mean, and the mean recall
@@ -84,9 +85,18 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """In the child: open a copy of the store with this tree's code and serve feeds."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
     from benchmarks.bench_scale import make_world
 
     from reelrank.engine import Engine
+
+    # One intra-op thread for torch and for the BLAS behind numpy, as `reelrank serve`
+    # runs (cli.py): a matrix product's helper threads would otherwise do part of a
+    # request's work outside the request thread's CPU time, on the machine's other core.
+    torch.set_num_threads(1)
+    threadpool_limits(1)
 
     w = make_world(args.videos, args.users, args.engaged_users, args.seed)
     copy = tempfile.mkdtemp(prefix="bench-feed-cpu-")

@@ -150,8 +150,9 @@ class FeedService:
         return query
 
     def _log_served(self, request: FeedRequest, feed: Feed) -> None:
+        # Built from the pipeline's own values (checked types): no validation needed.
         served = [
-            Impression(
+            Impression.model_construct(
                 request_id=feed.request_id,
                 position=position,
                 user_id=request.user_id,
