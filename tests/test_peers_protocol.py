@@ -234,3 +234,34 @@ def test_ease_beats_popular_on_planted_taste() -> None:
     ease, _ = ease_fit_rank(split, {"lambda": 10.0}, 10)
     pop, _ = popular_fit_rank(split, {}, 10)
     assert score_rankings(ease, split)["ndcg@10"] > score_rankings(pop, split)["ndcg@10"]
+
+
+def test_the_ablation_replays_each_configuration_with_its_own_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """benchmarks/peers/ablate.py: one replay of the engine per configuration, in the order
+    given, each with its settings (a fusion that scores the user's tastes down ranks
+    worse than the default one on planted tastes), written as JSON."""
+    import json
+
+    from benchmarks.peers.ablate import main
+
+    rng = random.Random(2)
+    films = [(f"{i}", "Drama" if i < 20 else "Comedy") for i in range(40)]
+    rows, ts = [], 0
+    for _ in range(12):
+        for u in range(40):
+            i = (u % 2) * 20 + rng.randrange(20)  # each group watches its own half
+            ts += 60
+            rows.append(f"{u},{i},5.0,{1_600_000_000 + ts}")
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows))
+    (tmp_path / "movies.csv").write_text(
+        "movieId,title,genres\n" + "\n".join(f"{i},Film {i} (2000),{g}" for i, g in films)
+    )
+    down = {"related": -3.0, "affinity": -3.0, "coengaged": -3.0}
+    configs = [{"train": False}, {"train": False, "settings": {"score_weights": down}}]
+    out = tmp_path / "ablation.json"
+    args = ["--data", str(tmp_path), "--protocol", "users", "--output", str(out)]
+    assert main([*args, *(a for c in configs for a in ("--config", json.dumps(c)))]) == 0
+    report = json.loads(out.read_text())
+    assert [row["config"] for row in report["rows"]] == configs
+    default, reversed_tastes = (row["metrics"]["ndcg@10"] for row in report["rows"])
+    assert default > reversed_tastes
