@@ -64,6 +64,15 @@ def test_numpy_arrays_come_back_as_tensors_and_a_tensor_marker_stays_data() -> N
     back = decode(encode(obj))
     assert torch.equal(back["rows"], torch.arange(6, dtype=torch.float32).reshape(2, 3))
     assert back["x"] == {"__tensor__": 1, "y": 2}
+    back["rows"] += 1  # writable: a copy, not a view of the blob
+
+
+def test_tensors_numpy_cannot_hold_come_back_through_the_safetensors_loader() -> None:
+    obj = {"w": torch.arange(4, dtype=torch.bfloat16), "b": torch.ones(2), "ids": ["a", "b"]}
+    back = decode(encode(obj))
+    assert same(back, obj)
+    back["b"] += 1  # writable: a copy, not a view of the blob
+    assert torch.equal(back["b"], torch.full((2,), 2.0))
 
 
 def test_blobs_written_by_torch_save_still_load() -> None:

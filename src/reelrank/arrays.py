@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
+
+# Items one C-level pass handles before the interpreter may switch threads: a pass over a
+# million dict lookups holds the interpreter lock for 100 ms or more, and a request thread
+# waiting for it waits that long; 50,000 at a time keeps each wait to a few milliseconds.
+GIL_CHUNK = 50_000
 
 
 def doubled(capacity: int, need: int) -> int:
@@ -22,3 +29,25 @@ def grown(old: np.ndarray, capacity: int, fill: Any = 0) -> np.ndarray:
     new = np.full((capacity, *old.shape[1:]), fill, dtype=old.dtype)
     new[: len(old)] = old
     return new
+
+
+def looked_up(get: Callable[[Any, int], Any], keys: Sequence[Any], default: int) -> np.ndarray:
+    """`np.array([get(k, default) for k in keys], np.int64)`, by C-level passes of
+    GIL_CHUNK keys (between them, other threads get the interpreter lock)."""
+    out = np.empty(len(keys), dtype=np.int64)
+    for start in range(0, len(keys), GIL_CHUNK):
+        part = keys[start : start + GIL_CHUNK]
+        out[start : start + len(part)] = np.fromiter(
+            map(get, part, repeat(default)), np.int64, len(part)
+        )
+    return out
+
+
+def numbered(keys: Sequence[Any], first: int) -> dict[Any, int]:
+    """`dict(zip(keys, range(first, first + len(keys))))`, by C-level passes of
+    GIL_CHUNK keys (a later repeat of a key wins, as in one pass)."""
+    out: dict[Any, int] = {}
+    for start in range(0, len(keys), GIL_CHUNK):
+        part = keys[start : start + GIL_CHUNK]
+        out.update(zip(part, range(first + start, first + start + len(part)), strict=True))
+    return out

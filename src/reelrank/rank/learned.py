@@ -12,12 +12,12 @@ import json
 import logging
 import threading
 import time
-from itertools import repeat
 from typing import Any
 
 import numpy as np
 import orjson
 
+from ..arrays import looked_up
 from ..state.catalog import VideoTable
 from ..storage.codec import decode
 from ..storage.params import ParamChannel
@@ -166,8 +166,8 @@ class ModelServer:
                 else:
                     assert aligned.names is not None
                     lookup = aligned.names.index.get
-                ints = np.fromiter(map(lookup, changed, repeat(-1)), np.int64, len(changed))
-                rows = np.fromiter(map(table.rows.get, changed, repeat(0)), np.int64, len(changed))
+                ints = looked_up(lookup, changed, -1)
+                rows = looked_up(table.rows.get, changed, 0)
                 ok = (ints >= 0) & (ints < aligned.known)
                 aligned.set(ints[ok], rows[ok])
 
@@ -185,7 +185,7 @@ class ModelServer:
                     assert aligned.names is not None
                     names = aligned.names.names[aligned.known :]
                 n = len(names)
-                rows = np.fromiter(map(table.rows.get, names, repeat(0)), np.int64, n)
+                rows = looked_up(table.rows.get, names, 0)
                 aligned.set(np.arange(aligned.known, aligned.known + n), rows)
                 aligned.known += n
 

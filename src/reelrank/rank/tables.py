@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..arrays import doubled, grown
+from ..arrays import doubled, grown, numbered
 
 
 class ServingTable:
@@ -64,7 +64,7 @@ class ServingTable:
             vectors = np.delete(vectors, at, axis=0)
         else:
             default = None
-        rows = dict(zip(keys, range(1, len(keys) + 1), strict=True))
+        rows = numbered(keys, 1)
         if len(rows) != len(keys):
             return False
         weight = np.zeros((doubled(len(self.weight), len(keys) + 1), self.dim), np.float32)

@@ -91,19 +91,42 @@ def decode(blob: bytes) -> dict[str, Any]:
     return {"slots": slots, "sparse_version": header["sparse_version"]}
 
 
+# safetensors dtypes numpy reads (others, such as BF16, go through safetensors' loader)
+_NUMPY_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
+    "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}  # fmt: skip
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # JSON values holding no tensor
+
+
 def _decode_tensors(raw: bytes) -> dict[str, Any]:
+    """The payload of `encode`. The tensors are read from the safetensors layout (an
+    8-byte header length, a JSON header of dtype, shape and data offsets, the data) and
+    copied by numpy, which lets other threads run meanwhile: safetensors' own loader
+    holds the interpreter lock for the whole copy (175 ms for a 200 MB model, in which
+    no request is served). Lists of plain values (a table's ids) are kept as parsed."""
     (size,) = struct.unpack("<Q", raw[:8])
-    tree = orjson.loads(orjson.loads(raw[8 : 8 + size])["__metadata__"]["payload"])
-    tensors = st_load(raw)
+    header = orjson.loads(raw[8 : 8 + size])
+    tree = orjson.loads(header.pop("__metadata__")["payload"])
+    if all(meta["dtype"] in _NUMPY_DTYPES for meta in header.values()):
+        base = 8 + size
+        tensors = {}
+        for name, meta in header.items():
+            begin, end = meta["data_offsets"]
+            dtype = np.dtype(_NUMPY_DTYPES[meta["dtype"]])
+            flat = np.frombuffer(raw, dtype, (end - begin) // dtype.itemsize, base + begin)
+            tensors[name] = torch.from_numpy(flat.reshape(meta["shape"]).copy())
+    else:
+        tensors = st_load(raw)
 
     def place(x: Any) -> Any:
         if isinstance(x, dict):
             if len(x) == 1 and _TENSOR in x:
                 return tensors[x[_TENSOR]]
             return {k: place(v) for k, v in x.items()}
-        if isinstance(x, list):
+        if isinstance(x, list) and not _PLAIN.issuperset(map(type, x)):  # (a C-level pass)
             return [place(v) for v in x]
-        return x
+        return x  # a plain value, or a list of them (a table's ids): as parsed
 
     out: dict[str, Any] = place(tree)
     return out
