@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +33,7 @@ if __package__ in (None, ""):  # run as a file: make `benchmarks.peers` importab
 from benchmarks.peers.protocol import PROTOCOLS, load_ratings, make_split, validation_split
 from benchmarks.peers.run_peers import DEFAULT_DATA, K, bootstrap_ci, scored
 from benchmarks.peers.systems import reelrank_fit_rank
+from benchmarks.suite import git_state
 
 
 def replay_one(data: str, protocol: str, valid: bool, config: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +92,20 @@ def main(argv: list[str] | None = None) -> int:
         config = json.dumps(row["config"])
         print(f"{m['ndcg@10']:8.4f} {ci:>13} {m['hr@10']:7.4f} {at_end:7.4f}  {config}")
     if args.output is not None:
-        report = {"protocol": args.protocol, "split": split, "rows": rows}
+        report = {
+            "command": shlex.join(
+                [
+                    Path(sys.executable).name,
+                    "-m",
+                    "benchmarks.peers.ablate",
+                    *(sys.argv[1:] if argv is None else argv),
+                ]
+            ),
+            "code": git_state(),
+            "protocol": args.protocol,
+            "split": split,
+            "rows": rows,
+        }
         args.output.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.output}")
     return 0
