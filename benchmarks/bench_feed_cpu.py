@@ -86,9 +86,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """In the child: open a copy of the store with this tree's code and serve feeds."""
     import torch
-    from threadpoolctl import threadpool_limits
-
     from benchmarks.bench_scale import make_world
+    from threadpoolctl import threadpool_limits
 
     from reelrank.engine import Engine
 
