@@ -3,6 +3,8 @@ refresh, always equal to ranking every approved video again."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,8 +74,8 @@ def _by_definition(
 def test_the_kept_lists_answer_as_ranking_every_video_again(seed: int, steps: list[str]) -> None:
     """Whatever is written (engagements, skips and reports that push videos down),
     held, approved, added, or rebased meanwhile, every refresh equals the full ranking by
-    definition; and most refreshes do not rank everything (a version that always ranks
-    everything again, or never does, fails)."""
+    definition; and a refresh with nothing new does not rank everything (a version that
+    always ranks everything again, or never does, fails)."""
     rng = np.random.default_rng(seed)
     table = VideoTable(capacity=128)
     pop = Popularity(capacity=128)
@@ -105,8 +107,12 @@ def test_the_kept_lists_answer_as_ranking_every_video_again(seed: int, steps: li
             assert (order.tolist(), horizon.tolist()) == want
     looks = steps.count("look") + 1
     assert lists.full + lists.incremental == looks
-    if looks >= 10 and steps.count("jump") <= looks // 4:  # a rebase ranks everything
-        assert lists.incremental > lists.full
+    # A look right after another (nothing written between) never ranks everything again,
+    # and the first look always does. (How many of the other looks merge instead of
+    # ranking everything depends on the draw: skips can empty a shortlist.)
+    seq = [*steps, "look"]
+    again = sum(a == b == "look" for a, b in itertools.pairwise(seq))
+    assert lists.full >= 1 and lists.incremental >= again
 
 
 def test_a_refresh_with_nothing_written_ranks_nothing_again() -> None:
