@@ -200,16 +200,24 @@ def _git(src: Path) -> str:
         return "unknown"
 
 
+def store_arguments(
+    p: argparse.ArgumentParser, users: int = 100_000, engaged_users: int = 20_000
+) -> None:
+    """The arguments of the store `build` makes (and of its world's seed), shared by the
+    benchmarks that measure on it."""
+    p.add_argument("--videos", type=int, default=1_000_000)
+    p.add_argument("--users", type=int, default=users)
+    p.add_argument("--engaged-users", type=int, default=engaged_users)
+    p.add_argument("--events-per-user", type=int, default=10)
+    p.add_argument("--seed", type=int, default=11)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--videos", type=int, default=1_000_000)
-    p.add_argument("--users", type=int, default=100_000)
-    p.add_argument("--engaged-users", type=int, default=20_000)
-    p.add_argument("--events-per-user", type=int, default=10)
+    store_arguments(p)
     p.add_argument("--requests", type=int, default=500, help="feeds per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds; medians reported")
     p.add_argument("--n", type=int, default=20, help="feed page size")
-    p.add_argument("--seed", type=int, default=11)
     p.add_argument("--timeout", type=float, default=600.0, help="content index wait, s")
     p.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "bench-feed-cpu"))
     p.add_argument(

@@ -59,10 +59,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
-from benchmarks.bench_feed_cpu import _git, build  # noqa: E402
+from benchmarks.bench_feed_cpu import _git, build, store_arguments  # noqa: E402
 from benchmarks.bench_scale import _react, make_world  # noqa: E402
+from benchmarks.bench_stop_start import _get, server_env  # noqa: E402
 
-KEY = "bench"
+KEY = "bench"  # bench_stop_start's server_env admits it
 PARAMS = (
     "videos",
     "users",
@@ -90,16 +91,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _get(port: int, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=HEADERS)
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
 
 
 def _reactor(port: int, pages: Any, stop: Any, args: argparse.Namespace) -> None:
@@ -130,14 +121,7 @@ def _reactor(port: int, pages: Any, stop: Any, args: argparse.Namespace) -> None
 
 
 def _start(data: Path, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REELRANK_")}
-    env.update(
-        PYTHONPATH=str(args.src),
-        REELRANK_API_KEYS=f"{KEY}=admin",
-        REELRANK_TRAINER="process",
-        REELRANK_CONTENT_EMBEDDER="hashed",
-        REELRANK_LOG_LEVEL="info",
-    )
+    env = server_env(args.src)
     cmd = [sys.executable, "-m", "reelrank.cli", "serve", "--port", str(port)]
     with open(data / "server.log", "ab") as log:
         return subprocess.Popen(
@@ -302,22 +286,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for k in ("examples_trained", "examples", "examples_per_s", "lag_s")
             if trainer.get(k) is not None
         },
-        "ranker": (model.get("serving") or {}).get("ranker") if isinstance(model, dict) else None,
     }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--videos", type=int, default=1_000_000)
-    p.add_argument("--users", type=int, default=100_000)
-    p.add_argument("--engaged-users", type=int, default=20_000)
-    p.add_argument("--events-per-user", type=int, default=10)
+    store_arguments(p)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--rps", type=float, default=20.0, help="feed requests per second")
     p.add_argument("--n", type=int, default=20, help="videos per page")
     p.add_argument("--react", type=int, default=5, help="videos of each page reacted to")
     p.add_argument("--stall-ms", type=float, default=20.0)
-    p.add_argument("--seed", type=int, default=11)
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for readiness")
     p.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "bench-stalls"))
     p.add_argument("--src", type=Path, default=ROOT / "src", help="the source tree the server runs")

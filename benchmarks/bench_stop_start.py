@@ -46,7 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
-from benchmarks.bench_feed_cpu import _git, build  # noqa: E402
+from benchmarks.bench_feed_cpu import _git, build, store_arguments  # noqa: E402
 from benchmarks.bench_scale import make_world  # noqa: E402
 
 
@@ -60,8 +60,10 @@ def _get(port: int, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
         conn.close()
 
 
-def one_round(src: Path, data: Path, port: int, user: str, args: argparse.Namespace) -> dict:
-    """Start, first feed, hold, SIGTERM: seconds of each step."""
+def server_env(src: Path) -> dict[str, str]:
+    """The environment a measured server runs in: `src`'s code, the key `bench` (admin),
+    the trainer as its own process, the hashed embedder, log level info; no other
+    REELRANK_ setting from the caller's environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REELRANK_")}
     env.update(
         PYTHONPATH=str(src),
@@ -70,6 +72,12 @@ def one_round(src: Path, data: Path, port: int, user: str, args: argparse.Namesp
         REELRANK_CONTENT_EMBEDDER="hashed",
         REELRANK_LOG_LEVEL="info",
     )
+    return env
+
+
+def one_round(src: Path, data: Path, port: int, user: str, args: argparse.Namespace) -> dict:
+    """Start, first feed, hold, SIGTERM: seconds of each step."""
+    env = server_env(src)
     if args.trainer_only:
         cmd = [sys.executable, "-m", "reelrank.cli", "train"]
     else:
@@ -114,14 +122,10 @@ def one_round(src: Path, data: Path, port: int, user: str, args: argparse.Namesp
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--videos", type=int, default=1_000_000)
-    p.add_argument("--users", type=int, default=1_000_000)
-    p.add_argument("--engaged-users", type=int, default=200_000)
-    p.add_argument("--events-per-user", type=int, default=10)
+    store_arguments(p, users=1_000_000, engaged_users=200_000)
     p.add_argument("--rounds", type=int, default=4, help="starts per tree; the first apart")
     p.add_argument("--hold", type=float, default=30.0, help="seconds served before SIGTERM")
     p.add_argument("--timeout", type=float, default=600.0)
-    p.add_argument("--seed", type=int, default=11)
     p.add_argument("--port", type=int, default=8191)
     p.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "bench-stop-start"))
     p.add_argument(
