@@ -12,6 +12,7 @@ import pytest
 from reelrank.errors import StorageError
 from reelrank.schema import AuditEntry, Event, Follow, Impression, User, Video
 from reelrank.storage import Store, open_store
+from reelrank.storage.params import open_params
 
 from .conftest import video
 
@@ -617,3 +618,38 @@ def test_the_memory_log_releases_what_its_reader_consumed_and_keeps_counting() -
     release(100, 100)  # past the end: everything read so far, offsets unchanged
     assert log.read(0, 10) == [] and log.last_offset() == 6
     assert log.read_impressions(0, 10) == [] and log.last_impression_offset() == 4
+
+
+# -- the parameter channel -----------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_the_parameter_channel_reads_headers_blobs_and_prunes(kind: str, tmp_path: Path) -> None:
+    """Entries in publish order; a full model's blob only when asked for (`full_blobs`,
+    `blob`); pruning drops what came before a seq except the newest status."""
+    channel = open_params("memory://" if kind == "memory" else f"sqlite:///{tmp_path}/p.db")
+    try:
+        published = [
+            ("status", "v1", b"s1"),
+            ("full", "v1", b"F" * 1000),
+            ("sparse", "v2", b"rows"),
+            ("status", "v2", b"s2"),
+            ("full", "v2", b"G" * 1000),
+            ("dense", "v3", b"weights"),
+        ]
+        seqs = [channel.publish(*e) for e in published]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 6
+        assert channel.read(0, 100) == [(s, *e) for s, e in zip(seqs, published, strict=True)]
+        heads = channel.read(seqs[0], 3, full_blobs=False)
+        assert heads == [(seqs[1], "full", "v1", b""), (seqs[2], "sparse", "v2", b"rows"),
+                         (seqs[3], "status", "v2", b"s2")]  # fmt: skip
+        assert channel.blob(seqs[4]) == b"G" * 1000
+        assert channel.blob(max(seqs) + 1) is None
+        latest = channel.latest("full")
+        assert latest is not None and latest[0] == seqs[4]
+        channel.prune(seqs[4])
+        assert [e[0] for e in channel.read(0, 100)] == [seqs[3], seqs[4], seqs[5]]
+        assert channel.blob(seqs[1]) is None  # pruned
+        channel.publish("status", "v3", b"s3")
+        channel.prune(max(seqs) + 100)
+        assert [e[1:] for e in channel.read(0, 100)] == [("status", "v3", b"s3")]
+    finally:
+        channel.close()

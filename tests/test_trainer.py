@@ -320,6 +320,51 @@ def test_serving_applies_full_sparse_and_dense_and_predicts_like_the_trainer(
             np.testing.assert_allclose(server.predict(feats), want, rtol=0, atol=1e-5)
 
 
+def test_a_checkpoint_reaches_running_servers_without_a_rebuild(
+    eng: Engine, tmp_path: Path
+) -> None:
+    """After a checkpoint a running server applies the pending rows and the new weights as
+    small entries and skips the full model at the version it then holds; a server whose
+    entries were pruned, or one that starts later, loads a full model: all of them
+    predict what the trainer does."""
+    sim = Sim(eng)
+    path = tmp_path / "model" / "trainer.pt"
+    trainer = OnlineTrainer(eng.settings, eng.store, eng.params, checkpoint_path=path)
+    sim.round()
+    catch_up(trainer)
+    trainer.publish_full()
+    running, behind = (ModelServer(eng.params, eng.state.table, min_examples=0) for _ in "ab")
+    running.bootstrap()
+    behind.bootstrap()
+    first = behind.live
+    kept = running.live
+    for checkpoints in (1, 2):
+        sim.round()
+        catch_up(trainer)  # rows and weights the servers have not seen
+        trainer.checkpoint()
+        assert running.poll() >= 4  # sparse, status, dense, full, status
+        assert running.live is kept  # no rebuild
+        assert running.fulls_skipped == checkpoints
+        assert running.version() == trainer.version()
+    # The second checkpoint pruned what came before the first one's full model: the
+    # server that did not poll finds that full model, then the entries after it.
+    kinds = [k for _, k, _, _ in eng.params.read(0, 100)]
+    assert kinds.count("full") == 2 and kinds[0] == "full"
+    behind.poll()
+    assert behind.live is not first and behind.fulls_skipped == 1
+    late = ModelServer(eng.params, eng.state.table, min_examples=0)
+    late.bootstrap()  # the newest full model
+    assert late.fulls_skipped == 0
+    for server in (running, behind, late):
+        assert server.version() == trainer.version()
+        assert server.examples == trainer.examples_trained
+    for user in ("u1", "stranger"):
+        feats, examples = probe(eng, user)
+        want = trainer.predict(examples)
+        for server in (running, behind, late):
+            np.testing.assert_allclose(server.predict(feats), want, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["shared_bottom", "mmoe"])
 def test_the_numpy_ranker_computes_what_the_module_does(arch: str) -> None:
     config = RankerConfig(arch=arch, seed=3)

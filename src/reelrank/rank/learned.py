@@ -56,6 +56,7 @@ class ModelServer:
         self.live: Live | None = None
         self.trainer_status: dict[str, Any] = {}
         self.last_applied = 0.0
+        self.fulls_skipped = 0  # full models not rebuilt: their version was already live
         self._apply_lock = threading.Lock()  # one applier at a time; requests never take it
         self._align_lock = threading.Lock()  # brief: catalog-id resolution and row updates
 
@@ -73,17 +74,30 @@ class ModelServer:
         with self._apply_lock:
             n = 0
             while True:
-                entries = self.channel.read(self.after, 16)
+                entries = self.channel.read(self.after, 16, full_blobs=False)
                 if not entries:
                     return n
-                for seq, kind, _version, blob in entries:
+                for seq, kind, version, blob in entries:
                     try:
-                        self._apply(kind, blob)
+                        if kind == "full":
+                            blob = self._full_blob(seq, version)
+                        if blob is not None:
+                            self._apply(kind, blob)
                     except Exception:
                         log.exception("could not apply %s parameters (seq %d)", kind, seq)
                     self.after = seq
                     n += 1
                 self.last_applied = time.time()
+
+    def _full_blob(self, seq: int, version: str) -> bytes | None:
+        """A full model's blob, or None when there is nothing to load: this server already
+        holds that version (the trainer publishes the same model as sparse and dense
+        entries before it, see `Checkpoints.checkpoint`), or the entry is already pruned
+        (a newer full model follows it)."""
+        if self.live is not None and version == self.version():
+            self.fulls_skipped += 1
+            return None
+        return self.channel.blob(seq)
 
     def _apply(self, kind: str, blob: bytes) -> None:
         if kind == "status":

@@ -24,8 +24,13 @@ class ParamChannel(Protocol):
     def publish(self, kind: str, version: str, blob: bytes) -> int:
         """Append an entry; return its seq."""
 
-    def read(self, after: int, limit: int = 64) -> list[Entry]:
-        """Entries with seq > after, oldest first."""
+    def read(self, after: int, limit: int = 64, full_blobs: bool = True) -> list[Entry]:
+        """Entries with seq > after, oldest first; with `full_blobs=False` a `full`
+        entry comes with an empty blob (`blob(seq)` reads it), so a server that already
+        holds its version never reads hundreds of MB."""
+
+    def blob(self, seq: int) -> bytes | None:
+        """One entry's blob; None once it is pruned."""
 
     def latest(self, kind: str) -> Entry | None:
         """The newest entry of a kind."""
@@ -48,9 +53,16 @@ class MemoryParams:
             self._entries.append((self._seq, kind, version, blob))
             return self._seq
 
-    def read(self, after: int, limit: int = 64) -> list[Entry]:
+    def read(self, after: int, limit: int = 64, full_blobs: bool = True) -> list[Entry]:
         with self._lock:
-            return [e for e in self._entries if e[0] > after][:limit]
+            found = [e for e in self._entries if e[0] > after][:limit]
+        if full_blobs:
+            return found
+        return [(seq, kind, v, b"" if kind == "full" else b) for seq, kind, v, b in found]
+
+    def blob(self, seq: int) -> bytes | None:
+        with self._lock:
+            return next((e[3] for e in self._entries if e[0] == seq), None)
 
     def latest(self, kind: str) -> Entry | None:
         with self._lock:
@@ -59,7 +71,9 @@ class MemoryParams:
 
     def prune(self, before: int) -> None:
         with self._lock:
-            self._entries = [e for e in self._entries if e[0] >= before or e[1] == "status"]
+            statuses = [e[0] for e in self._entries if e[1] == "status"]
+            newest = statuses[-1] if statuses else 0
+            self._entries = [e for e in self._entries if e[0] >= before or e[0] == newest]
 
     def close(self) -> None:
         pass
@@ -86,13 +100,19 @@ class SQLiteParams:
             )
             return int(cur.lastrowid or 0)
 
-    def read(self, after: int, limit: int = 64) -> list[Entry]:
+    def read(self, after: int, limit: int = 64, full_blobs: bool = True) -> list[Entry]:
+        blob = "blob" if full_blobs else "CASE WHEN kind = 'full' THEN x'' ELSE blob END"
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, kind, version, blob FROM params WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT seq, kind, version, {blob} FROM params WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, limit),
             ).fetchall()
         return [(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
+    def blob(self, seq: int) -> bytes | None:
+        with self._lock:
+            r = self._conn.execute("SELECT blob FROM params WHERE seq = ?", (seq,)).fetchone()
+        return bytes(r[0]) if r else None
 
     def latest(self, kind: str) -> Entry | None:
         with self._lock:

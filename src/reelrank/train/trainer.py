@@ -131,6 +131,7 @@ class OnlineTrainer(Checkpoints):
         self._rate: list[tuple[float, int]] = []
         now = time.monotonic()
         self._last_sync = self._last_dense = self._last_checkpoint = now
+        self._full_seq = 0  # the last full model this trainer published
         self.lock = threading.Lock()
 
     # -- the loop ------------------------------------------------------------------------
@@ -324,18 +325,24 @@ class OnlineTrainer(Checkpoints):
 
     def publish_sparse(self) -> None:
         with self.lock:
-            deltas = {s: t.take_delta() for s, t in self.all_tables().items()}
-            if any(d["ids"] or d["evicted"] for d in deltas.values()):
-                self.sparse_version += 1
-                self.params.publish(
-                    "sparse", self.version(), encode_sparse(deltas, self.sparse_version)
-                )
-            self.params.publish("status", self.version(), orjson.dumps(self.status()))
+            self._publish_sparse()
+
+    def _publish_sparse(self) -> None:
+        deltas = {s: t.take_delta() for s, t in self.all_tables().items()}
+        if any(d["ids"] or d["evicted"] for d in deltas.values()):
+            self.sparse_version += 1
+            self.params.publish(
+                "sparse", self.version(), encode_sparse(deltas, self.sparse_version)
+            )
+        self.params.publish("status", self.version(), orjson.dumps(self.status()))
 
     def publish_dense(self) -> None:
         with self.lock:
             self.dense_version += 1
-            self.params.publish("dense", self.version(), encode(self._dense_payload()))
+            self._publish_dense()
+
+    def _publish_dense(self) -> None:
+        self.params.publish("dense", self.version(), encode(self._dense_payload()))
 
     def _dense_payload(self) -> dict[str, Any]:
         """The weights every publication carries: ranker, two-tower and sequence model."""
@@ -348,20 +355,28 @@ class OnlineTrainer(Checkpoints):
             "examples": self.examples_trained,
         }
 
-    def publish_full(self, bump: bool = True) -> None:
-        """Everything serving needs to start from; older entries are pruned."""
+    def publish_full(self) -> None:
+        """Everything serving needs to start from, at a new version; the entries before the
+        previous one are pruned."""
         with self.lock:
-            for t in self.all_tables().values():
-                t.take_delta()  # the full snapshot includes what was pending
-            if bump:
-                self.dense_version += 1  # new weights: a new version
-            slots = {s: _delta_tensors(t.full_delta()) for s, t in self.all_tables().items()}
-            blob = encode(
-                {**self._dense_payload(), "slots": slots, "sparse_version": self.sparse_version}
-            )
-            seq = self.params.publish("full", self.version(), blob)
-            self.params.publish("status", self.version(), orjson.dumps(self.status()))
-        self.params.prune(seq)
+            self.dense_version += 1
+            before = self._publish_full()
+        self.params.prune(before)
+
+    def _publish_full(self) -> int:
+        for t in self.all_tables().values():
+            t.take_delta()  # the full snapshot includes what was pending
+        slots = {s: _delta_tensors(t.full_delta()) for s, t in self.all_tables().items()}
+        blob = encode(
+            {**self._dense_payload(), "slots": slots, "sparse_version": self.sparse_version}
+        )
+        seq = self.params.publish("full", self.version(), blob)
+        self.params.publish("status", self.version(), orjson.dumps(self.status()))
+        # What to prune: everything before the previous full model, so a running server
+        # that polls within one checkpoint interval still finds the entries that lead to
+        # this one and never needs to load it.
+        prune, self._full_seq = self._full_seq, seq
+        return prune
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
