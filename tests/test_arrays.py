@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reelrank.arrays import doubled, grown
+from reelrank.arrays import Mirror, doubled, grown
 
 
 @given(capacity=st.integers(0, 5000), need=st.integers(0, 100_000))
@@ -60,3 +60,45 @@ def test_chunked_lookups_and_numbering_are_the_one_pass_answers(
         assert arrays_module.numbered(keys, 3) == one_pass
     finally:
         arrays_module.GIL_CHUNK = saved
+
+
+@settings(max_examples=200)
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from([np.int8, np.int64, np.float32, np.float64]),
+            st.integers(0, 300),
+            st.sampled_from([(), (3,)]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_mirror_copies_exactly_and_reuses_its_buffers(
+    calls: list[tuple[str, type, int, tuple[int, ...]]],
+) -> None:
+    """Each copy equals its source and does not follow it afterwards; a copy under a name
+    whose buffer fits writes into the same memory as the last one (nothing allocated)."""
+    mirror = Mirror()
+    rng = np.random.default_rng(0)
+    last: dict[str, np.ndarray] = {}
+    for name, dtype, n, tail in calls:
+        src = (rng.normal(size=(n, *tail)) * 50).astype(dtype)
+        before = last.get(name)
+        fits = (
+            before is not None
+            and before.dtype == src.dtype
+            and before.shape[1:] == src.shape[1:]
+            and n <= len(mirror._buffers[name])
+        )
+        out = mirror(name, src)
+        assert out.dtype == src.dtype and out.shape == src.shape
+        np.testing.assert_array_equal(out, src)
+        assert not np.shares_memory(out, src)
+        if fits and before is not None and n and len(before):
+            assert out.base is before.base  # the same buffer, written again
+        src += 1  # the source moves on; the copy does not
+        np.testing.assert_array_equal(out + 1, src)
+        last[name] = out
+    assert mirror.nbytes == sum(b.nbytes for b in mirror._buffers.values())

@@ -144,6 +144,13 @@ def test_a_snapshot_after_a_snapshot_serialises_only_the_users_written_since(
     after = eng.state.user_blobs
     assert {u for u in after if after[u] is before.get(u)} == {"u0", "u3", "u4", "u5"}
     live = {u: s.to_json() for u, s in eng.state.users.items()}
+    # The per-video columns of the second snapshot are copied into the first one's
+    # buffers: the restore must hold the second's values.
+    columns = {
+        "totals": eng.state.counters.totals[:30].copy(),
+        "popularity": eng.state.popularity.values[:30].copy(),
+        "pool_served": eng.state.pools.served[:30].copy(),
+    }
     eng._stop.set()  # abandoned without a final snapshot, as after a crash
     eng.store.close()
 
@@ -151,6 +158,9 @@ def test_a_snapshot_after_a_snapshot_serialises_only_the_users_written_since(
     try:
         assert resumed.state.offset == 62
         assert {u: s.to_json() for u, s in resumed.state.users.items()} == live
+        np.testing.assert_array_equal(resumed.state.counters.totals[:30], columns["totals"])
+        np.testing.assert_array_equal(resumed.state.popularity.values[:30], columns["popularity"])
+        np.testing.assert_array_equal(resumed.state.pools.served[:30], columns["pool_served"])
         # The first snapshot after a start serialises only the users written since it:
         # the others keep the bytes the restored snapshot held for them.
         assert resumed.state.dirty_users == set() and set(resumed.state.user_blobs) == set(live)

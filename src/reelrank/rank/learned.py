@@ -77,10 +77,9 @@ class ModelServer:
                 entries = self.channel.read(self.after, 16, full_blobs=False)
                 if not entries:
                     return n
-                for seq, kind, version, blob in entries:
+                for seq, kind, version, header_blob in entries:
                     try:
-                        if kind == "full":
-                            blob = self._full_blob(seq, version)
+                        blob = self._full_blob(seq, version) if kind == "full" else header_blob
                         if blob is not None:
                             self._apply(kind, blob)
                     except Exception:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..arrays import doubled, grown
+from ..arrays import Copy, copied, doubled, grown
 from ..schema import EventType
 
 # A new catalog's rates of each action per view: the prior that smoothed rates start from
@@ -121,11 +121,11 @@ class VideoCounters:
         f = self.decay_factor(now)
         return {name: round(float(self.decayed[row, i]) * f, 4) for i, name in enumerate(COUNTERS)}
 
-    def to_arrays(self, size: int) -> dict[str, np.ndarray]:
+    def to_arrays(self, size: int, copy: Copy = copied) -> dict[str, np.ndarray]:
         return {
-            "totals": self.totals[:size].copy(),
-            "decayed": self.decayed[:size].copy(),
-            "hotness": self.hotness[:size].copy(),
+            "totals": copy("totals", self.totals[:size]),
+            "decayed": copy("decayed", self.decayed[:size]),
+            "hotness": copy("hotness", self.hotness[:size]),
             "catalog_totals": self.catalog_totals.copy(),
             "t0": np.array([math.nan if self.t0 is None else self.t0]),
         }

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..arrays import Copy, copied
+
 # Per video row: (name, dtype, fill). All grow together and go into snapshots.
 ROW_ARRAYS: tuple[tuple[str, Any, float], ...] = (
     ("stage", np.int8, 0),
@@ -41,9 +43,9 @@ class PoolSnapshots:
     def ensure(self, rows: int) -> None:
         raise NotImplementedError
 
-    def to_arrays(self, size: int) -> dict[str, np.ndarray]:
+    def to_arrays(self, size: int, copy: Copy = copied) -> dict[str, np.ndarray]:
         out = {
-            f"pool_{name}": getattr(self, name)[:size].copy()
+            f"pool_{name}": copy(f"pool_{name}", getattr(self, name)[:size])
             for name in [n for n, _, _ in ROW_ARRAYS] + ["counts"]
         }
         keys = list(self.impressions)

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ..arrays import doubled, grown
+from ..arrays import Copy, copied, doubled, grown
 from ..schema import EventType
 from .counters import HOTNESS_WEIGHTS
 
@@ -108,9 +108,9 @@ class Popularity:
         ok = mean > 0
         return np.maximum(self.values[rows], 0.0) / np.where(ok, mean, 1.0) * ok
 
-    def to_arrays(self, size: int) -> dict[str, np.ndarray]:
+    def to_arrays(self, size: int, copy: Copy = copied) -> dict[str, np.ndarray]:
         return {
-            "popularity": self.values[:size].copy(),
+            "popularity": copy("popularity", self.values[:size]),
             "popularity_totals": self.totals.copy(),
             "popularity_t0": np.array([math.nan if self.t0 is None else self.t0]),
         }

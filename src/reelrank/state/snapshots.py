@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..arrays import Mirror
 from ..storage import StateStore
 from .columnar import MAGIC, pack, unpack
 from .fold import StateFold
@@ -25,13 +26,17 @@ class Snapshots:
 
     Under the writer lock only the users written since the last snapshot are serialised
     again; the others keep the bytes the last one made, so the lock is held for what
-    changed, not for every user; the co-engagement graph's changes are copied under it and
-    serialised after. One snapshot at a time, in the order taken."""
+    changed, not for every user; the per-video columns are copied under it into buffers
+    kept from one snapshot to the next, and the co-engagement graph's changes are copied
+    under it and serialised after. One snapshot at a time, in the order taken."""
 
     def __init__(self, fold: StateFold, store: StateStore) -> None:
         self.fold = fold
         self.store = store
         self._writing = threading.Lock()
+        # The per-video columns are copied under the lock into buffers kept between
+        # snapshots (valid until the next one, which waits for `_writing`).
+        self._mirror = Mirror()
 
     def save(self, offsets: Callable[[], tuple[int, int]]) -> None:
         """Write the snapshot; `offsets` gives the event and impression offsets the state
@@ -60,9 +65,10 @@ class Snapshots:
                 "reporters": {str(r): sorted(u) for r, u in f.reporters.items()},
                 "saved_at": time.time(),
             }
-            arrays = f.counters.to_arrays(f.table.size)
-            arrays.update(f.pools.to_arrays(f.table.size))
-            arrays.update(f.popularity.to_arrays(f.table.size))
+            size, mirror = f.table.size, self._mirror
+            arrays = f.counters.to_arrays(size, mirror)
+            arrays.update(f.pools.to_arrays(size, mirror))
+            arrays.update(f.popularity.to_arrays(size, mirror))
             arrays.update(f.related.to_arrays())
             graph = f.coengagement.changes()  # copies; converted after the lock
         arrays.update(f.coengagement.to_arrays(graph))

@@ -22,6 +22,7 @@ import torch
 from ..rank.model import MultiTaskRanker, RankerConfig
 from ..schema import Impression
 from ..storage import EventLog, Store
+from ..storage.params import ParamChannel
 from .champion import ChampionChallenger
 from .embedding import EmbeddingTable
 from .joiner import Example, SampleJoiner
@@ -38,6 +39,7 @@ class Checkpoints:
 
     checkpoint_path: Path | None
     store: Store
+    params: ParamChannel
     lock: threading.Lock
     config: RankerConfig
     model: MultiTaskRanker
