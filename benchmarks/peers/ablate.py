@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import shlex
 import sys
 import time
@@ -72,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     for config in args.config:
         if not isinstance(config, dict) or set(config) - {"settings", "train"}:
             p.error(f"--config {json.dumps(config)}: an object with `settings` and `train`")
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    # Spawned, not forked: a child forked after the parent ran torch's OpenMP threads can
+    # hang in its first parallel region (the related model's Cholesky did, in a test run).
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=spawn) as pool:
         rows = list(
             pool.map(
                 replay_one,

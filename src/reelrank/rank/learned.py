@@ -77,26 +77,19 @@ class ModelServer:
                 entries = self.channel.read(self.after, 16, full_blobs=False)
                 if not entries:
                     return n
-                for seq, kind, version, header_blob in entries:
+                for seq, kind, version, blob in entries:
                     try:
-                        blob = self._full_blob(seq, version) if kind == "full" else header_blob
-                        if blob is not None:
-                            self._apply(kind, blob)
+                        # A full model at the version held was sent as sparse and dense
+                        # entries first (`Checkpoints.checkpoint`): not read, not rebuilt.
+                        if kind == "full" and self.live and version == self.version():
+                            self.fulls_skipped += 1
+                        elif kind != "full" or (blob := self.channel.blob(seq) or b""):
+                            self._apply(kind, blob)  # (a pruned full: a newer one follows)
                     except Exception:
                         log.exception("could not apply %s parameters (seq %d)", kind, seq)
                     self.after = seq
                     n += 1
                 self.last_applied = time.time()
-
-    def _full_blob(self, seq: int, version: str) -> bytes | None:
-        """A full model's blob, or None when there is nothing to load: this server already
-        holds that version (the trainer publishes the same model as sparse and dense
-        entries before it, see `Checkpoints.checkpoint`), or the entry is already pruned
-        (a newer full model follows it)."""
-        if self.live is not None and version == self.version():
-            self.fulls_skipped += 1
-            return None
-        return self.channel.blob(seq)
 
     def _apply(self, kind: str, blob: bytes) -> None:
         if kind == "status":

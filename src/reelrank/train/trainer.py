@@ -9,7 +9,6 @@ so a restart resumes exactly where the checkpoint left off.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import torch
 from torch.nn import functional as F
 
@@ -27,7 +25,6 @@ from ..rank.model import HEADS, MultiTaskRanker, RankerConfig
 from ..rank.sequence import SEQ_SLOT, SequenceConfig
 from ..rank.two_tower import TwoTowerConfig
 from ..storage import Store
-from ..storage.codec import encode, encode_sparse
 from ..storage.params import ParamChannel
 from .batch import tensors
 from .champion import ChampionChallenger
@@ -35,6 +32,7 @@ from .checkpoint import Checkpoints
 from .embedding import EmbeddingTable
 from .joiner import Example, SampleJoiner
 from .metrics import ProgressiveMetrics
+from .publishing import Publishing
 from .sequence import SequenceLearner
 from .two_tower import TwoTowerLearner
 
@@ -61,7 +59,7 @@ def ranker_config(settings: Settings) -> RankerConfig:
     )
 
 
-class OnlineTrainer(Checkpoints):
+class OnlineTrainer(Publishing, Checkpoints):
     def __init__(
         self,
         settings: Settings,
@@ -307,9 +305,6 @@ class OnlineTrainer(Checkpoints):
             return torch.sigmoid(self.model(single, tags, mask, dense)).numpy()
 
     # -- publishing ----------------------------------------------------------------------
-    def version(self) -> str:
-        return f"mtl-{self.dense_version}.{self.sparse_version}"
-
     def maybe_publish(self) -> None:
         now = time.monotonic()
         s = self.settings
@@ -322,61 +317,6 @@ class OnlineTrainer(Checkpoints):
         if now - self._last_checkpoint >= s.checkpoint_interval_s:
             self.checkpoint()
             self._last_checkpoint = now
-
-    def publish_sparse(self) -> None:
-        with self.lock:
-            self._publish_sparse()
-
-    def _publish_sparse(self) -> None:
-        deltas = {s: t.take_delta() for s, t in self.all_tables().items()}
-        if any(d["ids"] or d["evicted"] for d in deltas.values()):
-            self.sparse_version += 1
-            self.params.publish(
-                "sparse", self.version(), encode_sparse(deltas, self.sparse_version)
-            )
-        self.params.publish("status", self.version(), orjson.dumps(self.status()))
-
-    def publish_dense(self) -> None:
-        with self.lock:
-            self.dense_version += 1
-            self._publish_dense()
-
-    def _publish_dense(self) -> None:
-        self.params.publish("dense", self.version(), encode(self._dense_payload()))
-
-    def _dense_payload(self) -> dict[str, Any]:
-        """The weights every publication carries: ranker, two-tower and sequence model."""
-        return {
-            "config": json.dumps(self.config.to_json()),
-            "state": self.model.state_dict(),
-            "tt": self.tt.payload(),
-            "seq": self.sequence.payload(),
-            "dense_version": self.dense_version,
-            "examples": self.examples_trained,
-        }
-
-    def publish_full(self) -> None:
-        """Everything serving needs to start from, at a new version; the entries before the
-        previous one are pruned."""
-        with self.lock:
-            self.dense_version += 1
-            before = self._publish_full()
-        self.params.prune(before)
-
-    def _publish_full(self) -> int:
-        for t in self.all_tables().values():
-            t.take_delta()  # the full snapshot includes what was pending
-        slots = {s: _delta_tensors(t.full_delta()) for s, t in self.all_tables().items()}
-        blob = encode(
-            {**self._dense_payload(), "slots": slots, "sparse_version": self.sparse_version}
-        )
-        seq = self.params.publish("full", self.version(), blob)
-        self.params.publish("status", self.version(), orjson.dumps(self.status()))
-        # What to prune: everything before the previous full model, so a running server
-        # that polls within one checkpoint interval still finds the entries that lead to
-        # this one and never needs to load it.
-        prune, self._full_seq = self._full_seq, seq
-        return prune
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -402,8 +342,3 @@ class OnlineTrainer(Checkpoints):
             "sequence": self.sequence.status(),
             "published_at": time.time(),
         }
-
-
-def _delta_tensors(delta: dict[str, Any]) -> dict[str, Any]:
-    """A table delta with its vectors as a tensor (the codec stores tensors as raw buffers)."""
-    return {**delta, "vectors": torch.from_numpy(np.ascontiguousarray(delta["vectors"]))}
