@@ -643,8 +643,9 @@ def test_the_parameter_channel_reads_headers_blobs_and_prunes(kind: str, tmp_pat
                          (seqs[3], "status", "v2", b"s2")]  # fmt: skip
         assert channel.blob(seqs[4]) == b"G" * 1000
         assert channel.blob(max(seqs) + 1) is None
-        latest = channel.latest("full")
-        assert latest is not None and latest[0] == seqs[4]
+        assert channel.latest("full") == (seqs[4], "full", "v2", b"G" * 1000)
+        assert channel.latest("full", blob=False) == (seqs[4], "full", "v2", b"")
+        assert channel.latest("nothing") is None
         channel.prune(seqs[4])
         assert [e[0] for e in channel.read(0, 100)] == [seqs[3], seqs[4], seqs[5]]
         assert channel.blob(seqs[1]) is None  # pruned

@@ -63,7 +63,7 @@ class ModelServer:
     # -- applying ------------------------------------------------------------------------
     def bootstrap(self) -> None:
         """Start from the newest full snapshot, then apply what came after it."""
-        full = self.channel.latest("full")
+        full = self.channel.latest("full", blob=False)  # its seq: poll reads it
         if full is not None:
             with self._apply_lock:
                 self.after = full[0] - 1

@@ -32,8 +32,8 @@ class ParamChannel(Protocol):
     def blob(self, seq: int) -> bytes | None:
         """One entry's blob; None once it is pruned."""
 
-    def latest(self, kind: str) -> Entry | None:
-        """The newest entry of a kind."""
+    def latest(self, kind: str, blob: bool = True) -> Entry | None:
+        """The newest entry of a kind (with an empty blob when `blob` is False)."""
 
     def prune(self, before: int) -> None:
         """Drop entries with seq < before, except the newest `status`."""
@@ -64,10 +64,12 @@ class MemoryParams:
         with self._lock:
             return next((e[3] for e in self._entries if e[0] == seq), None)
 
-    def latest(self, kind: str) -> Entry | None:
+    def latest(self, kind: str, blob: bool = True) -> Entry | None:
         with self._lock:
             found = [e for e in self._entries if e[1] == kind]
-        return found[-1] if found else None
+        if not found:
+            return None
+        return found[-1] if blob else (*found[-1][:3], b"")
 
     def prune(self, before: int) -> None:
         with self._lock:
@@ -114,11 +116,12 @@ class SQLiteParams:
             r = self._conn.execute("SELECT blob FROM params WHERE seq = ?", (seq,)).fetchone()
         return bytes(r[0]) if r else None
 
-    def latest(self, kind: str) -> Entry | None:
+    def latest(self, kind: str, blob: bool = True) -> Entry | None:
+        column = "blob" if blob else "x''"
         with self._lock:
             r = self._conn.execute(
-                "SELECT seq, kind, version, blob FROM params WHERE kind = ? "
-                "ORDER BY seq DESC LIMIT 1",
+                f"SELECT seq, kind, version, {column} FROM params "
+                "WHERE kind = ? ORDER BY seq DESC LIMIT 1",
                 (kind,),
             ).fetchone()
         return (r[0], r[1], r[2], bytes(r[3])) if r else None
