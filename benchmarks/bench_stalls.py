@@ -83,7 +83,7 @@ WORK_LINE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: "
     r"(background job (?P<job>\S+) took (?P<took>[\d.]+) s"
     r"|(?P<what>\w+ index rebuilt): .* in (?P<secs>[\d.]+) s"
-    r"|(?P<ann>approximate index (?:built|trained)).*)$"
+    r"|(?P<ann>approximate index (?:built|trained|refined)).*)$"
 )
 
 
@@ -276,10 +276,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "reaction_events": reactions.get("events"),
         "work_logged": {
             name: {
-                "runs": sum(e["work"] == name for e in logged),
-                "max_s": max(e["s"] for e in logged if e["work"] == name),
+                "runs": len(took),
+                "max_s": max(took),
+                "median_s": round(float(np.median(took)), 3),
+                "total_s": round(sum(took), 3),
+                "each_s": took,
             }
             for name in sorted({e["work"] for e in logged})
+            for took in [[e["s"] for e in logged if e["work"] == name]]
         },
         "trainer": {
             k: trainer[k]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reelrank.config import Settings, load_settings, parse_api_keys, settings_table
+from reelrank.config import Settings, load_settings, settings_table
 from reelrank.errors import ConfigError
+from reelrank.grammar import parse_api_keys
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 DEFAULTS = Settings()

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reelrank.config import ROLES, parse_roles
 from reelrank.engine import Engine
 from reelrank.errors import ConfigError
+from reelrank.grammar import ROLES, parse_roles
 
 from .conftest import ADMIN, KEYS, make_settings
 from .server import ServerProcess
@@ -37,6 +37,34 @@ def test_roles_parse_and_name_what_is_wrong() -> None:
             parse_roles(split, SQLITE)
     with pytest.raises(ConfigError, match="setting roles"):
         make_settings(Path("."), roles="api")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have no niceness")
+def test_rebuild_threads_yield_the_cpu_and_request_side_jobs_do_not(tmp_path: Path) -> None:
+    """The index rebuilds and the related-videos fit run at `rebuild_nice` below the
+    process; the jobs requests wait on (model sync, the log follower, snapshots) and the
+    process itself stay where they were."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    eng = Engine(make_settings(tmp_path, rebuild_nice=7)).open()
+    try:
+        threads = {t.name: t for t in eng._threads}
+
+        def nice_of(name: str) -> int:
+            native = threads[name].native_id
+            assert native is not None
+            return os.getpriority(os.PRIO_PROCESS, native)
+
+        low = ("reelrank-retrieval", "reelrank-related")
+        deadline = time.monotonic() + 10
+        while any(nice_of(n) != min(19, base + 7) for n in low) and time.monotonic() < deadline:
+            time.sleep(0.01)  # each thread lowers itself as it starts
+        for name in low:
+            assert nice_of(name) == min(19, base + 7), name
+        for name in ("reelrank-model-sync", "reelrank-log-follower", "reelrank-snapshot"):
+            assert nice_of(name) == base, name
+        assert os.getpriority(os.PRIO_PROCESS, 0) == base  # this thread, the process's
+    finally:
+        eng.close()
 
 
 def test_a_process_without_the_trainer_role_starts_no_trainer(tmp_path: Path) -> None:

@@ -171,6 +171,35 @@ def test_new_edited_and_taken_down_videos_reach_the_index_at_once(tmp_path: Path
         eng.close()
 
 
+def test_a_rebuild_after_new_weights_refines_the_last_indexs_cells(tmp_path: Path) -> None:
+    """The index rebuilt for newer weights starts k-means from the cells of the index it
+    replaces (no clustering from scratch in the serving process) and still finds what
+    exact search over the new vectors finds."""
+    eng, world, trainer = _trained(tmp_path, rounds=3, ann_min_vectors=200)
+    try:
+        first = eng.retrieval.index
+        assert first is not None and first.approximate and first.trainings == 1
+        _round(eng, world, np.random.default_rng(4))
+        trainer.step()
+        trainer.drain()
+        trainer.publish_full()
+        eng.model.poll()
+        assert eng.retrieval.refresh(force=True)
+        index = eng.retrieval.index
+        assert index is not None and index is not first and index.approximate
+        assert index.refinements == 1 and index.trainings == 0
+        recalls = []
+        for viewer in world.viewers[:40]:
+            vec = eng.retrieval.user_vector(_query(eng, viewer.id))
+            assert vec is not None
+            approx, _ = index.search(vec, 50)
+            exact, _ = index.search(vec, 50, exact=True)
+            recalls.append(len(set(approx.tolist()) & set(exact.tolist())) / 50)
+        assert np.mean(recalls) >= 0.9, np.mean(recalls)
+    finally:
+        eng.close()
+
+
 def test_frequency_estimate_tracks_how_often_videos_recur() -> None:
     freq = FrequencyEstimate(buckets=1 << 16)
     for step in range(400):

@@ -579,3 +579,75 @@ def test_an_index_seeded_with_kept_cells_builds_without_training_and_answers_the
     grown.upsert(np.arange(n), x)
     grown.build_now()
     assert grown.trainings == 1
+
+
+def test_a_warm_started_index_refines_earlier_cells_to_where_the_vectors_moved() -> None:
+    """A retrieval model's next index starts k-means from the last index's cells: after
+    the vectors moved (a rotation, as a model's space drifts between rebuilds) the
+    refined cells follow them (recall as good as exact search at a small nprobe, where
+    the stale cells lose a sixth of it) and each cell stays the one it started from, so
+    rebuilds continue one clustering. Limits as for `seed`."""
+    n, dim = 20_000, 32
+    x = clustered(n, dim, 1)
+    first = VectorIndex(dim, ann_min=NEVER, nprobe=8, background=False)
+    assert first.cells() is None  # exact search: no cells yet
+    first.upsert(np.arange(n), x)
+    first.build_now()
+    found = first.cells()
+    assert found is not None
+    cells, trained_at = found
+    assert trained_at == n and cells.shape == (512, dim)
+    cells = cells[np.random.default_rng(3).permutation(len(cells))]  # any order is kept
+
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(dim, dim)) * 0.2
+    rot, r = np.linalg.qr(np.eye(dim) + a - a.T)
+    rot = rot * np.sign(np.diag(r))  # a proper rotation near the identity
+    moved = (x @ rot).astype(np.float32)
+    queries = clustered(100, dim, 2) @ rot
+
+    def recall(idx: VectorIndex) -> float:
+        got = []
+        for q in queries:
+            approx, _ = idx.search(q, 50)
+            exact, _ = idx.search(q, 50, exact=True)
+            got.append(len(set(approx.tolist()) & set(exact.tolist())) / 50)
+        return float(np.mean(got))
+
+    warm = VectorIndex(dim, ann_min=NEVER, nprobe=8, background=False)
+    warm.warm_start(cells, trained_at)
+    warm.upsert(np.arange(n), moved)
+    warm.build_now()
+    assert warm.refinements == 1 and warm.trainings == 0
+    refined = warm.cells()
+    assert refined is not None and refined[1] == trained_at
+    followed = unit(cells @ rot)
+    assert np.mean(np.sum(unit(refined[0]) * followed, axis=1)) > 0.7  # cell i stayed cell i
+
+    stale = VectorIndex(dim, ann_min=NEVER, nprobe=8, background=False)
+    stale.seed(cells, trained_at)  # the old cells as they were
+    stale.upsert(np.arange(n), moved)
+    stale.build_now()
+    assert recall(warm) >= 0.97
+    assert recall(stale) <= recall(warm) - 0.08
+
+    other = VectorIndex(dim + 1, ann_min=NEVER, background=False)
+    other.warm_start(cells, trained_at)  # another dimension: ignored
+    other.upsert(np.arange(n), clustered(n, dim + 1, 1))
+    other.build_now()
+    assert other.trainings == 1 and other.refinements == 0
+
+    few = VectorIndex(dim, ann_min=NEVER, background=False)
+    few.warm_start(cells, trained_at)  # 512 cells need 39 vectors each: kept for later
+    few.upsert(np.arange(1000), moved[:1000])
+    few.build_now()
+    assert few.trainings == 1 and few.refinements == 0
+    few.upsert(np.arange(n), moved)
+    few.build_now()
+    assert few.refinements == 1
+
+    grown = VectorIndex(dim, ann_min=NEVER, background=False)
+    grown.warm_start(cells, n // 4)  # 4x the vectors the cells were first trained on
+    grown.upsert(np.arange(n), moved)
+    grown.build_now()
+    assert grown.trainings == 1 and grown.refinements == 0

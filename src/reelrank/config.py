@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-
-SCOPES = ("ingest", "feed", "admin")
-ROLES = ("api", "worker", "lifecycle", "trainer")  # a process's parts, `roles`
+from .grammar import parse_api_keys, parse_roles
 
 
 def _doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
@@ -389,6 +387,12 @@ class Settings:
         "Niceness added to the trainer process, so serving wins the CPU when both want it.",
         10,
     )
+    rebuild_nice: int = _doc(
+        "Niceness added to the serving process's rebuild threads (the two-tower and sequence "
+        "indexes, the related-videos fit) where threads have their own (Linux), so requests "
+        "win the CPU over them; 0 leaves them at the process's.",
+        10,
+    )
     ranker_arch: str = _doc("Ranker network: `shared_bottom` or `mmoe`.", "shared_bottom")
     embedding_dim: int = _doc("Embedding size per sparse feature slot.", 16)
     embedding_capacity: int = _doc("Most rows per embedding table (bounds memory).", 2_000_000)
@@ -471,53 +475,6 @@ class Settings:
             return ExperimentBook(experiment_knobs(self), specs, started_at)
         except (InvalidInput, Conflict) as exc:
             raise ConfigError(f"setting experiments: {exc}") from None
-
-
-def parse_roles(spec: str, store_url: str) -> frozenset[str]:
-    """`api,worker,lifecycle` -> that set; `all` -> every role. Over an embedded store the
-    online state is the serving process's own, so the roles that read or write it run
-    together there."""
-    names = {r.strip().lower() for r in spec.split(",") if r.strip()}
-    if names == {"all"}:
-        return frozenset(ROLES)
-    unknown = sorted(names - set(ROLES))
-    if not names or unknown:
-        raise ConfigError(
-            f"setting roles: unknown or no roles {unknown}; use all or some of {', '.join(ROLES)}"
-        )
-    stateful = names & {"api", "worker", "lifecycle"}
-    embedded = store_url.startswith(("sqlite:", "memory:"))
-    if embedded and stateful and stateful != {"api", "worker", "lifecycle"}:
-        raise ConfigError(
-            f"setting roles: {','.join(sorted(names))} over {store_url.split(':')[0]}:// would "
-            "split the online state, which lives in the serving process there: run api, "
-            "worker and lifecycle together (or all), and the trainer alone if you like"
-        )
-    return frozenset(names)
-
-
-def parse_api_keys(spec: str) -> dict[str, frozenset[str]]:
-    """`k1=ingest,feed;k2=admin` -> {"k1": {"ingest", "feed"}, "k2": {"admin"}}."""
-    keys: dict[str, frozenset[str]] = {}
-    for part in spec.split(";"):
-        part = part.strip()
-        if not part:
-            continue
-        key, sep, scopes = part.partition("=")
-        key = key.strip()
-        if key in keys:
-            raise ConfigError(f"api_keys: key {key[:4]}… is listed twice")
-        if not sep or not key:
-            raise ConfigError(f"api_keys: expected key=scope[,scope] but got {part!r}")
-        names = {s.strip() for s in scopes.split(",") if s.strip()}
-        unknown = names - set(SCOPES)
-        if not names or unknown:
-            raise ConfigError(
-                f"api_keys: key {key[:4]}… has unknown or no scopes {sorted(unknown)}; "
-                f"use {', '.join(SCOPES)}"
-            )
-        keys[key] = frozenset(names)
-    return keys
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -688,6 +645,7 @@ def _validate(s: Settings) -> None:
         (s.checkpoint_interval_s > 0, "checkpoint_interval_s", "must be positive"),
         (s.model_poll_s > 0, "model_poll_s", "must be positive"),
         (0 <= s.trainer_nice <= 19, "trainer_nice", "must be 0..19"),
+        (0 <= s.rebuild_nice <= 19, "rebuild_nice", "must be 0..19"),
         (s.model_min_examples >= 0, "model_min_examples", "must not be negative"),
         (
             s.learned_ranker in ("champion", "always"),

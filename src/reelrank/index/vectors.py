@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import faiss
@@ -26,49 +25,14 @@ import numpy as np
 import torch
 
 from ..arrays import doubled, grown
+from .rwlock import RWLock
 
 log = logging.getLogger(__name__)
 
 faiss.omp_set_num_threads(1)  # one query per request: threads cost more than they save
 
 
-class RWLock:
-    """Many readers or one writer; a waiting writer holds off new readers."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writing = False
-        self._waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writing or self._waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting += 1
-            while self._writing or self._readers:
-                self._cond.wait()
-            self._waiting -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
+WARM_ITERS = 4  # k-means iterations of a warm-started training (a fresh one runs ten)
 
 
 def _fetch(k: int) -> int:
@@ -113,6 +77,8 @@ class VectorIndex:
         # each training, to keep them for a restart (see `seed`).
         self.on_trained: Callable[[np.ndarray, int], None] | None = None
         self._seed: tuple[np.ndarray, int] | None = None
+        self._warm: tuple[np.ndarray, int] | None = None
+        self.refinements = 0  # trainings that started from an earlier index's cells
 
     # -- writes ----------------------------------------------------------------------------
     def upsert(self, keys: np.ndarray, vectors: np.ndarray) -> None:
@@ -197,6 +163,29 @@ class VectorIndex:
         if shaped and trained_at > 0 and np.isfinite(centroids).all():
             self._seed = (np.ascontiguousarray(centroids), int(trained_at))
 
+    def warm_start(self, centroids: np.ndarray, trained_at: int) -> None:
+        """Cells of an index over an earlier version of the same vectors (a retrieval
+        model a few minutes older) for the next build to start k-means from: a few
+        iterations on half the sample (`WARM_ITERS`) move them to the vectors as they
+        are now, instead of ten from random points. Across rebuilds this continues one
+        clustering (a model that drifted far is followed over a few builds, not lost). The
+        same limits as `seed`: ignored when of another dimension, or by a build over 4x
+        the vectors they were first trained on (it trains afresh and picks its own number
+        of cells)."""
+        centroids = np.asarray(centroids, dtype=np.float32)
+        shaped = centroids.ndim == 2 and len(centroids) > 0 and centroids.shape[1] == self.dim
+        if shaped and trained_at > 0 and np.isfinite(centroids).all():
+            self._warm = (np.ascontiguousarray(centroids), int(trained_at))
+
+    def cells(self) -> tuple[np.ndarray, int] | None:
+        """The approximate index's cell centroids and the vector count they were first
+        trained on (for `warm_start` or `seed`), None while search is exact."""
+        with self._lock.read():
+            ivf, trained_at = self._ivf, self._trained_at
+        if ivf is None:
+            return None
+        return ivf.quantizer.reconstruct_n(0, ivf.nlist), trained_at
+
     def build_now(self) -> None:
         """Train and swap in the approximate index in this thread (tests and benchmarks);
         a build already running finishes first."""
@@ -220,24 +209,46 @@ class VectorIndex:
         with self._lock.read():
             keys = np.flatnonzero(self.live)
             vecs = self.vectors[keys]
-        seed = self._seed
-        quantizer = faiss.IndexFlatIP(self.dim)
-        trained = None
+        seed, warm = self._seed, self._warm
         if seed is not None and len(keys) >= 4 * seed[1]:
             self._seed = seed = None  # outgrown: trained afresh, as it would have been
-        if seed is not None and len(seed[0]) <= len(keys):
-            self._seed = None
+        if seed is not None and len(seed[0]) > len(keys):
+            seed = None  # fewer vectors than cells: kept for a later build
+        if warm is not None and len(keys) >= 4 * warm[1]:
+            self._warm = warm = None
+        if warm is not None and len(warm[0]) * 39 > len(keys):
+            warm = None  # too few vectors to refine every cell: kept for a later build
+        if seed is not None:
+            self._seed = warm = None
+        elif warm is not None:
+            self._warm = None
+        quantizer = faiss.IndexFlatIP(self.dim)
+        trained = None
+        rng = np.random.default_rng(0)
+        if seed is not None:
             centroids, trained_at = seed
             nlist = len(centroids)
             quantizer.add(centroids)  # a quantizer holding nlist centroids: trained
             ivf: Any = _ivf(quantizer, self.dim, nlist)
             ivf.train(vecs[:nlist])  # the cells are given: this trains nothing but the codes
             assert ivf.is_trained
+        elif warm is not None:
+            centroids, trained_at = warm
+            nlist = len(centroids)
+            ivf = _ivf(quantizer, self.dim, nlist)
+            clustering = faiss.Clustering(self.dim, nlist, ivf.cp)  # spherical, as ivf.train
+            clustering.niter = WARM_ITERS
+            faiss.copy_array_to_vector(centroids.ravel(), clustering.centroids)  # the start
+            sample = vecs[rng.permutation(len(vecs))[: nlist * 32]]
+            clustering.train(sample, quantizer)  # leaves the refined cells in the quantizer
+            ivf.train(vecs[:nlist])  # only the codes: the quantizer holds nlist cells
+            assert ivf.is_trained and quantizer.ntotal == nlist
+            trained = quantizer.reconstruct_n(0, nlist)
+            self.refinements += 1
         else:
             nlist = max(16, int(4 * math.sqrt(len(keys))))
             nlist = min(nlist, max(1, len(keys) // 39))
             ivf = _ivf(quantizer, self.dim, nlist)
-            rng = np.random.default_rng(0)
             sample = vecs[rng.permutation(len(vecs))[: nlist * 64]]
             ivf.train(sample)
             trained_at = len(keys)
@@ -256,8 +267,10 @@ class VectorIndex:
         if trained is None:
             log.info("approximate index built: %d vectors in %d stored cells", len(keys), nlist)
             return
-        self.trainings += 1
-        log.info("approximate index trained: %d vectors, %d cells", len(keys), nlist)
+        if warm is None:
+            self.trainings += 1
+        how = "refined from earlier cells" if warm is not None else "trained"
+        log.info("approximate index %s: %d vectors, %d cells", how, len(keys), nlist)
         if self.on_trained is not None:
             self.on_trained(trained, trained_at)
 

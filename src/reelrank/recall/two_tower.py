@@ -4,7 +4,9 @@ neighbour search (exact, then faiss IVF once the catalog is large).
 `RetrievalIndex` keeps the video vectors in step with the model: every
 `two_tower_refresh_s` after new weights arrive it recomputes all of them into a new index
 and swaps it in; videos uploaded or edited in between are placed (or removed) at once with
-the current weights.
+the current weights. A new index's cells start from the last index's (a few k-means
+iterations follow the model's drift), so a rebuild costs the vectors and their placement,
+not a clustering from scratch.
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ class RetrievalIndex:
             vectors = [self._vectors(rows[i : i + CHUNK]) for i in range(0, len(rows), CHUNK)]
             dim = vectors[0].shape[1] if vectors else self._vectors(rows[:0]).shape[1]
             index = self._new_index(dim)
+            earlier = self.index.cells() if self.index is not None else None
+            if earlier is not None:  # the model moved a little: refine its cells, not anew
+                index.warm_start(*earlier)
             if len(rows):  # at ann_min or more, this upsert trains the IVF index once
                 index.upsert(rows, np.concatenate(vectors))
             with self._lock:  # videos placed during the build, in order, then the swap

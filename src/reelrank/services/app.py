@@ -22,6 +22,7 @@ from ..content.replica import CatalogReplica
 from ..ingest.events import IngestResult
 from ..metrics import Metrics
 from ..pipeline.feed import Feed, FeedPipeline
+from ..priority import lower_thread_priority
 from ..rank.cascade import RankCascade
 from ..rank.heuristic import HeuristicScorer
 from ..rank.learned import ModelServer
@@ -42,6 +43,7 @@ from .views import Views
 log = logging.getLogger(__name__)
 
 CLOCKED_JOBS = ("catalog-follower", "log-follower", "lifecycle")  # tick()'s, by event time
+REBUILD_JOBS = ("retrieval", "related")  # whole rebuilds: their threads yield to requests
 
 
 class Engine:
@@ -125,14 +127,8 @@ class Engine:
 
     def _retrieval_index(self, kind: str) -> RetrievalIndex:
         s = self.settings
-        return RetrievalIndex(
-            self.model,
-            self.state.table,
-            s.two_tower_refresh_s,
-            s.ann_min_vectors,
-            s.ann_nprobe,
-            kind=kind,
-        )
+        knobs = (s.two_tower_refresh_s, s.ann_min_vectors, s.ann_nprobe)
+        return RetrievalIndex(self.model, self.state.table, *knobs, kind=kind)
 
     def _pipeline(self) -> FeedPipeline:
         s, state = self.settings, self.state
@@ -198,7 +194,8 @@ class Engine:
         for role, name, interval, job in self._jobs():
             if role not in self.roles:
                 continue
-            args = (interval, self.metrics.timed_job(name, job))
+            nice = self.settings.rebuild_nice if name in REBUILD_JOBS else 0
+            args = (interval, self.metrics.timed_job(name, job), nice)
             t = threading.Thread(
                 target=self._every, args=args, name=f"reelrank-{name}", daemon=True
             )
@@ -235,7 +232,8 @@ class Engine:
                 job()
         self.refit_related(throttle=False)
 
-    def _every(self, interval: float, job: Any) -> None:
+    def _every(self, interval: float, job: Any, nice: int = 0) -> None:
+        lower_thread_priority(nice)
         while not self._stop.wait(interval):
             try:
                 job()
