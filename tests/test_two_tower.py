@@ -196,6 +196,11 @@ def test_a_rebuild_after_new_weights_refines_the_last_indexs_cells(tmp_path: Pat
             exact, _ = index.search(vec, 50, exact=True)
             recalls.append(len(set(approx.tolist()) & set(exact.tolist())) / 50)
         assert np.mean(recalls) >= 0.9, np.mean(recalls)
+        # A stopping process gives a rebuild up rather than waiting for it to finish.
+        assert eng.retrieval.stop is not None
+        eng.retrieval.stop.set()
+        assert not eng.retrieval.refresh(force=True)
+        assert eng.retrieval.index is index
     finally:
         eng.close()
 

@@ -651,3 +651,36 @@ def test_a_warm_started_index_refines_earlier_cells_to_where_the_vectors_moved()
     grown.upsert(np.arange(n), moved)
     grown.build_now()
     assert grown.trainings == 1 and grown.refinements == 0
+
+
+def test_a_cancelled_build_gives_up_and_search_stays_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`cancel` set (the process is stopping) gives a build up between its steps: no
+    approximate index is swapped in, searches stay exact and right; cleared, the next
+    build goes through."""
+    monkeypatch.setattr(vectors_module, "ADD_CHUNK", 1000)
+    n, dim = 5_000, 16
+    x = clustered(n, dim, 1)
+    idx = VectorIndex(dim, ann_min=NEVER, background=False)
+    idx.upsert(np.arange(n), x)
+    idx.cancel = threading.Event()
+    added = []
+    real = faiss.IndexIVFScalarQuantizer.add_with_ids
+
+    def add_then_stop(self: Any, *args: Any) -> None:  # the stop arrives mid-build
+        added.append(1)
+        real(self, *args)
+        assert idx.cancel is not None
+        idx.cancel.set()
+
+    monkeypatch.setattr(faiss.IndexIVFScalarQuantizer, "add_with_ids", add_then_stop)
+    idx.build_now()
+    assert len(added) == 1 and not idx.approximate and not idx.building
+    q = x[7]
+    keys, _ = idx.search(q, 5)
+    assert keys[0] == 7
+    monkeypatch.setattr(faiss.IndexIVFScalarQuantizer, "add_with_ids", real)
+    idx.cancel.clear()
+    idx.build_now()
+    assert idx.approximate and idx.search(q, 5)[0][0] == 7

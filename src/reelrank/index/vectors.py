@@ -33,6 +33,11 @@ faiss.omp_set_num_threads(1)  # one query per request: threads cost more than th
 
 
 WARM_ITERS = 4  # k-means iterations of a warm-started training (a fresh one runs ten)
+ADD_CHUNK = 131_072  # vectors placed in the lists per call during a build
+
+
+class _Cancelled(Exception):
+    """A build given up because `VectorIndex.cancel` was set."""
 
 
 def _fetch(k: int) -> int:
@@ -77,6 +82,9 @@ class VectorIndex:
         # each training, to keep them for a restart (see `seed`).
         self.on_trained: Callable[[np.ndarray, int], None] | None = None
         self._seed: tuple[np.ndarray, int] | None = None
+        # Set to give up a build at its next step (the process is stopping): search stays
+        # as it was (exact, or the last approximate index).
+        self.cancel: threading.Event | None = None
         self._warm: tuple[np.ndarray, int] | None = None
         self.refinements = 0  # trainings that started from an earlier index's cells
 
@@ -198,6 +206,8 @@ class VectorIndex:
                 self._pending = []
             try:
                 self._train_and_swap()
+            except _Cancelled:
+                log.info("building the approximate index was abandoned: stopping")
             except Exception:
                 log.exception("building the approximate index failed; exact search continues")
             finally:
@@ -255,7 +265,10 @@ class VectorIndex:
             trained = quantizer.reconstruct_n(0, nlist)
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
         ivf.nprobe = self.nprobe
-        ivf.add_with_ids(vecs, keys)
+        for start in range(0, len(keys), ADD_CHUNK):  # a stop waits for one chunk at most
+            if self.cancel is not None and self.cancel.is_set():
+                raise _Cancelled
+            ivf.add_with_ids(vecs[start : start + ADD_CHUNK], keys[start : start + ADD_CHUNK])
         with self._lock.write():
             for pk, pv in self._pending:  # writes that raced the build, in order
                 ivf.remove_ids(pk)

@@ -41,8 +41,10 @@ class RetrievalIndex:
         ann_min: int,
         nprobe: int,
         kind: str = "two_tower",
+        stop: threading.Event | None = None,
     ) -> None:
         self.model = model
+        self.stop = stop  # set when the process stops: a rebuild under way is given up
         self.kind = kind
         if kind == "two_tower":
             self._version, self._vectors = model.retrieval_version, model.tt_video_vectors
@@ -91,14 +93,21 @@ class RetrievalIndex:
         try:
             size = self.table.size
             rows = np.flatnonzero(self.table.approved[:size])
-            vectors = [self._vectors(rows[i : i + CHUNK]) for i in range(0, len(rows), CHUNK)]
+            vectors = []
+            for i in range(0, len(rows), CHUNK):
+                if self._stopping():
+                    return False
+                vectors.append(self._vectors(rows[i : i + CHUNK]))
             dim = vectors[0].shape[1] if vectors else self._vectors(rows[:0]).shape[1]
             index = self._new_index(dim)
+            index.cancel = self.stop
             earlier = self.index.cells() if self.index is not None else None
             if earlier is not None:  # the model moved a little: refine its cells, not anew
                 index.warm_start(*earlier)
             if len(rows):  # at ann_min or more, this upsert trains the IVF index once
                 index.upsert(rows, np.concatenate(vectors))
+            if self._stopping():
+                return False
             with self._lock:  # videos placed during the build, in order, then the swap
                 self._place(index, self._pending)
                 self.index = index
@@ -110,6 +119,12 @@ class RetrievalIndex:
         self.built_at = time.monotonic()
         self.build_s = time.perf_counter() - started
         log.info("%s index rebuilt: %d videos in %.2f s", self.kind, len(rows), self.build_s)
+        return True
+
+    def _stopping(self) -> bool:
+        if self.stop is None or not self.stop.is_set():
+            return False
+        log.info("%s index rebuild given up: stopping", self.kind)
         return True
 
     def place(self, placed: list[tuple[int, Video]]) -> None:

@@ -60,6 +60,7 @@ class Engine:
         self.event_clock = clock
         self.clock: Clock = clock if clock is not None else time.time
         self.roles = settings.role_set()
+        self._stop = threading.Event()  # set by close(): jobs end, rebuilds are given up
         self.store = store or open_store(settings.store_url(), settings.sqlite_synchronous)
         self.metrics = Metrics()
         embedder = make_embedder(settings.content_embedder, settings.content_dim)
@@ -121,14 +122,13 @@ class Engine:
             self.metrics,
         )
         self.trainer: Any = None  # OnlineTrainer (thread mode) or a Process (process mode)
-        self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._ticked: dict[str, float] = {}  # job -> event time it last ran (tick())
 
     def _retrieval_index(self, kind: str) -> RetrievalIndex:
         s = self.settings
         knobs = (s.two_tower_refresh_s, s.ann_min_vectors, s.ann_nprobe)
-        return RetrievalIndex(self.model, self.state.table, *knobs, kind=kind)
+        return RetrievalIndex(self.model, self.state.table, *knobs, kind=kind, stop=self._stop)
 
     def _pipeline(self) -> FeedPipeline:
         s, state = self.settings, self.state
