@@ -83,7 +83,7 @@ WORK_LINE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: "
     r"(background job (?P<job>\S+) took (?P<took>[\d.]+) s"
     r"|(?P<what>\w+ index rebuilt): .* in (?P<secs>[\d.]+) s"
-    r"|(?P<ann>approximate index (?:built|trained|refined)).*)$"
+    r"|(?P<ann>approximate index (?:built|trained|refined)|\w+ index rebuild given up).*)$"
 )
 
 
@@ -122,6 +122,9 @@ def _reactor(port: int, pages: Any, stop: Any, args: argparse.Namespace) -> None
 
 def _start(data: Path, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     env = server_env(args.src)
+    for setting in args.set:  # KEY=VALUE
+        key, _, value = setting.partition("=")
+        env[f"REELRANK_{key.strip().upper()}"] = value.strip()
     cmd = [sys.executable, "-m", "reelrank.cli", "serve", "--port", str(port)]
     with open(data / "server.log", "ab") as log:
         return subprocess.Popen(
@@ -227,10 +230,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model = json.loads(body) if status == 200 else {}
     finally:
         stop.set()
+        stop_s = None
         if proc.poll() is None:
+            stopping = time.perf_counter()
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=120)
+                stop_s = round(time.perf_counter() - stopping, 2)
             except subprocess.TimeoutExpired:
                 proc.kill()
         if reactor is not None and reactor.is_alive():
@@ -257,8 +263,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         minutes.append({"minute": m + 1, "p50_ms": _pct(part, 50), "p99_ms": _pct(part, 99),
                         "max_ms": round(float(part.max()), 1) if len(part) else None})  # fmt: skip
     trainer = (model.get("trainer") or {}) if isinstance(model, dict) else {}
+    given_up = [e["work"] for e in logged if e["start"] >= began and "given up" in e["work"]]
     return {
         "ready_s": round(ready_s, 1),
+        "stop_s": stop_s,  # SIGTERM to exit, after the run
+        "rebuilds_given_up_at_stop": len(given_up),
         "requests": len(x),
         "achieved_rps": round(len(x) / (60.0 * args.minutes), 2),
         "errors": errors,
@@ -304,6 +313,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for readiness")
     p.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "bench-stalls"))
     p.add_argument("--src", type=Path, default=ROOT / "src", help="the source tree the server runs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for the server, e.g. rebuild_nice=0 (repeatable)")  # fmt: skip
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "bench_stalls.json"))
     args = p.parse_args(argv)
     load_before = os.getloadavg()
@@ -313,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "bench_stalls",
         "commit": _git(args.src),
         "params": {k: getattr(args, k) for k in PARAMS},
+        "settings": args.set,
         "store_build_s": built.get("seconds"),
         "machine": {
             "cpus": os.cpu_count(),
