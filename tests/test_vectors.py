@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import reelrank.index.cells as cells_module
 import reelrank.index.vectors as vectors_module
 from reelrank.index.vectors import VectorIndex
 
@@ -418,7 +419,7 @@ def join_builds() -> None:
 
 def start_gated_build(monkeypatch: pytest.MonkeyPatch, gate: GatedFaiss, dim: int = 16,
                       n: int = 3_000) -> tuple[VectorIndex, np.ndarray]:  # fmt: skip
-    monkeypatch.setattr(vectors_module, "faiss", gate)
+    monkeypatch.setattr(cells_module, "faiss", gate)  # where the lists are made
     idx = VectorIndex(dim, ann_min=n, background=True)
     x = clustered(n, dim, 0)
     idx.upsert(np.arange(n), x)
@@ -525,7 +526,7 @@ def test_a_failed_build_does_not_replay_stale_writes(monkeypatch: pytest.MonkeyP
     join_builds()
     assert not idx.approximate
     idx.remove(np.array([8_000]))
-    monkeypatch.setattr(vectors_module, "faiss", faiss)
+    monkeypatch.setattr(cells_module, "faiss", faiss)
     idx.build_now()
     assert idx.approximate
     assert 8_000 not in idx.search(v, 10)[0].tolist()
@@ -681,6 +682,20 @@ def test_a_cancelled_build_gives_up_and_search_stays_as_it_was(
     keys, _ = idx.search(q, 5)
     assert keys[0] == 7
     monkeypatch.setattr(faiss.IndexIVFScalarQuantizer, "add_with_ids", real)
+    idx.cancel.clear()
+    iterations = []
+    train = faiss.Clustering.train
+
+    def iterate_then_stop(self: Any, *args: Any) -> None:  # the stop arrives in k-means
+        iterations.append(1)
+        train(self, *args)
+        assert idx.cancel is not None
+        idx.cancel.set()
+
+    monkeypatch.setattr(faiss.Clustering, "train", iterate_then_stop)
+    idx.build_now()
+    assert len(iterations) == 1 and not idx.approximate  # one iteration of ten, then given up
+    monkeypatch.setattr(faiss.Clustering, "train", train)
     idx.cancel.clear()
     idx.build_now()
     assert idx.approximate and idx.search(q, 5)[0][0] == 7

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..arrays import doubled, grown
+from .cells import cluster, ivf_index
 from .rwlock import RWLock
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,6 @@ def _fetch(k: int) -> int:
     """Keys an approximate search asks its lists for to return k: a few more, so that the
     exact scores, not the half-precision codes, decide which k are returned."""
     return k + k // 8 + 8
-
-
-def _ivf(quantizer: Any, dim: int, nlist: int) -> Any:
-    """An inverted-file index over `quantizer`'s cells, vectors stored in half precision."""
-    return faiss.IndexIVFScalarQuantizer(
-        quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
-    )
 
 
 class VectorIndex:
@@ -172,14 +166,11 @@ class VectorIndex:
             self._seed = (np.ascontiguousarray(centroids), int(trained_at))
 
     def warm_start(self, centroids: np.ndarray, trained_at: int) -> None:
-        """Cells of an index over an earlier version of the same vectors (a retrieval
-        model a few minutes older) for the next build to start k-means from: a few
-        iterations on half the sample (`WARM_ITERS`) move them to the vectors as they
-        are now, instead of ten from random points. Across rebuilds this continues one
-        clustering (a model that drifted far is followed over a few builds, not lost). The
-        same limits as `seed`: ignored when of another dimension, or by a build over 4x
-        the vectors they were first trained on (it trains afresh and picks its own number
-        of cells)."""
+        """Cells of an index over an earlier version of these vectors (a retrieval model
+        a few minutes older) for the next build to start k-means from: `WARM_ITERS`
+        iterations on half the sample instead of ten from random points, continuing one
+        clustering across rebuilds. Ignored as `seed` is: another dimension, or a build
+        over 4x the vectors they were first trained on (it trains afresh)."""
         centroids = np.asarray(centroids, dtype=np.float32)
         shaped = centroids.ndim == 2 and len(centroids) > 0 and centroids.shape[1] == self.dim
         if shaped and trained_at > 0 and np.isfinite(centroids).all():
@@ -239,35 +230,29 @@ class VectorIndex:
             centroids, trained_at = seed
             nlist = len(centroids)
             quantizer.add(centroids)  # a quantizer holding nlist centroids: trained
-            ivf: Any = _ivf(quantizer, self.dim, nlist)
+            ivf: Any = ivf_index(quantizer, self.dim, nlist)
             ivf.train(vecs[:nlist])  # the cells are given: this trains nothing but the codes
             assert ivf.is_trained
         elif warm is not None:
             centroids, trained_at = warm
             nlist = len(centroids)
-            ivf = _ivf(quantizer, self.dim, nlist)
-            clustering = faiss.Clustering(self.dim, nlist, ivf.cp)  # spherical, as ivf.train
-            clustering.niter = WARM_ITERS
-            faiss.copy_array_to_vector(centroids.ravel(), clustering.centroids)  # the start
+            ivf = ivf_index(quantizer, self.dim, nlist)
             sample = vecs[rng.permutation(len(vecs))[: nlist * 32]]
-            clustering.train(sample, quantizer)  # leaves the refined cells in the quantizer
-            ivf.train(vecs[:nlist])  # only the codes: the quantizer holds nlist cells
-            assert ivf.is_trained and quantizer.ntotal == nlist
+            cluster(ivf, sample, centroids, WARM_ITERS, self._check_cancel)
             trained = quantizer.reconstruct_n(0, nlist)
             self.refinements += 1
         else:
             nlist = max(16, int(4 * math.sqrt(len(keys))))
             nlist = min(nlist, max(1, len(keys) // 39))
-            ivf = _ivf(quantizer, self.dim, nlist)
+            ivf = ivf_index(quantizer, self.dim, nlist)
             sample = vecs[rng.permutation(len(vecs))[: nlist * 64]]
-            ivf.train(sample)
+            cluster(ivf, sample, None, ivf.cp.niter, self._check_cancel)
             trained_at = len(keys)
             trained = quantizer.reconstruct_n(0, nlist)
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
         ivf.nprobe = self.nprobe
         for start in range(0, len(keys), ADD_CHUNK):  # a stop waits for one chunk at most
-            if self.cancel is not None and self.cancel.is_set():
-                raise _Cancelled
+            self._check_cancel()
             ivf.add_with_ids(vecs[start : start + ADD_CHUNK], keys[start : start + ADD_CHUNK])
         with self._lock.write():
             for pk, pv in self._pending:  # writes that raced the build, in order
@@ -286,6 +271,10 @@ class VectorIndex:
         log.info("approximate index %s: %d vectors, %d cells", how, len(keys), nlist)
         if self.on_trained is not None:
             self.on_trained(trained, trained_at)
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise _Cancelled
 
     # -- reads ---------------------------------------------------------------------------
     def search(
