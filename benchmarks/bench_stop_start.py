@@ -63,7 +63,10 @@ def _get(port: int, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
 def server_env(src: Path) -> dict[str, str]:
     """The environment a measured server runs in: `src`'s code, the key `bench` (admin),
     the trainer as its own process, the hashed embedder, log level info; no other
-    REELRANK_ setting from the caller's environment."""
+    REELRANK_ setting from the caller's environment. A `src` without the package is an
+    error: the server would quietly run whatever reelrank is installed instead."""
+    if not (Path(src) / "reelrank" / "__init__.py").is_file():
+        raise SystemExit(f"{src} holds no reelrank package")
     env = {k: v for k, v in os.environ.items() if not k.startswith("REELRANK_")}
     env.update(
         PYTHONPATH=str(src),
