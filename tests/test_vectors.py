@@ -665,37 +665,27 @@ def test_a_cancelled_build_gives_up_and_search_stays_as_it_was(
     x = clustered(n, dim, 1)
     idx = VectorIndex(dim, ann_min=NEVER, background=False)
     idx.upsert(np.arange(n), x)
-    idx.cancel = threading.Event()
-    added = []
-    real = faiss.IndexIVFScalarQuantizer.add_with_ids
-
-    def add_then_stop(self: Any, *args: Any) -> None:  # the stop arrives mid-build
-        added.append(1)
-        real(self, *args)
-        assert idx.cancel is not None
-        idx.cancel.set()
-
-    monkeypatch.setattr(faiss.IndexIVFScalarQuantizer, "add_with_ids", add_then_stop)
-    idx.build_now()
-    assert len(added) == 1 and not idx.approximate and not idx.building
+    cancel = idx.cancel = threading.Event()
     q = x[7]
-    keys, _ = idx.search(q, 5)
-    assert keys[0] == 7
-    monkeypatch.setattr(faiss.IndexIVFScalarQuantizer, "add_with_ids", real)
-    idx.cancel.clear()
-    iterations = []
-    train = faiss.Clustering.train
+    # The stop arrives during the k-means (after one of its ten iterations), then during
+    # the additions to the lists (after one chunk of five).
+    for owner, name in [
+        (faiss.Clustering, "train"),
+        (faiss.IndexIVFScalarQuantizer, "add_with_ids"),
+    ]:
+        calls = []
+        real = getattr(owner, name)
 
-    def iterate_then_stop(self: Any, *args: Any) -> None:  # the stop arrives in k-means
-        iterations.append(1)
-        train(self, *args)
-        assert idx.cancel is not None
-        idx.cancel.set()
+        def then_stop(self: Any, *args: Any, real: Any = real, calls: list[int] = calls) -> None:
+            calls.append(1)
+            real(self, *args)
+            cancel.set()
 
-    monkeypatch.setattr(faiss.Clustering, "train", iterate_then_stop)
-    idx.build_now()
-    assert len(iterations) == 1 and not idx.approximate  # one iteration of ten, then given up
-    monkeypatch.setattr(faiss.Clustering, "train", train)
-    idx.cancel.clear()
+        monkeypatch.setattr(owner, name, then_stop)
+        idx.build_now()
+        assert len(calls) == 1 and not idx.approximate and not idx.building, name
+        assert idx.search(q, 5)[0][0] == 7
+        monkeypatch.setattr(owner, name, real)
+        cancel.clear()
     idx.build_now()
     assert idx.approximate and idx.search(q, 5)[0][0] == 7
