@@ -184,7 +184,20 @@ def test_a_rebuild_after_new_weights_refines_the_last_indexs_cells(tmp_path: Pat
         trainer.drain()
         trainer.publish_full()
         eng.model.poll()
+        assert eng.model_status()["serving"]["retrieval"]["building_s"] is None
+        during = []
+        vectors = eng.retrieval._vectors
+
+        def looked_at(rows: np.ndarray) -> np.ndarray:  # what /v1/model says mid-rebuild
+            during.append(eng.model_status()["serving"]["retrieval"])
+            return vectors(rows)
+
+        eng.retrieval._vectors = looked_at
         assert eng.retrieval.refresh(force=True)
+        eng.retrieval._vectors = vectors
+        assert during and during[0]["building_s"] is not None and during[0]["building_s"] >= 0
+        assert during[0]["ready"] and during[0]["videos"] == len(first)  # the old one serves
+        assert eng.model_status()["serving"]["retrieval"]["building_s"] is None
         index = eng.retrieval.index
         assert index is not None and index is not first and index.approximate
         assert index.refinements == 1 and index.trainings == 0

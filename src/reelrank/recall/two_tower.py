@@ -65,6 +65,7 @@ class RetrievalIndex:
         self._refreshing = threading.Lock()  # one refresh at a time
         self._lock = threading.Lock()  # guards `_building` and `_pending`
         self._building = False
+        self._build_started = 0.0  # monotonic time the running (or last) refresh began
         self._pending: list[tuple[int, Video]] = []  # placed while a refresh runs
 
     def _new_index(self, dim: int) -> VectorIndex:
@@ -90,6 +91,7 @@ class RetrievalIndex:
         started = time.perf_counter()
         with self._lock:
             self._building = True
+            self._build_started = time.monotonic()
         try:
             size = self.table.size
             rows = np.flatnonzero(self.table.approved[:size])
@@ -184,6 +186,10 @@ class RetrievalIndex:
             "model_version": list(self.version) if self.version else None,
             "last_build_s": round(self.build_s, 3) if index is not None else None,
             "age_s": round(time.monotonic() - self.built_at, 1) if index is not None else None,
+            # seconds into a rebuild under way (the index above serves meanwhile), else None
+            "building_s": (
+                round(time.monotonic() - self._build_started, 1) if self._building else None
+            ),
         }
 
 
