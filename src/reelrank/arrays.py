@@ -49,10 +49,10 @@ class Mirror:
         self._buffers: dict[str, np.ndarray] = {}
 
     def __call__(self, name: str, src: np.ndarray) -> np.ndarray:
-        buf = self._buffers.get(name)
-        fits = buf is not None and buf.dtype == src.dtype and buf.shape[1:] == src.shape[1:]
         if src.ndim == 0:
             return src.copy()
+        buf = self._buffers.get(name)
+        fits = buf is not None and buf.dtype == src.dtype and buf.shape[1:] == src.shape[1:]
         if buf is None or not fits or len(buf) < len(src):
             have = len(buf) if buf is not None and fits else 0
             buf = np.empty((doubled(have, len(src)), *src.shape[1:]), src.dtype)

@@ -81,10 +81,12 @@ class ModelServer:
                     try:
                         # A full model at the version held was sent as sparse and dense
                         # entries first (`Checkpoints.checkpoint`): not read, not rebuilt.
-                        if kind == "full" and self.live and version == self.version():
+                        if kind != "full":
+                            self._apply(kind, blob)
+                        elif self.live is not None and version == self.version():
                             self.fulls_skipped += 1
-                        elif kind != "full" or (blob := self.channel.blob(seq) or b""):
-                            self._apply(kind, blob)  # (a pruned full: a newer one follows)
+                        elif (full := self.channel.blob(seq)) is not None:
+                            self._apply(kind, full)  # (None once pruned: a newer one follows)
                     except Exception:
                         log.exception("could not apply %s parameters (seq %d)", kind, seq)
                     self.after = seq
