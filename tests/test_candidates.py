@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reelrank.engine import Engine
-from reelrank.rank.signals import rate_lifts, views
+from reelrank.rank.signals import _weigh, _weigh_ids, rate_lifts, views
 from reelrank.rerank.filters import DuplicateFilter
 from reelrank.types import Candidates, FeedRequest, marked
 
@@ -68,6 +68,29 @@ def test_the_duplicate_filter_keeps_each_video_at_its_first_place(cands: Candida
 def test_marked_rows_are_exactly_those_listed(rows: list[int], among: list[int]) -> None:
     got = marked(np.array(rows, np.int64), np.array(among, np.int64))
     assert got.tolist() == [r in set(among) for r in rows]
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.integers(0, 3000), st.floats(-5, 5, allow_nan=False), max_size=40),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.integers(-1, 3000), max_size=64),
+)
+def test_a_vocabulary_lookup_weighs_each_id_as_the_binary_search_does(
+    calls: list[dict[int, float]], values: list[int]
+) -> None:
+    """The id-indexed table gives every id its weight, 0 for ids without one and for -1,
+    exactly as the binary search does, and is left zeroed: a call never sees an earlier
+    call's weights (calls of growing ranges make the table grow between them)."""
+    got = np.array(values, dtype=np.int32).reshape(-1, 1)
+    for weights in calls:
+        keys = np.array(sorted(weights), dtype=np.int64)
+        vals = np.array([weights[k] for k in sorted(weights)], dtype=np.float64)
+        assert np.array_equal(_weigh_ids(keys, vals, got), _weigh(keys, vals, got))
+        want = [weights.get(v, 0.0) if v >= 0 else 0.0 for v in values]
+        assert _weigh_ids(keys, vals, got)[:, 0].tolist() == want
 
 
 def test_a_page_keeps_features_for_its_log_only_when_it_is_recorded(tmp_path: Path) -> None:

@@ -253,8 +253,8 @@ def test_a_similarity_row_is_the_pairwise_definition(
     videos: list[tuple[int, set[int]]], seed: int
 ) -> None:
     """A pick's similarity to each candidate: 1 for the same creator, else the larger of
-    the hashtags' Jaccard overlap and the rescaled content cosine (computed row by row,
-    for the picks only)."""
+    the hashtags' Jaccard overlap and the rescaled content cosine (the pool's matrix,
+    counting overlaps on the hashtags two candidates share)."""
     n = len(videos)
     creator = np.array([c for c, _ in videos])
     tags = np.full((n, 4), -1, np.int64)

@@ -121,11 +121,14 @@ class PoolRecall:
         if len(testing) and room > 0:
             rng = np.random.default_rng(zlib.crc32(query.request.request_id.encode()))
             match = np.zeros(len(testing))
-            if query.tag_affinity:
-                match += np.clip(tag_sum(query, testing, query.tag_affinity), 0.0, None)
             interests = query.profile.interests if query.profile is not None else []
+            tag_ids = query.table.tag_ids[testing] if query.tag_affinity or interests else None
+            if query.tag_affinity:
+                tags = tag_sum(query, testing, query.tag_affinity, "tags", tag_ids)
+                match += np.clip(tags, 0.0, None)
             if interests:
-                match += 2.0 * tag_sum(query, testing, dict.fromkeys(interests, 1.0))
+                wanted = dict.fromkeys(interests, 1.0)
+                match += 2.0 * tag_sum(query, testing, wanted, "interests", tag_ids)
             if query.tag_affinity or (query.profile is not None and query.profile.interests):
                 # A user with known tastes is a first audience only for videos that match
                 # them (their reactions to other topics would judge the topic, not the
