@@ -44,6 +44,9 @@ def _impression(request_id: str, position: int, vid: str = "v1") -> Impression:
         score=0.5 + position,
         model_version="heuristic-test",
         ts=1_700_000_200.0 + position,
+        # the second of a page carries what the ranker saw and the arms it was served under
+        features={"heuristic": 0.25, "tags": [3, 4]} if position == 1 else None,
+        arms={"exp1": "b"} if position == 1 else None,
     )
 
 
@@ -434,6 +437,9 @@ def test_read_event_fields(store: Store) -> None:
     assert got.watch_ms == 1234
     assert (got.request_id, got.device, got.region) == ("req", "android", "mx")
     assert got.ts == pytest.approx(1_700_000_100.0)
+    # The whole record, its fields in declaration order (as a dump or a log line shows them).
+    assert got == e
+    assert list(got.model_dump()) == list(Event.model_fields)
 
 
 # -- impressions ---------------------------------------------------------------------------
@@ -453,6 +459,7 @@ def test_impressions_append_read_and_last_offset(store: Store) -> None:
     got = log.read_impressions(0, 100)
     assert [o for o, _ in got] == [1, 2, 3, 4, 5]
     assert [m for _, m in got] == first + second
+    assert all(list(m.model_dump()) == list(Impression.model_fields) for _, m in got)
     assert [(o, m.video_id) for o, m in log.read_impressions(2, 2)] == [(3, "v2"), (4, "v3")]
     assert log.read_impressions(5, 10) == []
 

@@ -140,7 +140,7 @@ class Video(VideoIn):
         status = fields.get("status", "approved")
         fields["status"] = _STATUSES.get(status) or ReviewStatus(status)
         if cls is Video and tuple(raw) == _VIDEO_FIELDS:  # every field, as stored, in order
-            return _constructed(cls, fields)
+            return constructed(cls, fields)
         return cls.model_construct(**fields)
 
 
@@ -149,10 +149,11 @@ _STATUSES = {s.value: s for s in ReviewStatus}
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def _constructed(cls: type[_M], fields: dict[str, Any]) -> _M:
+def constructed(cls: type[_M], fields: dict[str, Any]) -> _M:
     """What `cls.model_construct(**fields)` makes when `fields` holds every field in
     declaration order, set at once: at a million stored records its loop over the fields
-    was most of reading the catalog (tests/test_catalog_table.py holds the two equal)."""
+    was most of reading the catalog, and of the trainer reading the logs
+    (tests/test_catalog_table.py and tests/test_storage_contract.py hold them equal)."""
     if cls.__pydantic_post_init__:  # a model with a post-init hook gets it called
         return cls.model_construct(**fields)
     model = cls.__new__(cls)
@@ -178,7 +179,7 @@ class User(BaseModel):
     def stored(cls, raw: dict[str, Any]) -> User:
         """A record the store wrote from a validated User, rebuilt without validation."""
         if cls is User and tuple(raw) == _USER_FIELDS:  # every field, as stored, in order
-            return _constructed(cls, dict(raw))
+            return constructed(cls, dict(raw))
         return cls.model_construct(**raw)
 
 
