@@ -10,7 +10,10 @@ index is full and its approximate index trained (a start's first minutes are mea
 bench_scale, not here), warms up with 50 feeds and serves `--rounds` rounds of `--requests`
 feeds (n=`--n`) for random engaged users, the same users in every tree, recorded as
 served pages are (impressions, seen marks, pool serves). Like `reelrank serve`, the child
-runs torch and the BLAS behind numpy on one thread.
+runs torch and the BLAS behind numpy on one thread. The children open side by side and
+take turns: one round of one tree, then one of the next (the order turning each round),
+so that a shared machine's slow minutes fall on every tree alike instead of on whichever
+ran then.
 
 Per tree: wall time per feed (p50, p99, mean; medians over rounds), the request
 thread's CPU per feed, the engine's own pipeline histogram mean, and the mean recall
@@ -124,7 +127,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             eng.feed(u, n=args.n)
         rounds = []
         at = 50
+        print(json.dumps({"ready": True}), flush=True)  # the parent starts the rounds
         for _ in range(args.rounds):
+            if sys.stdin.readline().strip() != "go":
+                break
             before = _histograms(eng)
             wall, cpu, items = [], [], []
             for u in users[at : at + args.requests]:
@@ -151,6 +157,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "items_per_page": round(statistics.fmean(items), 2),
                 }
             )
+            print(json.dumps({"round": rounds[-1]}), flush=True)
         eng.close()
     finally:
         shutil.rmtree(copy, ignore_errors=True)
@@ -161,12 +168,72 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "content_ann_ready_s": round(ann, 2),
         "content_approximate": bool(getattr(index, "approximate", False)),
         "rounds": rounds,
-        "median": {k: statistics.median(r[k] for r in rounds) for k in keys},
+        "median": {k: round(statistics.median(r[k] for r in rounds), 3) for k in keys},
         "recall_ms_by_channel": {
-            k: statistics.median(r["recall_ms_by_channel"].get(k, 0.0) for r in rounds)
+            k: round(statistics.median(r["recall_ms_by_channel"].get(k, 0.0) for r in rounds), 3)
             for k in rounds[-1]["recall_ms_by_channel"]
         },
     }
+
+
+def _interleaved(args: argparse.Namespace, trees: list[Path]) -> list[dict[str, Any]]:
+    """One child per tree, opened side by side; then the rounds, one tree at a time in an
+    order that turns each round. Each tree's summary, in the order of `trees`."""
+    for src in trees:  # else the child would quietly measure the installed reelrank
+        if not (src / "reelrank" / "__init__.py").is_file():
+            sys.exit(f"{src} holds no reelrank package")
+    children, outs = [], []
+    for src in trees:
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+            outs.append(fh.name)
+        child = [sys.executable, __file__, "--measure", outs[-1]]
+        for k in ("videos", "users", "engaged_users", "events_per_user", "requests", "rounds"):
+            child += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
+        child += ["--n", str(args.n), "--seed", str(args.seed), "--data-dir", args.data_dir]
+        child += ["--timeout", str(args.timeout)]
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        children.append(
+            subprocess.Popen(
+                child, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+        )
+
+    def reply(proc: subprocess.Popen[str]) -> dict[str, Any]:
+        """The child's next report (other lines it prints are passed on)."""
+        assert proc.stdout is not None
+        while line := proc.stdout.readline():
+            if line.startswith(('{"ready"', '{"round"')):
+                got: dict[str, Any] = json.loads(line)
+                return got
+            print(line, end="", flush=True)
+        sys.exit(f"a measuring child exited (status {proc.wait()})")
+
+    try:
+        for proc in children:
+            reply(proc)  # ready
+        for r in range(args.rounds):
+            for k in range(len(children)):
+                proc = children[(r + k) % len(children)]
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                reply(proc)
+        results = []
+        for src, proc, out in zip(trees, children, outs, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.close()
+            if proc.wait() != 0:
+                sys.exit(f"the child measuring {src} failed")
+            results.append(
+                {"src": str(src), "commit": _git(src), **json.loads(Path(out).read_text())}
+            )
+        return results
+    finally:
+        for proc in children:
+            if proc.poll() is None:
+                proc.kill()
+        for out in outs:
+            Path(out).unlink(missing_ok=True)
 
 
 def _histograms(eng: Any) -> dict[str, Any]:
@@ -215,8 +282,8 @@ def store_arguments(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     store_arguments(p)
-    p.add_argument("--requests", type=int, default=500, help="feeds per round")
-    p.add_argument("--rounds", type=int, default=3, help="rounds; medians reported")
+    p.add_argument("--requests", type=int, default=100, help="feeds per round")
+    p.add_argument("--rounds", type=int, default=15, help="rounds; medians reported")
     p.add_argument("--n", type=int, default=20, help="feed page size")
     p.add_argument("--timeout", type=float, default=600.0, help="content index wait, s")
     p.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "bench-feed-cpu"))
@@ -237,21 +304,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     built = build(args)
     trees = [ROOT / "src", *(Path(b).resolve() for b in args.baseline)]
-    results = []
-    for src in trees:
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
-            out = fh.name
-        child = [sys.executable, __file__, "--measure", out]
-        for k in ("videos", "users", "engaged_users", "events_per_user", "requests", "rounds"):
-            child += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
-        child += ["--n", str(args.n), "--seed", str(args.seed), "--data-dir", args.data_dir]
-        child += ["--timeout", str(args.timeout)]
-        env = {**os.environ, "PYTHONPATH": str(src)}
-        subprocess.run(child, env=env, check=True)
-        got = json.loads(Path(out).read_text())
-        os.unlink(out)
-        got = {"src": str(src), "commit": _git(src), **got}
-        results.append(got)
+    results = _interleaved(args, trees)
+    for got in results:
         md = got["median"]
         print(
             f"{got['commit']:>16}: p50 {md['p50_ms']} ms, p99 {md['p99_ms']} ms, "
@@ -275,7 +329,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["cpu_ratio_to_first_baseline"] = round(
             results[0]["median"]["thread_cpu_mean_ms"] / base, 3
         )
-        print(f"request thread CPU: {out['cpu_ratio_to_first_baseline']}x the first baseline's")
+        # Round r of every tree ran back to back: their ratio cancels the machine's drift.
+        paired = [
+            a["thread_cpu_mean_ms"] / b["thread_cpu_mean_ms"]
+            for a, b in zip(results[0]["rounds"], results[1]["rounds"], strict=True)
+        ]
+        out["cpu_ratio_by_round"] = [round(x, 3) for x in paired]
+        out["cpu_ratio_median_of_rounds"] = round(statistics.median(paired), 3)
+        print(
+            f"request thread CPU: {out['cpu_ratio_to_first_baseline']}x the first baseline's"
+            f" (round by round: median {out['cpu_ratio_median_of_rounds']}x, "
+            f"{min(paired):.3f}-{max(paired):.3f})"
+        )
     Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
     return out
 
