@@ -3,6 +3,8 @@ the features a page keeps for its log, against plain-Python oracles."""
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,34 @@ def test_a_vocabulary_lookup_weighs_each_id_as_the_binary_search_does(
         assert np.array_equal(_weigh_ids(keys, vals, got), _weigh(keys, vals, got))
         want = [weights.get(v, 0.0) if v >= 0 else 0.0 for v in values]
         assert _weigh_ids(keys, vals, got)[:, 0].tolist() == want
+
+
+def test_vocabulary_lookups_from_many_threads_each_see_only_their_own_weights() -> None:
+    """Request threads share the id table: each lookup, run side by side with others
+    writing other weights (and growing the table), gets exactly its own weights."""
+    errors: list[str] = []
+
+    def worker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(300):
+            top = int(rng.integers(10, 20_000))
+            keys = np.unique(rng.integers(0, top, 30)).astype(np.int64)
+            vals = rng.random(len(keys)) + 1.0
+            values = rng.integers(-1, top, (200, 8)).astype(np.int32)
+            if not np.array_equal(_weigh_ids(keys, vals, values), _weigh(keys, vals, values)):
+                errors.append(f"thread {seed}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch inside a lookup if anything lets them
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
 
 
 def test_a_page_keeps_features_for_its_log_only_when_it_is_recorded(tmp_path: Path) -> None:

@@ -84,26 +84,35 @@ def _weigh(keys: np.ndarray, vals: np.ndarray, values: np.ndarray) -> np.ndarray
     return np.where((keys[at] == values) & (values >= 0), vals[at], 0.0)
 
 
-_scratch = threading.local()
+class _IdTable:
+    """One table of weights indexed by id for the process, all zero between uses (8
+    bytes an id of the largest vocabulary read; request threads take turns on it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.values = np.zeros(1024)
+
+
+_ids = _IdTable()
 
 
 def _weigh_ids(keys: np.ndarray, vals: np.ndarray, values: np.ndarray) -> np.ndarray:
     """`_weigh` for ids of a vocabulary (small non-negative ints, -1 for none), through a
-    table indexed by id: the weights are written into this thread's zeroed table, read
-    at `values`, and zeroed again. Ten times faster than a binary search for each of a
-    page's thousands of hashtags; the table is as long as the largest id seen (8 bytes an
-    id, per thread that scores)."""
+    table indexed by id: the weights are written into the zeroed table, read at `values`,
+    and zeroed again. Ten times faster than a binary search for each of a page's
+    thousands of hashtags."""
     if not len(keys) or not values.size:
         return np.zeros(values.shape)
     need = max(int(keys[-1]), int(values.max())) + 2  # the last entry stays 0: id -1 reads it
-    table: np.ndarray | None = getattr(_scratch, "table", None)
-    if table is None or len(table) < need:
-        table = _scratch.table = np.zeros(max(need, 2 * (0 if table is None else len(table))))
-    table[keys] = vals
-    try:
-        return table[values]
-    finally:
-        table[keys] = 0.0
+    with _ids.lock:
+        if len(_ids.values) < need:
+            _ids.values = np.zeros(max(need, 2 * len(_ids.values)))
+        table = _ids.values
+        table[keys] = vals
+        try:
+            return table[values]
+        finally:
+            table[keys] = 0.0
 
 
 def tag_sum(
