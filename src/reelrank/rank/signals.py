@@ -97,10 +97,10 @@ _ids = _IdTable()
 
 
 def _weigh_ids(keys: np.ndarray, vals: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """`_weigh` for ids of a vocabulary (small non-negative ints, -1 for none), through a
-    table indexed by id: the weights are written into the zeroed table, read at `values`,
-    and zeroed again. Ten times faster than a binary search for each of a page's
-    thousands of hashtags."""
+    """`_weigh` for ids of a vocabulary (small non-negative ints, -1 for none; `keys`
+    ascending, as `_weigh` takes them), through a table indexed by id: the weights are
+    written into the zeroed table, read at `values`, and zeroed again. Ten times faster
+    than a binary search for each of a page's thousands of hashtags."""
     if not len(keys) or not values.size:
         return np.zeros(values.shape)
     need = max(int(keys[-1]), int(values.max())) + 2  # the last entry stays 0: id -1 reads it
@@ -115,23 +115,11 @@ def _weigh_ids(keys: np.ndarray, vals: np.ndarray, values: np.ndarray) -> np.nda
             table[keys] = 0.0
 
 
-def tag_sum(
-    query: Query,
-    rows: np.ndarray,
-    weights: dict[str, float],
-    name: str | None = None,
-    tag_ids: np.ndarray | None = None,
-) -> np.ndarray:
-    """(n,) the sum of `weights` (hashtag -> weight) over each row's hashtags; `name`
-    caches the weights' lookup for the request, `tag_ids` are the rows' hashtag ids when
-    the caller has them (`table.tag_ids[rows]`)."""
-    table = query.table
-    if name is None:
-        keys, vals = _sorted_keys(table.tags, weights)
-    else:
-        keys, vals = _keyed(query, name, table.tags, weights)
-    if tag_ids is None:
-        tag_ids = table.tag_ids[rows]
+def tag_sum(query: Query, tag_ids: np.ndarray, weights: dict[str, float], name: str) -> np.ndarray:
+    """(n,) the sum of `weights` (hashtag -> weight) over each row's hashtags, given the
+    rows' hashtag ids (`table.tag_ids[rows]`); `name` caches the weights' lookup for the
+    request."""
+    keys, vals = _keyed(query, name, query.table.tags, weights)
     return _weigh_ids(keys, vals, tag_ids).sum(axis=1)
 
 
@@ -146,17 +134,18 @@ def affinity(query: Query, rows: np.ndarray) -> Affinity:
         return _weigh_ids(*_keyed(query, name, names, weights), col[rows])
 
     interests = query.profile.interests if query.profile is not None else []
-    tag_ids = table.tag_ids[rows] if query.tag_affinity or interests else None
+    # the rows' hashtag ids, read once for both sums (none are needed without weights)
+    tag_ids = table.tag_ids[rows if query.tag_affinity or interests else rows[:0]]
     followed = np.zeros(n)
     if query.follows:
         ints = [table.creators.get(c) for c in query.follows]
         followed = np.isin(table.creator[rows], ints).astype(np.float64)
     return Affinity(
-        tags=tag_sum(query, rows, query.tag_affinity, "tags", tag_ids)
+        tags=tag_sum(query, tag_ids, query.tag_affinity, "tags")
         if query.tag_affinity
         else np.zeros(n),
         interests=(
-            tag_sum(query, rows, dict.fromkeys(interests, 1.0), "interests", tag_ids)
+            tag_sum(query, tag_ids, dict.fromkeys(interests, 1.0), "interests")
             if interests
             else np.zeros(n)
         ),

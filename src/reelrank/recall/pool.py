@@ -122,13 +122,13 @@ class PoolRecall:
             rng = np.random.default_rng(zlib.crc32(query.request.request_id.encode()))
             match = np.zeros(len(testing))
             interests = query.profile.interests if query.profile is not None else []
-            tag_ids = query.table.tag_ids[testing] if query.tag_affinity or interests else None
+            tag_ids = query.table.tag_ids[testing]  # read once for both sums
             if query.tag_affinity:
-                tags = tag_sum(query, testing, query.tag_affinity, "tags", tag_ids)
+                tags = tag_sum(query, tag_ids, query.tag_affinity, "tags")
                 match += np.clip(tags, 0.0, None)
             if interests:
                 wanted = dict.fromkeys(interests, 1.0)
-                match += 2.0 * tag_sum(query, testing, wanted, "interests", tag_ids)
+                match += 2.0 * tag_sum(query, tag_ids, wanted, "interests")
             if query.tag_affinity or (query.profile is not None and query.profile.interests):
                 # A user with known tastes is a first audience only for videos that match
                 # them (their reactions to other topics would judge the topic, not the

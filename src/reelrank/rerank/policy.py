@@ -211,9 +211,10 @@ class Similarity:
         # Only hashtags two candidates share make an overlap: the others add to a
         # candidate's own count (its union with the rest), not to an intersection.
         _, inverse, times = np.unique(tags[used], return_inverse=True, return_counts=True)
-        shared = times[inverse] >= 2
-        columns = np.cumsum(times >= 2) - 1
-        onehot = np.zeros((len(tags), int((times >= 2).sum())), dtype=np.float32)
+        multi = times >= 2  # per distinct hashtag: on two candidates or more
+        shared = multi[inverse]
+        columns = np.cumsum(multi) - 1
+        onehot = np.zeros((len(tags), int(multi.sum())), dtype=np.float32)
         onehot[np.nonzero(used)[0][shared], columns[inverse[shared]]] = 1.0
         inter = onehot @ onehot.T
         union = count[:, None] + count[None, :] - inter
