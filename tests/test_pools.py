@@ -287,15 +287,36 @@ def test_pools_endpoint_and_video_detail_over_http(tmp_path: Path) -> None:
 
 
 @given(
-    st.lists(st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0, 2.0]), min_size=1, max_size=80),
+    st.lists(
+        st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0, 2.0])
+        | st.floats(0.0, 3.0, allow_nan=False, allow_subnormal=False),
+        min_size=1,
+        max_size=80,
+    ),
     st.integers(1, 80),
 )
 def test_least_is_the_stable_sorts_first_k(values: list[float], k: int) -> None:
     """The pool channel's least-served pick equals a stable sort's first k, ties (many
-    videos with nothing served yet) in position order."""
+    videos with nothing served yet) in position order: when the smallest value alone
+    fills k, and when the k-th lies above it."""
     arr = np.array(values)
     k = min(k, len(arr))
     assert least(arr, k).tolist() == np.argsort(arr, kind="stable")[:k].tolist()
+
+
+def test_least_over_many_ties_answers_as_a_stable_sort() -> None:
+    """The shapes of real needs at scale: nearly all 0 with a few served; most served once
+    with fewer unserved than k; a smooth spread."""
+    rng = np.random.default_rng(3)
+    n = 50_000
+    shapes = [
+        (rng.random(n) < 0.005) / 300.0,
+        rng.choice(3, n, p=[0.01, 0.985, 0.005]) / 300.0,
+        rng.random(n),
+    ]
+    for values in shapes:
+        for k in (1, 999, 4000, n):
+            assert np.array_equal(least(values, k), np.argsort(values, kind="stable")[:k])
 
 
 @given(
