@@ -167,6 +167,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "content_indexed_s": round(indexed, 2),
         "content_ann_ready_s": round(ann, 2),
         "content_approximate": bool(getattr(index, "approximate", False)),
+        # (cells a query scans, recall@100 measured there), where the tree tunes them
+        "content_ann_tuned": getattr(getattr(index, "tuner", None), "tuned", None),
         "rounds": rounds,
         "median": {k: round(statistics.median(r[k] for r in rounds), 3) for k in keys},
         "recall_ms_by_channel": {

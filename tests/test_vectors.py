@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reelrank.index.cells as cells_module
+import reelrank.index.tuning as tuning
 import reelrank.index.vectors as vectors_module
 from reelrank.index.vectors import VectorIndex
 
@@ -689,3 +690,115 @@ def test_a_cancelled_build_gives_up_and_search_stays_as_it_was(
         cancel.clear()
     idx.build_now()
     assert idx.approximate and idx.search(q, 5)[0][0] == 7
+
+
+def spread(n: int, dim: int, noise: float, seed: int) -> np.ndarray:
+    """Unit vectors around 256 topic centres at `noise`: tight topics are easy for the
+    cells (a query's neighbours share its cell), diffuse ones need many cells scanned."""
+    centres = np.random.default_rng(777).normal(size=(256, dim))
+    rng = np.random.default_rng(seed)
+    x = centres[rng.integers(256, size=n)] + noise * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def recall_at_100(idx: VectorIndex, queries: np.ndarray) -> float:
+    hits = 0
+    for q in queries:
+        approx, _ = idx.search(q, 100)
+        exact, _ = idx.search(q, 100, exact=True)
+        hits += len(np.intersect1d(approx, exact))
+    return hits / (100 * len(queries))
+
+
+def tuned_index(noise: float, recall: float, nprobe: int = 64) -> tuple[VectorIndex, np.ndarray]:
+    n, dim = 20_000, 16
+    idx = VectorIndex(dim, ann_min=NEVER, nprobe=nprobe, background=False, recall=recall)
+    x = spread(n, dim, noise, 1)
+    idx.upsert(np.arange(n), x)
+    for q in spread(40, dim, noise, 2):  # served before the build: what it tunes on
+        idx.search(q, 10)
+    idx.build_now()
+    assert idx.approximate
+    return idx, x
+
+
+def test_the_cells_scanned_are_the_fewest_that_hold_the_recall_asked() -> None:
+    """Each build measures recall@100 against exact search on the latest queries and scans
+    the fewest cells (the cap, half, a quarter ...) that reach `recall`: few on tight
+    topics, more on diffuse ones, and fresh queries of the same kind keep that recall."""
+    tight, _ = tuned_index(0.15, 0.98)
+    diffuse, _ = tuned_index(0.9, 0.98)
+    assert tight.tuner.tuned is not None and diffuse.tuner.tuned is not None
+    (tight_cells, tight_recall), (diffuse_cells, diffuse_recall) = (
+        tight.tuner.tuned,
+        diffuse.tuner.tuned,
+    )
+    assert tight_cells < diffuse_cells <= 64, (tight_cells, diffuse_cells)
+    assert tight_recall >= 0.98 and (diffuse_recall >= 0.98 or diffuse_cells == 64)
+    assert tight._ivf.nprobe == tight_cells and not tight.tuner.on_stored
+    # Fresh queries (not the ones tuned on) hold about the recall measured.
+    assert recall_at_100(tight, spread(60, 16, 0.15, 3)) >= 0.95
+    assert recall_at_100(diffuse, spread(60, 16, 0.9, 3)) >= min(diffuse_recall, 0.98) - 0.03
+    # The fewest: half the cells falls short on the queries it was tuned on.
+    assert tight_cells > 64 >> 4
+    live, rng = tight.live[: tight.end], np.random.default_rng(0)
+    queries, stored = tuning.tuning_queries(tight.tuner.recent(16), tight.vectors, live, rng)
+    assert not stored
+    half = tuning.tune_nprobe(
+        tight._ivf, tight.vectors, live, queries, tight_cells // 2, 0.98, lambda: None
+    )
+    assert half[1] < 0.98
+
+
+def test_without_a_recall_target_the_index_scans_nprobe_cells() -> None:
+    idx, _ = tuned_index(0.15, 0.0, nprobe=48)
+    assert idx.tuner.tuned is None and idx._ivf.nprobe == 48
+
+
+def test_the_index_measures_again_once_queries_come_and_when_it_has_doubled() -> None:
+    """A build before any query measures on stored vectors; once TUNE_QUERIES queries have
+    come it measures on them, and again when the index has doubled since (a catalog that
+    grew from a first build at ann_min to a million would otherwise keep cells chosen at
+    ann_min)."""
+    n, dim = 12_000, 16
+    x = spread(2 * n, dim, 0.5, 5)
+    idx = VectorIndex(dim, ann_min=NEVER, nprobe=64, background=False, recall=0.98)
+    idx.upsert(np.arange(n), x[:n])
+    idx.build_now()
+    assert idx.tuner.tuned is not None and idx.tuner.on_stored and idx.tuner.count == n
+    for q in spread(tuning.TUNE_QUERIES, dim, 0.5, 6):
+        idx.search(q, 10)  # the last of these measures (background=False: at once)
+    assert not idx.tuner.on_stored and idx.tuner.count == n and not idx.tuner.running
+    cells, recall = idx.tuner.tuned
+    assert idx._ivf.nprobe == cells and (recall >= 0.98 or cells == 64)
+    idx.upsert(np.arange(n, 2 * n - 1), x[n:-1])
+    assert idx.tuner.count == n  # not yet doubled
+    idx.upsert(np.array([2 * n - 1]), x[-1:])
+    assert idx.tuner.count == 2 * n and idx._ivf.nprobe == idx.tuner.tuned[0]
+
+
+def test_tuning_queries_are_the_latest_served_or_stored_vectors() -> None:
+    """The latest TUNE_QUERIES queries served (exact searches too), as unit rows (zero ones
+    dropped); while fewer than half that came, live stored vectors picked at random.
+    Queries carry over to a rebuilt index with `remember`."""
+    rng = np.random.default_rng(0)
+    stored = spread(500, 8, 0.5, 4)
+    live = np.ones(500, bool)
+    live[:250] = False
+    idx = VectorIndex(8, ann_min=NEVER, background=False)
+    served = rng.normal(size=(50, 8)).astype(np.float32)
+    for q in served:
+        idx.search(q, 3)
+    idx.search(np.zeros(8, np.float32), 3)  # a zero query tells nothing of recall
+    got, from_stored = tuning.tuning_queries(idx.tuner.recent(8), stored, live, rng)
+    assert got.shape == (tuning.TUNE_QUERIES - 1, 8) and not from_stored
+    np.testing.assert_allclose(got, unit(served[-(tuning.TUNE_QUERIES - 1) :]), atol=1e-6)
+    rebuilt = VectorIndex(8, ann_min=NEVER, background=False)
+    rebuilt.remember(idx)
+    np.testing.assert_array_equal(rebuilt.tuner.recent(8), idx.tuner.recent(8))
+    few = VectorIndex(8, ann_min=NEVER, background=False)
+    for q in served[:5]:
+        few.search(q, 3)
+    fallback, from_stored = tuning.tuning_queries(few.tuner.recent(8), stored, live, rng)
+    assert from_stored and len(fallback) == tuning.TUNE_QUERIES
+    assert all(any(np.allclose(f, s) for s in stored[250:]) for f in fallback)

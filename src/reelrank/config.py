@@ -225,9 +225,16 @@ class Settings:
         10_000,
     )
     ann_nprobe: int = _doc(
-        "Inverted lists the approximate index scans per query (recall against speed); an "
-        "index of n vectors has about 4 sqrt(n) lists.",
+        "Most inverted lists the approximate index scans per query (recall against speed); "
+        "an index of n vectors has about 4 sqrt(n) lists.",
         128,
+    )
+    ann_recall: float = _doc(
+        "Recall@100 against exact search the approximate index keeps: each build measures "
+        "its latest queries (its own vectors before any came) at `ann_nprobe` lists, half, "
+        "a quarter ... a sixteenth, and scans the fewest that reach it (`ann_nprobe` when "
+        "none below does). 0 scans `ann_nprobe` always.",
+        0.98,
     )
     coengagement_window_s: float = _doc(
         "Two engagements by one user this close in time (seconds) count as co-engagement.",
@@ -598,14 +605,11 @@ def _validate(s: Settings) -> None:
         (s.coengagement_window_s > 0, "coengagement_window_s", "must be positive"),
         (s.diversity_lambda >= 0, "diversity_lambda", "must not be negative"),
         (s.recall_budget_ms >= 0, "recall_budget_ms", "must not be negative"),
-        (
-            s.content_embedder in ("auto", "minilm", "hashed"),
-            "content_embedder",
-            "must be auto, minilm or hashed",
-        ),
+        _one_of(s.content_embedder, "content_embedder", ("auto", "minilm", "hashed")),
         (s.content_dim >= 8, "content_dim", "must be at least 8"),
         (s.ann_min_vectors >= 1, "ann_min_vectors", "must be at least 1"),
         (s.ann_nprobe >= 1, "ann_nprobe", "must be at least 1"),
+        (0.0 <= s.ann_recall <= 1.0, "ann_recall", "must be between 0 and 1"),
         (s.two_tower_dim >= 2, "two_tower_dim", "must be at least 2"),
         (s.two_tower_refresh_s > 0, "two_tower_refresh_s", "must be positive"),
         (s.diversity_window >= 1, "diversity_window", "must be at least 1"),
@@ -619,23 +623,11 @@ def _validate(s: Settings) -> None:
         (s.related_window >= 1, "related_window", "must be at least 1"),
         (s.snapshot_interval_s > 0, "snapshot_interval_s", "must be positive"),
         (s.impression_flush_s > 0, "impression_flush_s", "must be positive"),
-        (
-            s.sqlite_synchronous.upper() in ("FULL", "NORMAL", "EXTRA"),
-            "sqlite_synchronous",
-            "must be FULL, NORMAL or EXTRA",
-        ),
-        (
-            s.log_level.lower() in ("debug", "info", "warning", "error"),
-            "log_level",
-            "must be debug, info, warning or error",
-        ),
+        _one_of(s.sqlite_synchronous.upper(), "sqlite_synchronous", ("FULL", "NORMAL", "EXTRA")),
+        _one_of(s.log_level.lower(), "log_level", ("debug", "info", "warning", "error")),
         (all(v >= 0 for v in s.recall_quotas.values()), "recall_quotas", "must not be negative"),
-        (s.trainer in ("process", "thread", "off"), "trainer", "must be process, thread or off"),
-        (
-            s.ranker_arch in ("shared_bottom", "mmoe"),
-            "ranker_arch",
-            "must be shared_bottom or mmoe",
-        ),
+        _one_of(s.trainer, "trainer", ("process", "thread", "off")),
+        _one_of(s.ranker_arch, "ranker_arch", ("shared_bottom", "mmoe")),
         (s.join_window_s > 0, "join_window_s", "must be positive"),
         (s.correction_window_s >= 0, "correction_window_s", "must not be negative"),
         (s.train_batch >= 1, "train_batch", "must be at least 1"),
@@ -647,11 +639,7 @@ def _validate(s: Settings) -> None:
         (0 <= s.trainer_nice <= 19, "trainer_nice", "must be 0..19"),
         (0 <= s.rebuild_nice <= 19, "rebuild_nice", "must be 0..19"),
         (s.model_min_examples >= 0, "model_min_examples", "must not be negative"),
-        (
-            s.learned_ranker in ("champion", "always"),
-            "learned_ranker",
-            "must be champion or always",
-        ),
+        _one_of(s.learned_ranker, "learned_ranker", ("champion", "always")),
         (s.champion_min_pairs >= 0, "champion_min_pairs", "must not be negative"),
         (s.champion_window >= 1, "champion_window", "must be at least 1"),
         (0 <= s.champion_holdout < 0.5, "champion_holdout", "must be 0 or more, below 0.5"),
@@ -689,6 +677,11 @@ def _validate(s: Settings) -> None:
     s.key_scopes()
     s.role_set()
     s.experiment_book()
+
+
+def _one_of(value: str, name: str, allowed: tuple[str, ...]) -> tuple[bool, str, str]:
+    """A row of `_validate`'s checks: `value` is one of `allowed`."""
+    return value in allowed, name, f"must be {', '.join(allowed[:-1])} or {allowed[-1]}"
 
 
 def experiment_knobs(s: Settings) -> dict[str, list[str]]:

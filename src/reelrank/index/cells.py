@@ -3,11 +3,14 @@ vectors in them stored in half precision."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import faiss
 import numpy as np
+
+WARM_ITERS = 4  # k-means iterations of a warm-started training (a fresh one runs ten)
 
 
 def ivf_index(quantizer: Any, dim: int, nlist: int) -> Any:
@@ -35,3 +38,44 @@ def cluster(
         centroids = faiss.vector_to_array(clustering.centroids).reshape(-1, dim)
     ivf.train(sample[: ivf.nlist])  # only the codes: the quantizer holds nlist cells
     assert ivf.is_trained and ivf.quantizer.ntotal == ivf.nlist
+
+
+def fetch(k: int) -> int:
+    """Keys an approximate search asks its lists for to return k: a few more, so that the
+    exact scores, not the half-precision codes, decide which k are returned."""
+    return k + k // 8 + 8
+
+
+def trained_ivf(
+    dim: int,
+    vecs: np.ndarray,
+    seed: tuple[np.ndarray, int] | None,
+    warm: tuple[np.ndarray, int] | None,
+    check: Callable[[], None],
+) -> tuple[Any, np.ndarray | None, int]:
+    """Empty lists over trained cells for `vecs`: `seed`'s cells as they are, `warm`'s
+    refined by WARM_ITERS k-means iterations on a sample of 32 vectors a cell, or about
+    4 sqrt(n) cells trained afresh (ten iterations, 64 a cell). Returns the index, the
+    centroids trained (None when seeded) and the vector count the cells were first
+    trained on. `check()` raises to give up."""
+    quantizer = faiss.IndexFlatIP(dim)
+    rng = np.random.default_rng(0)
+    if seed is not None:
+        centroids, trained_at = seed
+        quantizer.add(centroids)  # a quantizer holding the centroids: trained
+        ivf: Any = ivf_index(quantizer, dim, len(centroids))
+        ivf.train(vecs[: len(centroids)])  # the cells are given: this trains only the codes
+        assert ivf.is_trained
+        return ivf, None, trained_at
+    if warm is not None:
+        centroids, trained_at = warm
+        ivf = ivf_index(quantizer, dim, len(centroids))
+        sample = vecs[rng.permutation(len(vecs))[: len(centroids) * 32]]
+        cluster(ivf, sample, centroids, WARM_ITERS, check)
+        return ivf, quantizer.reconstruct_n(0, ivf.nlist), trained_at
+    nlist = max(16, int(4 * math.sqrt(len(vecs))))
+    nlist = min(nlist, max(1, len(vecs) // 39))
+    ivf = ivf_index(quantizer, dim, nlist)
+    sample = vecs[rng.permutation(len(vecs))[: nlist * 64]]
+    cluster(ivf, sample, None, ivf.cp.niter, check)
+    return ivf, quantizer.reconstruct_n(0, nlist), len(vecs)

@@ -2,8 +2,9 @@
 
 The index always keeps the exact matrix (the test oracle, the source for training the
 approximate index, and the scores it returns). Once `ann_min` vectors are live, a
-background thread trains a faiss IVF index (inverted lists over k-means cells; `nprobe`
-cells are scanned per query) and swaps it in; until then, and whenever `exact=True` is
+background thread trains a faiss IVF index (inverted lists over k-means cells; at most
+`nprobe` cells scanned per query, with `recall` the fewest that keep it on the latest
+queries, `tuning.py`) and swaps it in; until then, and whenever `exact=True` is
 asked, search is a matrix product. IVF was chosen over HNSW by `benchmarks/bench_ann.py`:
 at a million 32-dimensional vectors (4,000 cells) nprobe 128 gives recall@100 0.973
 against exact search at p99 under 1 ms, with 50,000+ upserts/s and removal; HNSW (hnswlib,
@@ -15,7 +16,6 @@ found are scored again exactly from the matrix."""
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -25,26 +25,20 @@ import numpy as np
 import torch
 
 from ..arrays import doubled, grown
-from .cells import cluster, ivf_index
+from .cells import fetch, trained_ivf
 from .rwlock import RWLock
+from .tuning import Tuner
 
 log = logging.getLogger(__name__)
 
 faiss.omp_set_num_threads(1)  # one query per request: threads cost more than they save
 
 
-WARM_ITERS = 4  # k-means iterations of a warm-started training (a fresh one runs ten)
 ADD_CHUNK = 131_072  # vectors placed in the lists per call during a build
 
 
 class _Cancelled(Exception):
     """A build given up because `VectorIndex.cancel` was set."""
-
-
-def _fetch(k: int) -> int:
-    """Keys an approximate search asks its lists for to return k: a few more, so that the
-    exact scores, not the half-precision codes, decide which k are returned."""
-    return k + k // 8 + 8
 
 
 class VectorIndex:
@@ -56,10 +50,12 @@ class VectorIndex:
         ann_min: int = 10_000,
         nprobe: int = 128,
         background: bool = True,
+        recall: float = 0.0,
     ) -> None:
         self.dim = dim
         self.ann_min = ann_min
-        self.nprobe = nprobe
+        self.nprobe = nprobe  # the most cells a query scans
+        self.tuner = Tuner(nprobe, recall)  # with recall > 0, the fewest cells that keep it
         self.background = background
         self.vectors = np.zeros((1024, dim), dtype=np.float32)
         self.live = np.zeros(1024, dtype=bool)
@@ -112,6 +108,7 @@ class VectorIndex:
             if self._building:
                 self._pending.append((keys, vecs))
         self._maybe_build()
+        self._maybe_tune()
 
     def remove(self, keys: np.ndarray) -> None:
         """Drop `keys` (unknown keys are ignored); the next query no longer returns them."""
@@ -223,37 +220,18 @@ class VectorIndex:
             self._seed = warm = None
         elif warm is not None:
             self._warm = None
-        quantizer = faiss.IndexFlatIP(self.dim)
-        trained = None
-        rng = np.random.default_rng(0)
-        if seed is not None:
-            centroids, trained_at = seed
-            nlist = len(centroids)
-            quantizer.add(centroids)  # a quantizer holding nlist centroids: trained
-            ivf: Any = ivf_index(quantizer, self.dim, nlist)
-            ivf.train(vecs[:nlist])  # the cells are given: this trains nothing but the codes
-            assert ivf.is_trained
-        elif warm is not None:
-            centroids, trained_at = warm
-            nlist = len(centroids)
-            ivf = ivf_index(quantizer, self.dim, nlist)
-            sample = vecs[rng.permutation(len(vecs))[: nlist * 32]]
-            cluster(ivf, sample, centroids, WARM_ITERS, self._check_cancel)
-            trained = quantizer.reconstruct_n(0, nlist)
-            self.refinements += 1
-        else:
-            nlist = max(16, int(4 * math.sqrt(len(keys))))
-            nlist = min(nlist, max(1, len(keys) // 39))
-            ivf = ivf_index(quantizer, self.dim, nlist)
-            sample = vecs[rng.permutation(len(vecs))[: nlist * 64]]
-            cluster(ivf, sample, None, ivf.cp.niter, self._check_cancel)
-            trained_at = len(keys)
-            trained = quantizer.reconstruct_n(0, nlist)
+        ivf, trained, trained_at = trained_ivf(self.dim, vecs, seed, warm, self._check_cancel)
+        self.refinements += warm is not None
+        nlist = ivf.nlist
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
         ivf.nprobe = self.nprobe
         for start in range(0, len(keys), ADD_CHUNK):  # a stop waits for one chunk at most
             self._check_cancel()
             ivf.add_with_ids(vecs[start : start + ADD_CHUNK], keys[start : start + ADD_CHUNK])
+        if self.tuner.target > 0:  # not serving yet: measured without the read lock
+            ivf.nprobe = self.tuner.tune(
+                ivf, self.vectors, self.live[: self.end], self._check_cancel
+            )
         with self._lock.write():
             for pk, pv in self._pending:  # writes that raced the build, in order
                 ivf.remove_ids(pk)
@@ -272,6 +250,34 @@ class VectorIndex:
         if self.on_trained is not None:
             self.on_trained(trained, trained_at)
 
+    def remember(self, other: VectorIndex) -> None:
+        """The queries an index of the same kind served (a rebuild's predecessor), to tune on."""
+        self.tuner.queries.extend(other.tuner.queries)
+
+    def _maybe_tune(self) -> None:
+        if self._building or not self.tuner.claim(self.count):
+            return
+        if self.background:
+            threading.Thread(target=self._tune, name="reelrank-ann-tune", daemon=True).start()
+        else:
+            self._tune()
+
+    def _tune(self) -> None:
+        """Measure the serving index again (never beside a build: it measures its own)."""
+        if self._build_lock.acquire(blocking=False):
+            try:
+                ivf, live, read = self._ivf, self.live[: self.end], self._lock.read
+                cells = self.tuner.tune(ivf, self.vectors, live, self._check_cancel, read)
+                with self._lock.write():
+                    ivf.nprobe = cells
+            except _Cancelled:
+                pass
+            except Exception:
+                log.exception("measuring the approximate index failed; its cells scanned stay")
+            finally:
+                self._build_lock.release()
+        self.tuner.running = False
+
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise _Cancelled
@@ -285,10 +291,12 @@ class VectorIndex:
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
         if k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        self.tuner.record(q[0])
+        self._maybe_tune()
         with self._lock.read():
             ivf = None if exact else self._ivf
             if ivf is not None:
-                _, keys = ivf.search(q, _fetch(k))
+                _, keys = ivf.search(q, fetch(k))
                 keys = keys[0][keys[0] >= 0]
                 scores = self.vectors[keys] @ q[0]  # exact scores of the keys found
                 order = np.lexsort((keys, -scores))[:k]  # ties by key
@@ -323,8 +331,8 @@ class VectorIndex:
         with self._lock.read():
             ivf = self._ivf
             if ivf is not None:
-                params = faiss.SearchParametersIVF(nprobe=nprobe or self.nprobe)  # type: ignore[call-arg]
-                _, got_k = ivf.search(q, _fetch(k), params=params)
+                params = faiss.SearchParametersIVF(nprobe=nprobe or ivf.nprobe)  # type: ignore[call-arg]
+                _, got_k = ivf.search(q, fetch(k), params=params)
                 ok = got_k >= 0
                 # exact scores of the keys found, each row best first again (ties by key)
                 got_s = np.einsum("mkd,md->mk", self.vectors[np.where(ok, got_k, 0)], q)

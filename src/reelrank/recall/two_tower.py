@@ -42,6 +42,7 @@ class RetrievalIndex:
         nprobe: int,
         kind: str = "two_tower",
         stop: threading.Event | None = None,
+        recall: float = 0.0,
     ) -> None:
         self.model = model
         self.stop = stop  # set when the process stops: a rebuild under way is given up
@@ -58,6 +59,7 @@ class RetrievalIndex:
         self.refresh_s = refresh_s
         self.ann_min = ann_min
         self.nprobe = nprobe
+        self.recall = recall  # recall@100 the index's cells scanned are tuned to (0: nprobe)
         self.index: VectorIndex | None = None
         self.version: tuple[int, int] | None = None  # model versions the index was built with
         self.built_at = 0.0
@@ -70,7 +72,9 @@ class RetrievalIndex:
 
     def _new_index(self, dim: int) -> VectorIndex:
         # built synchronously: the refresh already runs off the request path
-        return VectorIndex(dim, ann_min=self.ann_min, nprobe=self.nprobe, background=False)
+        return VectorIndex(
+            dim, ann_min=self.ann_min, nprobe=self.nprobe, background=False, recall=self.recall
+        )
 
     def refresh(self, force: bool = False) -> bool:
         """Recompute every approved video's vector if the model changed and the last
@@ -106,6 +110,8 @@ class RetrievalIndex:
             earlier = self.index.cells() if self.index is not None else None
             if earlier is not None:  # the model moved a little: refine its cells, not anew
                 index.warm_start(*earlier)
+            if self.index is not None:  # its users' queries tune the new index's cells
+                index.remember(self.index)
             if len(rows):  # at ann_min or more, this upsert trains the IVF index once
                 index.upsert(rows, np.concatenate(vectors))
             if self._stopping():
@@ -183,6 +189,10 @@ class RetrievalIndex:
             "ready": index is not None,
             "videos": len(index) if index is not None else 0,
             "approximate": bool(index is not None and index.approximate),
+            # (lists scanned per query, recall@100 measured there) at the last build
+            "ann_tuned": list(index.tuner.tuned)
+            if index is not None and index.tuner.tuned
+            else None,
             "model_version": list(self.version) if self.version else None,
             "last_build_s": round(self.build_s, 3) if index is not None else None,
             "age_s": round(time.monotonic() - self.built_at, 1) if index is not None else None,

@@ -128,7 +128,9 @@ class Engine:
     def _retrieval_index(self, kind: str) -> RetrievalIndex:
         s = self.settings
         knobs = (s.two_tower_refresh_s, s.ann_min_vectors, s.ann_nprobe)
-        return RetrievalIndex(self.model, self.state.table, *knobs, kind=kind, stop=self._stop)
+        return RetrievalIndex(
+            self.model, self.state.table, *knobs, kind=kind, stop=self._stop, recall=s.ann_recall
+        )
 
     def _pipeline(self) -> FeedPipeline:
         s, state = self.settings, self.state

@@ -89,6 +89,7 @@ class Views:
                     "restored": content.restored,
                     "embedded": content.embedded,
                     "approximate": index.approximate,
+                    "ann_tuned": list(index.tuner.tuned) if index.tuner.tuned else None,
                 },
             },
             "trainer": self.model.trainer_status or None,

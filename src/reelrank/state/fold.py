@@ -88,7 +88,10 @@ class StateFold:
         # Caption and hashtag embeddings of approved videos, by row (content channel, MMR),
         # written by the content indexer (`content/indexer.py`).
         self.content = VectorIndex(
-            content_dim, ann_min=settings.ann_min_vectors, nprobe=settings.ann_nprobe
+            content_dim,
+            ann_min=settings.ann_min_vectors,
+            nprobe=settings.ann_nprobe,
+            recall=settings.ann_recall,
         )
         self.pools = PoolBook(
             settings.pool_sizes,
