@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reelrank.state.pools as pools_module
 from reelrank.engine import Engine
 from reelrank.recall.pool import LeastServed, least
 from reelrank.schema import EventType
@@ -319,48 +320,103 @@ def test_least_over_many_ties_answers_as_a_stable_sort() -> None:
             assert np.array_equal(least(values, k), np.argsort(values, kind="stable")[:k])
 
 
-@given(
-    st.integers(0, 2**32 - 1),
-    st.lists(st.sampled_from(["serve", "serve", "serve", "enter", "hide", "show"]), max_size=60),
-)
+STEPS = ["serve"] * 4 + ["enter", "hide", "show", "promote", "leave", "grow", "restore"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.lists(st.sampled_from(STEPS), max_size=80))
 def test_the_least_served_shortlist_answers_as_ranking_every_testing_row(
     seed: int, steps: list[str]
 ) -> None:
-    """Between changes of the pools the channel reads a shortlist of the least-served
-    testing rows; whatever is served, entered or hidden meanwhile, its pick equals ranking
-    every approved testing row by need (then row), and is kept across requests."""
+    """The channel reads a shortlist of the least-served testing rows with the rows that
+    entered TESTING since folded in; whatever is served, entered, promoted, judged out,
+    hidden, added to the catalog or restored meanwhile, its pick equals ranking every
+    approved testing row below the request's catalog size by need (then row)."""
     rng = np.random.default_rng(seed)
-    n = 60
+    n, size = 80, 50  # rows past `size` join the catalog on "grow"
     pb = book()
-    pb.sizes = [50, 100]  # pools that take many serves to fill (filling one is a change)
+    pb.sizes = [50, 100, 200]  # pools that take many serves to fill (filling one is a change)
     pb.ensure(n)
-    for row in range(n):
+    for row in range(size):
         if rng.random() < 0.8:
             pb.enter(row, 0.0)
             pb.served[row] = rng.integers(0, 3)
     approved = rng.random(n) < 0.9
     shortlist = LeastServed(match=5, shortlist=12)
-    rows = np.arange(n)
+    rows = np.arange(size)
     for step in ["look", *steps]:
         # serves go to the rows just picked, as the feed's would, and now and then others
-        row = int(rng.choice(rows)) if len(rows) and rng.random() < 0.8 else int(rng.integers(n))
+        row = int(rng.choice(rows)) if len(rows) and rng.random() < 0.8 else int(rng.integers(size))
         if step == "serve":
             pb.on_served(row, 1.0, (f"r{rng.integers(1 << 30)}", f"v{row}"))
         elif step == "enter" and pb.tier[row] < 0:
             pb.enter(row, 1.0)
+        elif step == "promote" and pb.stage[row] == Stage.TESTING and pb.tier[row] < 2:
+            pb._test(row, int(pb.tier[row]) + 1, 1.0)  # as a judgement that promotes
+        elif step == "leave" and pb.stage[row] == Stage.TESTING:
+            pb.stage[row] = Stage.STOPPED  # as a judgement that stops it
+            pb.version += 1
         elif step == "hide":
             approved[row] = False
         elif step == "show":
             approved[row] = True
-        testing = pb.testing(n)
+        elif step == "grow" and size < n:
+            pb.enter(size, 1.0)  # entered as it was placed, before requests see it
+            if rng.random() < 0.5:
+                size += 1
+        elif step == "restore":
+            pb.load_arrays(pb.to_arrays(n))
+        testing = pb.testing(size)
         testing = testing[approved[testing]]
         need = pb.served[testing] / np.array(pb.sizes, np.float64)[pb.tier[testing]]
         if len(testing) > 5:
             pick = least(need, 5)
             testing, need = testing[pick], need[pick]
-        rows, got = shortlist.get(pb, n, approved)
-        assert rows.tolist() == testing.tolist()
+        rows, got = shortlist.get(pb, size, approved)
+        assert rows.tolist() == testing.tolist(), step
         assert got.tolist() == need.tolist()
+
+
+def test_a_row_that_entered_before_a_request_saw_it_is_found_once_it_does() -> None:
+    """A video can enter its first pool before a request hydrated with the older catalog
+    size ranks the pools: that request leaves it out, the next ones (which see it) find
+    it though its entry was read before."""
+    pb = book()
+    pb.ensure(20)
+    for row in range(10):
+        pb.enter(row, 0.0)
+        pb.served[row] = 1 + row % 3
+    pb.enter(10, 1.0)  # placed and entered; a request of the old size is under way
+    approved = np.ones(20, dtype=bool)
+    shortlist = LeastServed(match=3, shortlist=6)
+    rows, _ = shortlist.get(pb, 10, approved)
+    assert 10 not in rows.tolist()
+    rows, need = shortlist.get(pb, 11, approved)
+    assert rows.tolist()[0] == 10 and need[0] == 0.0
+
+
+def test_a_reader_too_far_behind_the_entries_ranks_every_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Entries to TESTING are remembered up to ENTERED_MEMORY; a shortlist built before
+    the ones forgotten ranks every row again, and still answers right."""
+    monkeypatch.setattr(pools_module, "ENTERED_MEMORY", 8)
+    pb = book()
+    pb.ensure(100)
+    for row in range(30):
+        pb.enter(row, 0.0)
+        pb.served[row] = 1
+    approved = np.ones(100, dtype=bool)
+    shortlist = LeastServed(match=3, shortlist=6)
+    shortlist.get(pb, 100, approved)
+    built = shortlist._kept
+    assert pb.entered_since(built.position) == ([], 30)
+    for row in range(30, 60):  # unserved: they come first
+        pb.enter(row, 1.0)
+    assert pb.entered_since(built.position)[0] is None  # forgotten
+    rows, need = shortlist.get(pb, 100, approved)
+    assert rows.tolist() == [30, 31, 32] and need.tolist() == [0.0, 0.0, 0.0]
+    assert shortlist._kept is not built
 
 
 def test_between_pool_changes_requests_read_the_kept_shortlist() -> None:

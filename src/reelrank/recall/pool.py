@@ -5,12 +5,12 @@ page's exploration slots."""
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..rank.signals import tag_sum
-from ..state.pools import PoolBook
+from ..state.pools import PoolBook, Stage
 from ..types import Query, Recalled
 
 MATCH_POOL = 1000  # pool videos considered per request, the least served first
@@ -43,7 +43,8 @@ def least(values: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Shortlist:
-    key: tuple[int, int]  # (pools.version, catalog size) it was built for
+    generation: int  # pools.generation it was built in
+    position: int  # pools' entries to TESTING it holds (pools.entered_since)
     rows: np.ndarray  # ascending
     bound: tuple[float, int] | None  # (need, row) of its last row; None: every testing row
 
@@ -58,14 +59,17 @@ class LeastServed:
     in time independent of how many rows are testing.
 
     At a million videos most of them can be testing, and ranking every one by need is
-    most of a request's recall time. The set of testing rows only changes with
-    `pools.version`, and between two changes a row's need only grows (serving adds to
-    it; a new tier bumps the version). So the `shortlist` (SHORTLIST) least-needing rows,
-    kept from the last change, hold the answer for as long as their `match`-th is still
-    at or below the shortlist's last (need, row) when it was built: every row left out
-    was above that and can only have moved up. When that fails (the shortlist's rows were
-    served past it, or reviews removed too many of them) the request ranks every row, as
-    without the shortlist, and keeps a new one. The answer is exactly the full ranking's."""
+    most of a request's recall time. A row's need only grows while it stays in a tier
+    (serving adds to it); it starts again at 0 only when the row enters TESTING (a first
+    pool, a promotion, a revival), and the pools log those entries. So the `shortlist`
+    (SHORTLIST) least-needing testing rows, kept from a ranking of every testing row,
+    with the rows that entered since folded in and those no longer testing skipped, hold
+    the answer for as long as their `match`-th is still at or below the shortlist's last
+    (need, row) when it was ranked: every row left out was above that and can only have
+    moved up. When that fails (its rows were served past it, or reviews and judgements
+    removed too many of them), when twice the shortlist's rows entered since, or when
+    the pools were restored, the request ranks every row, as without the shortlist, and
+    keeps a new one. The answer is exactly the full ranking's."""
 
     def __init__(self, match: int = MATCH_POOL, shortlist: int = SHORTLIST) -> None:
         self.match = match
@@ -77,31 +81,38 @@ class LeastServed:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, need): the `match` rows least needing impressions, least first, when
         there are more approved testing rows than that, else all of them in row order."""
-        key = (pools.version, size)
         kept = self._kept
-        if kept is not None and kept.key == key:
-            rows = kept.rows[approved[kept.rows]]
-            picked, need = self._least(rows, _need(pools, rows))
-            if kept.bound is None:
-                return picked, need
-            if len(rows) > self.match and (float(need[-1]), int(picked[-1])) <= kept.bound:
-                return picked, need
-        return self._rebuild(pools, size, approved, key)
+        if kept is not None and kept.generation == pools.generation:
+            entered, position = pools.entered_since(kept.position)
+            if entered is not None and len(kept.rows) + len(entered) <= 2 * self.shortlist:
+                if entered:
+                    rows = np.union1d(kept.rows, np.asarray(entered, np.int64))
+                    kept = self._kept = replace(kept, rows=rows, position=position)
+                rows = kept.rows[kept.rows < size]
+                rows = rows[(pools.stage[rows] == Stage.TESTING) & approved[rows]]
+                picked, need = self._least(rows, _need(pools, rows))
+                if kept.bound is None:
+                    return picked, need
+                if len(rows) > self.match and (float(need[-1]), int(picked[-1])) <= kept.bound:
+                    return picked, need
+        return self._rebuild(pools, size, approved)
 
     def _rebuild(
-        self, pools: PoolBook, size: int, approved: np.ndarray, key: tuple[int, int]
+        self, pools: PoolBook, size: int, approved: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        testing = pools.testing(size)
+        generation, position = pools.generation, pools.entered_count
+        # Every testing row, past this request's catalog size too: a row that entered
+        # before `position` is found here or never (its entry is not read again).
+        testing = pools.testing(len(pools.stage))
         need = _need(pools, testing)
         if len(testing) <= self.shortlist:
-            self._kept = _Shortlist(key, testing, None)
+            self._kept = _Shortlist(generation, position, testing, None)
         else:
             pick = least(need, self.shortlist)
             last = int(pick[-1])
-            self._kept = _Shortlist(
-                key, np.sort(testing[pick]), (float(need[last]), int(testing[last]))
-            )
-        keep = approved[testing]
+            bound = (float(need[last]), int(testing[last]))
+            self._kept = _Shortlist(generation, position, np.sort(testing[pick]), bound)
+        keep = (testing < size) & approved[testing]
         return self._least(testing[keep], need[keep])
 
     def _least(self, rows: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,8 @@ class PoolSnapshots:
     promotions_by_tier: list[int]
     stops_by_tier: list[int]
     version: int
+    boost_version: int
+    generation: int
 
     def ensure(self, rows: int) -> None:
         raise NotImplementedError
@@ -82,3 +84,5 @@ class PoolSnapshots:
         # Tiers beyond a shortened pool_sizes list finish at the last tier.
         np.minimum(self.tier, len(self.sizes) - 1, out=self.tier)
         self.version += 1
+        self.boost_version += 1
+        self.generation += 1  # readers of the testing set read every row again

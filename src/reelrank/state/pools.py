@@ -55,6 +55,7 @@ _COLUMN = {
     EventType.SKIP: 6,
 }
 IMPRESSION_MEMORY = 200_000  # pool impressions remembered to attribute their engagement
+ENTERED_MEMORY = 65_536  # entries to TESTING remembered for readers of the testing set
 PSEUDO_EVENTS = 3.0  # least prior weight of a rate, in expected events
 BASELINE_MIN = 200  # judged pool views at a tier before its own rates are the baseline
 _COUNTER = {
@@ -135,6 +136,12 @@ class PoolBook(PoolSnapshots):
         self.promotions_by_tier = [0] * len(sizes)
         self.stops_by_tier = [0] * len(sizes)
         self.version = 0  # bumped when the set of testing or boosted rows changes
+        self.boost_version = 0  # bumped when the set of boosted rows changes
+        self.generation = 0  # bumped when the arrays are replaced wholesale (a restore)
+        # Rows that entered TESTING (first pool, promotion, revival), in order: (absolute
+        # position of the list's first entry, the list). Readers of the testing set keep
+        # a position and read what entered since instead of every testing row again.
+        self._entered: tuple[int, list[int]] = (0, [])
         self._lists: dict[str, tuple[tuple[str, int, int], np.ndarray]] = {}
 
     # -- growth and entry ----------------------------------------------------------------
@@ -165,7 +172,26 @@ class PoolBook(PoolSnapshots):
         self.counts[row] = 0
         self.epoch[row] += 1
         self.version += 1
+        base, log = self._entered
+        log.append(row)
+        if len(log) > ENTERED_MEMORY:  # a reader further behind than half of it rebuilds
+            self._entered = (base + len(log) // 2, log[len(log) // 2 :])
         return Transition(row, Stage.TESTING, tier)
+
+    @property
+    def entered_count(self) -> int:
+        """Entries to TESTING so far (a position for `entered_since`)."""
+        base, log = self._entered
+        return base + len(log)
+
+    def entered_since(self, position: int) -> tuple[list[int] | None, int]:
+        """Rows that entered TESTING since `position` (None when forgotten: read every
+        testing row again), and the position to read from next time."""
+        base, log = self._entered
+        end = base + len(log)
+        if position < base:
+            return None, end
+        return log[position - base :], end
 
     # -- delivery ------------------------------------------------------------------------
     def on_served(self, row: int, ts: float, key: tuple[str, str]) -> None:
@@ -178,6 +204,7 @@ class PoolBook(PoolSnapshots):
             self.boost_used[row] += 1
             if self.boost_left[row] == 0:
                 self.version += 1
+                self.boost_version += 1
         if self.stage[row] != Stage.TESTING:
             return
         self.served[row] += 1
@@ -208,10 +235,10 @@ class PoolBook(PoolSnapshots):
 
     def boosted(self, size: int) -> np.ndarray:
         """Rows with boost impressions left (below `size`)."""
-        return self._cached("boosted", size, lambda: self.boost_left[:size] > 0)
+        return self._cached("boosted", size, lambda: self.boost_left[:size] > 0, self.boost_version)
 
-    def _cached(self, name: str, size: int, mask: Any) -> np.ndarray:
-        key = (name, size, self.version)
+    def _cached(self, name: str, size: int, mask: Any, version: int | None = None) -> np.ndarray:
+        key = (name, size, self.version if version is None else version)
         found = self._lists.get(name)
         if found is None or found[0] != key:
             found = (key, np.flatnonzero(mask()))
@@ -222,6 +249,7 @@ class PoolBook(PoolSnapshots):
         self.ensure(row + 1)
         self.boost_left[row] += impressions
         self.version += 1
+        self.boost_version += 1
 
     def boost_outstanding(self) -> int:
         return int(self.boost_left.sum())
