@@ -18,7 +18,7 @@ from ..errors import InvalidInput
 from ..experiments.registry import ExperimentBook
 from ..metrics import Metrics
 from ..pipeline.feed import Feed, FeedPipeline
-from ..schema import Event, Impression
+from ..schema import Event, Impression, constructed
 from ..state.fold import ENGAGEMENTS
 from ..state.online import OnlineState
 from ..storage import EventLog
@@ -150,25 +150,29 @@ class FeedService:
         return query
 
     def _log_served(self, request: FeedRequest, feed: Feed) -> None:
-        # Built from the pipeline's own values (checked types): no validation needed.
+        # Built from the pipeline's own values (checked types): no validation needed, every
+        # field given in declaration order.
+        arms = feed.experiments or None
         served = [
-            Impression.model_construct(
-                request_id=feed.request_id,
-                position=position,
-                user_id=request.user_id,
-                video_id=item.video_id,
-                source=item.source,
-                score=item.score,
-                model_version=feed.model_version,
-                ts=request.now,
-                features=features,
-                arms=feed.experiments or None,
+            constructed(
+                Impression,
+                {
+                    "request_id": feed.request_id,
+                    "position": position,
+                    "user_id": request.user_id,
+                    "video_id": item.video_id,
+                    "source": item.source,
+                    "score": item.score,
+                    "model_version": feed.model_version,
+                    "ts": request.now,
+                    "features": features,
+                    "arms": arms,
+                },
             )
             for position, (item, features) in enumerate(zip(feed.items, feed.features, strict=True))
         ]
         with self.state.lock:  # seen at once; written to the impression log in the background
-            for imp in served:
-                self.state.mark_served(imp)
+            self.state.mark_page(served)
         self.slots.served(served)
         for imp in served:
             self._served.put(imp)

@@ -173,24 +173,38 @@ class StateFold:
 
     def mark_served(self, imp: Impression) -> None:
         """The video is seen, and counts toward today's creator and hashtag fatigue."""
-        row = self.table.row_of(imp.video_id)
-        if row < 0:
+        self.mark_page([imp])
+
+    def mark_page(self, page: list[Impression]) -> None:
+        """`mark_served` for the impressions of one page (one user at one time): the
+        user's state is looked up once."""
+        table = self.table
+        rows = []
+        for imp in page:
+            row = table.row_of(imp.video_id)
+            if row < 0:
+                continue
+            if imp.source == "pool":
+                self.pools.on_served(row, imp.ts, (imp.request_id, imp.video_id))
+            rows.append(row)
+        if not rows:
             return
-        if imp.source == "pool":
-            self.pools.on_served(row, imp.ts, (imp.request_id, imp.video_id))
-        user = self.user(imp.user_id)
-        user.seen.add(row)
-        day = int(imp.ts // 86400)
+        user = self.user(page[0].user_id)
+        for row in rows:
+            user.seen.add(row)
+        day = int(page[0].ts // 86400)
         if day != user.fatigue_day:
             if day < user.fatigue_day:
                 return  # a replayed impression of an earlier day
             user.fatigue_day = day
             user.served_creators = {}
             user.served_tags = {}
-        creator = self.table.video(row).creator_id
-        user.served_creators[creator] = user.served_creators.get(creator, 0) + 1
-        for tag in self.table.tag_names(row):
-            user.served_tags[tag] = user.served_tags.get(tag, 0) + 1
+        creators, tags = user.served_creators, user.served_tags
+        for row in rows:
+            creator = table.video(row).creator_id
+            creators[creator] = creators.get(creator, 0) + 1
+            for tag in table.tag_names(row):
+                tags[tag] = tags.get(tag, 0) + 1
 
     # -- applying events -----------------------------------------------------------------
     def apply(self, event: Event) -> None:
