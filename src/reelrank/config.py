@@ -58,6 +58,12 @@ class Settings:
         "that grows without bound (0: no limit).",
         64,
     )
+    feed_concurrency: int = _doc(
+        "Feed pipelines computed at once; more requests wait their turn in arrival order "
+        "(0: no limit). The pipeline runs under Python's interpreter lock, so side by side "
+        "pipelines only take turns on it: one at a time served the most feeds per second.",
+        1,
+    )
     feed_default_n: int = _doc("Page size when a feed request gives no `n`.", 10)
     feed_max_n: int = _doc("Largest page size a feed request may ask for.", 100)
     banned_terms: list[str] = _doc(
@@ -564,6 +570,7 @@ def _validate(s: Settings) -> None:
         (s.port >= 0 and s.port < 65536, "port", "must be 0..65535"),
         (s.max_batch >= 1, "max_batch", "must be at least 1"),
         (s.max_in_flight >= 0, "max_in_flight", "must not be negative"),
+        (s.feed_concurrency >= 0, "feed_concurrency", "must not be negative"),
         (1 <= s.feed_default_n <= s.feed_max_n, "feed_default_n", "must be 1..feed_max_n"),
         (s.seen_max >= 1, "seen_max", "must be at least 1"),
         (s.session_len >= 1, "session_len", "must be at least 1"),

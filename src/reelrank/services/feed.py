@@ -23,6 +23,7 @@ from ..state.fold import ENGAGEMENTS
 from ..state.online import OnlineState
 from ..storage import EventLog
 from ..types import FeedRequest, Query
+from .gate import Gate
 
 SLOT_MEMORY = 200_000  # served slots remembered for the channels' engagement rates
 
@@ -80,6 +81,7 @@ class FeedService:
         self.log = log
         self.metrics = metrics
         self.slots = ChannelSlots(metrics)
+        self.gate = Gate(settings.feed_concurrency)
         self._served: queue.SimpleQueue[Impression] = queue.SimpleQueue()
 
     def feed(
@@ -113,10 +115,11 @@ class FeedService:
             device=device,
             language=language,
         )
-        started = time.perf_counter()
-        query = self.hydrate(request)
-        feed = self.pipeline.run(query, trace=trace, explain=explain, features=record)
-        self.metrics.feed_latency.observe(time.perf_counter() - started)
+        with self.gate:  # `feed_concurrency` pipelines at once, in the order requests came
+            started = time.perf_counter()
+            query = self.hydrate(request)
+            feed = self.pipeline.run(query, trace=trace, explain=explain, features=record)
+            self.metrics.feed_latency.observe(time.perf_counter() - started)
         self.metrics.feed_requests.labels("true" if feed.cold_start else "false").inc()
         if record:
             self._log_served(request, feed)
