@@ -802,3 +802,25 @@ def test_tuning_queries_are_the_latest_served_or_stored_vectors() -> None:
     fallback, from_stored = tuning.tuning_queries(few.tuner.recent(8), stored, live, rng)
     assert from_stored and len(fallback) == tuning.TUNE_QUERIES
     assert all(any(np.allclose(f, s) for s in stored[250:]) for f in fallback)
+
+
+def test_a_measurement_that_fails_is_not_retried_on_every_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A measurement that raises leaves the cells scanned as they were and is not tried
+    again before the index doubles (not once a search)."""
+    n, dim = 12_000, 16
+    idx = VectorIndex(dim, ann_min=NEVER, nprobe=64, background=False, recall=0.98)
+    idx.upsert(np.arange(n), spread(n, dim, 0.5, 7))
+    idx.build_now()
+    cells = idx._ivf.nprobe
+    calls = []
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise RuntimeError("measurement failed")
+
+    monkeypatch.setattr(tuning, "tune_nprobe", broken)
+    for q in spread(3 * tuning.TUNE_QUERIES, dim, 0.5, 8):
+        idx.search(q, 10)
+    assert len(calls) == 1 and idx._ivf.nprobe == cells and not idx.tuner.running

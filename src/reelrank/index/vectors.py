@@ -274,6 +274,7 @@ class VectorIndex:
                 pass
             except Exception:
                 log.exception("measuring the approximate index failed; its cells scanned stay")
+                self.tuner.count, self.tuner.on_stored = self.count, False  # not till doubled
             finally:
                 self._build_lock.release()
         self.tuner.running = False
