@@ -130,6 +130,8 @@ def test_uploads_hides_strikes_and_boosts_reach_another_process(tmp_path: Path) 
         assert _served(b, "u1") == {"v0", "v2", "v3", "v5", "v6", "v8"}
         row = b.state.table.row_of("v0")
         assert int(b.state.pools.boost_left[row]) == 25
+        # and the pool channel's list of boosted rows, read by b's feeds before, has it
+        assert b.state.pools.boosted(b.state.table.size).tolist() == [row]
         assert b.lifecycle.video_state("v4")["status"] == "hidden"
         # b's own upload is applied once, when b writes it, not again from the feed.
         b.upsert_videos([video("own", creator_id="c9", created_at=now - 60)])
