@@ -168,7 +168,6 @@ class Lifecycle(OperatorControls):
         self.pools.ensure(row + 1)
         left = granted - int(self.pools.boost_used[row])
         self.pools.boost_left[row] = max(left, 0)
-        self.pools.version += 1
         self.pools.boost_version += 1
 
     def track_pending(self, row: int, video: Video) -> None:

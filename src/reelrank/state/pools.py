@@ -135,7 +135,7 @@ class PoolBook(PoolSnapshots):
         self.tier_totals = np.zeros((len(sizes), len(ACTIONS)), np.int64)  # judged audiences
         self.promotions_by_tier = [0] * len(sizes)
         self.stops_by_tier = [0] * len(sizes)
-        self.version = 0  # bumped when the set of testing or boosted rows changes
+        self.version = 0  # bumped when the set of testing rows changes
         self.boost_version = 0  # bumped when the set of boosted rows changes
         self.generation = 0  # bumped when the arrays are replaced wholesale (a restore)
         # Rows that entered TESTING (first pool, promotion, revival), in order: (absolute
@@ -203,7 +203,6 @@ class PoolBook(PoolSnapshots):
             self.boost_left[row] -= 1
             self.boost_used[row] += 1
             if self.boost_left[row] == 0:
-                self.version += 1
                 self.boost_version += 1
         if self.stage[row] != Stage.TESTING:
             return
@@ -231,14 +230,16 @@ class PoolBook(PoolSnapshots):
 
     def testing(self, size: int) -> np.ndarray:
         """Rows owed pool impressions (below `size`), cached until the set changes."""
-        return self._cached("testing", size, lambda: self.stage[:size] == Stage.TESTING)
+        return self._cached(
+            "testing", size, lambda: self.stage[:size] == Stage.TESTING, self.version
+        )
 
     def boosted(self, size: int) -> np.ndarray:
         """Rows with boost impressions left (below `size`)."""
         return self._cached("boosted", size, lambda: self.boost_left[:size] > 0, self.boost_version)
 
-    def _cached(self, name: str, size: int, mask: Any, version: int | None = None) -> np.ndarray:
-        key = (name, size, self.version if version is None else version)
+    def _cached(self, name: str, size: int, mask: Any, version: int) -> np.ndarray:
+        key = (name, size, version)
         found = self._lists.get(name)
         if found is None or found[0] != key:
             found = (key, np.flatnonzero(mask()))
@@ -248,7 +249,6 @@ class PoolBook(PoolSnapshots):
     def boost(self, row: int, impressions: int) -> None:
         self.ensure(row + 1)
         self.boost_left[row] += impressions
-        self.version += 1
         self.boost_version += 1
 
     def boost_outstanding(self) -> int:
